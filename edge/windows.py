@@ -1,0 +1,526 @@
+"""Per-device fixed time windows of named statistics, built from NFStream flows and ARP frames.
+
+A *device* is an endpoint address of the site: by default every unicast private, link-local or
+unique-local address (RFC 1918, RFC 3927, RFC 4193; ``--devices all`` takes every unicast
+address). Each flow's packets are attributed to both of its endpoints that are devices, *out* from
+the device's side, so a SYN flood shows as ``in_syn_only_pkts`` at the victim and as
+``out_syn_only_pkts`` at a local attacker. A flow whose device side has no IP (DHCP from 0.0.0.0)
+is keyed by MAC; ARP and other non-IP frames are attributed to the IP the sender MAC uses in IP
+traffic, else to its MAC.
+
+Windows are aligned on the epoch: window *k* covers ``[k·window_s, (k+1)·window_s)`` seconds.
+The result is the *Window* contract of ``DESIGN.md``: ``site_id, device_id, t_start, t_end``
+(epoch s), ``capture`` (file name), the statistics of :data:`edge.features.FEATURE_NAMES`
+(float32), ``proto_text`` (:mod:`edge.proto_text`) and ``peers`` (peer addresses in the window).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge import flows as F
+from edge.capture import CaptureScan, scan_capture
+from edge.features import APP_GROUP_NAMES, FEATURE_NAMES, app_group
+from edge.proto_text import ProtoGroup, window_text
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS: tuple[str, ...] = ("site_id", "device_id", "t_start", "t_end", "capture")
+DEVICE_SCOPES: tuple[str, ...] = ("local", "all")
+_TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
+
+
+@lru_cache(maxsize=65536)
+def _is_device_addr(addr: str, scope: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or addr == "255.255.255.255":
+        return False
+    if scope == "all":
+        return True
+    return ip.is_private or ip.is_link_local
+
+
+def _is_group_mac(mac: str) -> bool:
+    """True for broadcast/multicast MACs (I/G bit of the first octet, IEEE 802)."""
+    try:
+        return bool(int(mac[:2], 16) & 1)
+    except ValueError:
+        return False
+
+
+# Raw accumulator layout of one (device, window): the slice fields of edge.flows first, then these.
+(OUT_PKTS, IN_PKTS, OUT_BYTES, IN_BYTES, OUT_SYN, IN_SYN, TCP_PKTS, UDP_PKTS, ICMP_PKTS, OTHER_PKTS,
+ MCAST_PKTS, FLOWS, NEW_FLOWS, OUT_INIT, IN_INIT, CONN_ATT, CONN_FAIL, ARP_PKTS, ARP_REPLIES,
+ ARP_CONFLICTS) = range(F.SLICE_LEN, F.SLICE_LEN + 20)
+RAW_LEN = F.SLICE_LEN + 20
+_MINS = (F.IAT_MIN, F.SIZE_MIN, F.FIRST_MS)
+_MAXS = (F.IAT_MAX, F.SIZE_MAX, F.LAST_MS)
+_SUMS = tuple(k for k in range(F.SLICE_LEN) if k not in _MINS + _MAXS)
+_INF = math.inf
+_EPHEMERAL_PORT = 49152  # RFC 6335 dynamic/private port range start
+
+
+class _Acc:
+    """Accumulator of one (device, window): a raw counter list plus lazily created sets and maps."""
+
+    __slots__ = ("apps", "groups", "in_ports", "in_src_addrs", "out_dst_addrs", "out_ports", "peers", "r")
+
+    def __init__(self) -> None:
+        r = [0.0] * RAW_LEN
+        for k in _MINS:
+            r[k] = _INF
+        for k in _MAXS:
+            r[k] = -_INF
+        self.r = r
+        self.peers: set[str] = set()
+        self.out_dst_addrs: set[str] = set()
+        self.out_ports: dict[int, int] = {}
+        self.in_src_addrs: set[str] = set()
+        self.in_ports: dict[int, int] = {}
+        self.apps: dict[str, float] = {}
+        self.groups: dict[tuple[str, bool], ProtoGroup] = {}
+
+    def merge_slice(self, s: list[float]) -> None:
+        r = self.r
+        for k in _SUMS:
+            r[k] += s[k]
+        for k in _MINS:
+            r[k] = min(r[k], s[k])
+        for k in _MAXS:
+            r[k] = max(r[k], s[k])
+
+    def group(self, name: str, outbound: bool) -> ProtoGroup:
+        g = self.groups.get((name, outbound))
+        if g is None:
+            g = self.groups[(name, outbound)] = ProtoGroup(name=name, outbound=outbound)
+        return g
+
+
+def _entropy_bits(counts: dict) -> float:
+    """Shannon entropy (bits) of a value → count map; 0 for an empty map."""
+    if not counts:
+        return 0.0
+    p = np.fromiter(counts.values(), dtype=np.float64)
+    p /= p.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def _is_unicast(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return True
+    return not (ip.is_multicast or addr == "255.255.255.255")
+
+
+_NDPI_MATCH_BY_PORT = 1  # ndpi_confidence_t: NDPI_CONFIDENCE_MATCH_BY_PORT
+_TRANSPORT_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}
+
+
+class WindowBuilder:
+    """Accumulate flows (and ARP/L2 frames) of one capture into per-device window statistics.
+
+    Parameters
+    ----------
+    window_s : float
+        Window length in seconds.
+    site_id : str
+        Written to every row.
+    capture : str
+        Source file name written to every row.
+    devices : {"local", "all"} or callable
+        Which addresses are devices (see the module docstring), or a predicate ``addr -> bool``.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``window_s`` or an unknown ``devices`` scope.
+    """
+
+    def __init__(self, window_s: float, site_id: str, capture: str,
+                 devices: str | Callable[[str], bool] = "local") -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0 seconds, got {window_s!r}")
+        if isinstance(devices, str):
+            if devices not in DEVICE_SCOPES:
+                raise ValueError(f"devices must be one of {DEVICE_SCOPES} or a predicate, got {devices!r}")
+            scope = devices
+            self._is_device: Callable[[str], bool] = lambda a: _is_device_addr(a, scope)
+        else:
+            self._is_device = devices
+        self.window_s = float(window_s)
+        self.window_ms = max(1, round(window_s * 1000))
+        self.site_id = site_id
+        self.capture = capture
+        self._acc: dict[tuple[str, int], _Acc] = {}
+        self._mac_ip: dict[str, str] = {}
+        self._ip_mac: dict[str, str] = {}
+        self.flows_seen = 0
+        self.packets_seen = 0
+
+    def __len__(self) -> int:
+        return len(self._acc)
+
+    def _get(self, device: str, idx: int) -> _Acc:
+        acc = self._acc.get((device, idx))
+        if acc is None:
+            acc = self._acc[(device, idx)] = _Acc()
+        return acc
+
+    # -- input ------------------------------------------------------------------------------
+    def add_flow(self, flow) -> None:
+        """Attribute one expired NFStream flow (with :class:`edge.flows.WindowSlices`) to its devices.
+
+        A TCP/UDP flow whose first packet came from a port below 49152 to an ephemeral port (RFC 6335)
+        was seen mid-stream (started before the capture or after an idle expiry): its responder is
+        taken to be the low-port side, so ports and *initiated* counts describe the service.
+        """
+        self.flows_seen += 1
+        self.packets_seen += flow.bidirectional_packets
+        src, dst, proto = flow.src_ip, flow.dst_ip, flow.protocol
+        sport, dport = flow.src_port, flow.dst_port
+        midstream = proto in (_TCP, _UDP) and sport < _EPHEMERAL_PORT <= dport and not flow.udps.first_syn
+        service_port = sport if midstream else dport
+        ends = []
+        for side, addr, mac, peer in ((0, src, flow.src_mac, dst), (1, dst, flow.dst_mac, src)):
+            if self._is_device(addr):
+                self._mac_ip.setdefault(mac, addr)
+                self._ip_mac.setdefault(addr, mac)
+                ends.append((side, addr, peer))
+            elif side == 0 and addr in ("0.0.0.0", "::") and mac and not _is_group_mac(mac):
+                ends.append((side, mac, peer))  # no IP yet (DHCP discover): key by MAC
+        if not ends:
+            return
+        app = flow.application_name or "Unknown"
+        # nDPI names a flow it could not inspect by its port or by the IP owner ("AWS_EC2"). A guess by
+        # port is kept for flows that carried payload; a guess by IP owner, or for bare packets such as
+        # spoofed SYNs (whose random source port may match anything), is not evidence of a protocol.
+        trusted = not flow.application_is_guessed or (
+            flow.application_confidence == _NDPI_MATCH_BY_PORT and flow.udps.payload_seen)
+        group = app_group(app) if trusted else "unknown"
+        name = _TRANSPORT_NAMES.get(proto, f"IP/{proto}") if group == "unknown" else app.split(".", 1)[0]
+        mcast = _is_group_mac(flow.dst_mac) or not _is_unicast(dst)
+        first_idx = flow.bidirectional_first_seen_ms // self.window_ms
+        u = flow.udps
+        tcp_attempt = proto == _TCP and u.first_syn
+        ported = proto in (_TCP, _UDP)
+        for idx, s in u.slices.items():
+            pk = s[F.S2D_PKTS] + s[F.D2S_PKTS]
+            for side, dev, peer in ends:
+                a = self._get(dev, idx)
+                a.merge_slice(s)
+                r = a.r
+                o, i = (0, 1) if side == 0 else (1, 0)
+                r[OUT_PKTS] += s[F.S2D_PKTS + o]
+                r[IN_PKTS] += s[F.S2D_PKTS + i]
+                r[OUT_BYTES] += s[F.S2D_BYTES + o]
+                r[IN_BYTES] += s[F.S2D_BYTES + i]
+                r[OUT_SYN] += s[F.S2D_SYN_ONLY + o]
+                r[IN_SYN] += s[F.S2D_SYN_ONLY + i]
+                if proto == _TCP:
+                    r[TCP_PKTS] += pk
+                elif proto == _UDP:
+                    r[UDP_PKTS] += pk
+                elif proto in (_ICMP, _ICMP6):
+                    r[ICMP_PKTS] += pk
+                else:
+                    r[OTHER_PKTS] += pk
+                if mcast:
+                    r[MCAST_PKTS] += s[F.S2D_PKTS]
+                r[FLOWS] += 1
+                a.peers.add(peer)
+                a.apps[group] = a.apps.get(group, 0.0) + pk
+                outbound = (side == 0) != midstream
+                if idx == first_idx:
+                    r[NEW_FLOWS] += 1
+                    if outbound:
+                        r[OUT_INIT] += 1
+                        a.out_dst_addrs.add(peer)
+                        if ported:
+                            a.out_ports[service_port] = a.out_ports.get(service_port, 0) + 1
+                    else:
+                        r[IN_INIT] += 1
+                        a.in_src_addrs.add(peer)
+                        if ported:
+                            a.in_ports[service_port] = a.in_ports.get(service_port, 0) + 1
+                    if tcp_attempt:
+                        r[CONN_ATT] += 1
+                        if not u.synack_seen:
+                            r[CONN_FAIL] += 1
+                g = a.group(name, outbound)
+                g.pkts += pk
+                g.peers.add(peer)
+                if ported:
+                    g.ports[service_port] = g.ports.get(service_port, 0.0) + pk
+                g.syn_only += s[F.S2D_SYN_ONLY] + s[F.D2S_SYN_ONLY]
+                g.synack += s[F.SYNACK]
+                g.rst += s[F.RST]
+
+    def add_scan(self, scan: CaptureScan) -> None:
+        """Attribute the ARP and other non-IP frames of a :class:`CaptureScan` (call after the flows).
+
+        An ARP sender claiming an IP that is already bound to another MAC (first binding seen in IP
+        traffic or earlier ARP) counts one ``arp_ip_mac_conflicts`` for the sender.
+        """
+        bound: dict[str, str] = dict(self._ip_mac)
+        for fr in sorted(scan.arp, key=lambda f: f.ts):
+            dev = self._mac_ip.get(fr.hwsrc)
+            if dev is None:
+                dev = fr.psrc if fr.psrc != "0.0.0.0" and self._is_device(fr.psrc) else fr.hwsrc
+            a = self._get(dev, int(fr.ts * 1000) // self.window_ms)
+            r = a.r
+            r[ARP_PKTS] += 1
+            r[ARP_REPLIES] += fr.op == 2
+            if fr.psrc != "0.0.0.0" and bound.setdefault(fr.psrc, fr.hwsrc) != fr.hwsrc:
+                r[ARP_CONFLICTS] += 1
+            peer = fr.pdst if fr.pdst != "0.0.0.0" else ""
+            self._add_l2(a, fr.ts, fr.size_bytes, peer, "ARP reply" if fr.op == 2 else "ARP")
+        for fr in scan.l2:
+            dev = self._mac_ip.get(fr.src_mac, fr.src_mac)
+            a = self._get(dev, int(fr.ts * 1000) // self.window_ms)
+            self._add_l2(a, fr.ts, fr.size_bytes, "", f"L2/0x{fr.ethertype:04x}")
+
+    @staticmethod
+    def _add_l2(a: _Acc, ts: float, size: int, peer: str, name: str) -> None:
+        ms = ts * 1000.0
+        a.merge_slice(_l2_slice(ms, size))
+        r = a.r
+        r[OUT_PKTS] += 1
+        r[OUT_BYTES] += size
+        r[OTHER_PKTS] += 1
+        a.apps["other"] = a.apps.get("other", 0.0) + 1
+        g = a.group(name, True)
+        g.pkts += 1
+        if peer:
+            a.peers.add(peer)
+            g.peers.add(peer)
+
+    # -- output -----------------------------------------------------------------------------
+    def rows(self) -> list[dict]:
+        """One dict per (device, window): :data:`KEY_COLUMNS`, the features, ``proto_text``, ``peers``."""
+        if not self._acc:
+            return []
+        keys = list(self._acc)
+        accs = [self._acc[k] for k in keys]
+        raw = np.array([a.r for a in accs], dtype=np.float64)
+        feats = _features(raw, accs, self.window_s)
+        out = []
+        for j, ((dev, idx), a) in enumerate(zip(keys, accs)):
+            row = {
+                "site_id": self.site_id,
+                "device_id": dev,
+                "t_start": idx * self.window_ms / 1000.0,
+                "t_end": (idx + 1) * self.window_ms / 1000.0,
+                "capture": self.capture,
+            }
+            row.update(zip(FEATURE_NAMES, feats[j].tolist()))
+            row["proto_text"] = window_text(a.groups.values())
+            row["peers"] = sorted(a.peers)
+            out.append(row)
+        return out
+
+
+def _l2_slice(ms: float, size: float) -> list[float]:
+    s = [0.0] * F.SLICE_LEN
+    s[F.S2D_PKTS] = 1.0
+    s[F.S2D_BYTES] = size
+    s[F.SIZE_SUMSQ] = size * size
+    s[F.SIZE_MIN] = s[F.SIZE_MAX] = size
+    s[F.FIRST_MS] = s[F.LAST_MS] = ms
+    s[F.IAT_MIN], s[F.IAT_MAX] = _INF, -_INF
+    return s
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise a / b with 0 where b == 0."""
+    out = np.zeros_like(a, dtype=np.float64)
+    np.divide(a, b, out=out, where=b > 0)
+    return out
+
+
+def _features(raw: np.ndarray, accs: Sequence[_Acc], window_s: float) -> np.ndarray:
+    """Vectorised window statistics: ``raw`` (n, RAW_LEN) → (n, N_FEATURES) in FEATURE_NAMES order."""
+    c = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    out = np.zeros((raw.shape[0], len(FEATURE_NAMES)), dtype=np.float64)
+    pkts = raw[:, OUT_PKTS] + raw[:, IN_PKTS]
+    byts = raw[:, OUT_BYTES] + raw[:, IN_BYTES]
+    tcp = raw[:, TCP_PKTS]
+    n_iat = raw[:, F.IAT_N]
+    has_iat = n_iat > 0
+    iat_mean = _div(raw[:, F.IAT_SUM], n_iat)
+    size_mean = _div(byts, pkts)
+
+    def put(name: str, v: np.ndarray) -> None:
+        out[:, c[name]] = v
+
+    put("pkts", pkts)
+    put("bytes", byts)
+    put("out_pkts", raw[:, OUT_PKTS])
+    put("in_pkts", raw[:, IN_PKTS])
+    put("out_bytes", raw[:, OUT_BYTES])
+    put("in_bytes", raw[:, IN_BYTES])
+    put("pkts_per_s", pkts / window_s)
+    put("bytes_per_s", byts / window_s)
+    put("in_bytes_fraction", _div(raw[:, IN_BYTES], byts))
+    put("active_s", np.where(pkts > 0, np.maximum(0.0, raw[:, F.LAST_MS] - raw[:, F.FIRST_MS]) / 1000.0, 0.0))
+    put("flows", raw[:, FLOWS])
+    put("new_flows", raw[:, NEW_FLOWS])
+    put("out_initiated_flows", raw[:, OUT_INIT])
+    put("in_initiated_flows", raw[:, IN_INIT])
+    put("pkts_per_flow_mean", _div(pkts - raw[:, ARP_PKTS], raw[:, FLOWS]))
+    put("tcp_pkt_fraction", _div(tcp, pkts))
+    put("udp_pkt_fraction", _div(raw[:, UDP_PKTS], pkts))
+    put("icmp_pkt_fraction", _div(raw[:, ICMP_PKTS], pkts))
+    put("other_pkt_fraction", _div(raw[:, OTHER_PKTS], pkts))
+    put("multicast_pkt_fraction", _div(raw[:, MCAST_PKTS], pkts))
+    put("out_syn_only_pkts", raw[:, OUT_SYN])
+    put("in_syn_only_pkts", raw[:, IN_SYN])
+    put("syn_only_ratio", _div(raw[:, OUT_SYN] + raw[:, IN_SYN], tcp))
+    put("synack_pkts", raw[:, F.SYNACK])
+    put("rst_pkts", raw[:, F.RST])
+    put("rst_ratio", _div(raw[:, F.RST], tcp))
+    put("fin_pkts", raw[:, F.FIN])
+    put("psh_pkts", raw[:, F.PSH])
+    put("ece_cwr_pkts", raw[:, F.ECE_CWR])
+    put("tcp_conn_attempts", raw[:, CONN_ATT])
+    put("tcp_failed_conn_fraction", _div(raw[:, CONN_FAIL], raw[:, CONN_ATT]))
+    put("iat_mean_ms", iat_mean)
+    put("iat_std_ms", np.sqrt(np.maximum(0.0, _div(raw[:, F.IAT_SUMSQ], n_iat) - iat_mean**2)))
+    put("iat_min_ms", np.where(has_iat, raw[:, F.IAT_MIN], 0.0))
+    put("iat_max_ms", np.where(has_iat, raw[:, F.IAT_MAX], 0.0))
+    put("pkt_size_mean_bytes", size_mean)
+    put("pkt_size_std_bytes", np.sqrt(np.maximum(0.0, _div(raw[:, F.SIZE_SUMSQ], pkts) - size_mean**2)))
+    put("pkt_size_min_bytes", np.where(pkts > 0, raw[:, F.SIZE_MIN], 0.0))
+    put("pkt_size_max_bytes", np.where(pkts > 0, raw[:, F.SIZE_MAX], 0.0))
+    put("out_pkt_size_mean_bytes", _div(raw[:, OUT_BYTES], raw[:, OUT_PKTS]))
+    put("in_pkt_size_mean_bytes", _div(raw[:, IN_BYTES], raw[:, IN_PKTS]))
+    put("arp_pkts", raw[:, ARP_PKTS])
+    put("arp_reply_pkts", raw[:, ARP_REPLIES])
+    put("arp_ip_mac_conflicts", raw[:, ARP_CONFLICTS])
+    # per-window sets and maps
+    for j, a in enumerate(accs):
+        out[j, c["distinct_peers"]] = len(a.peers)
+        out[j, c["out_distinct_dst_addrs"]] = len(a.out_dst_addrs)
+        out[j, c["out_distinct_dst_ports"]] = len(a.out_ports)
+        out[j, c["in_distinct_src_addrs"]] = len(a.in_src_addrs)
+        out[j, c["in_distinct_dst_ports"]] = len(a.in_ports)
+        if a.out_ports:
+            out[j, c["out_dst_port_entropy_bits"]] = _entropy_bits(a.out_ports)
+        if a.in_ports:
+            out[j, c["in_dst_port_entropy_bits"]] = _entropy_bits(a.in_ports)
+        for g, n in a.apps.items():
+            out[j, c[f"app_{g}_pkt_fraction"]] = n
+    for g in APP_GROUP_NAMES:
+        k = c[f"app_{g}_pkt_fraction"]
+        out[:, k] = _div(out[:, k], pkts)
+    return out
+
+
+def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
+    """Set ``new_peers``: per (site, device), peers never seen in any earlier window (time order).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Windows with ``site_id, device_id, t_start, peers``; modified in place and returned, sorted by
+        ``(site_id, device_id, t_start)``.
+    """
+    df.sort_values(["site_id", "device_id", "t_start"], inplace=True, kind="stable")
+    df.reset_index(drop=True, inplace=True)
+    seen: dict[tuple[str, str], set] = {}
+    new = np.zeros(len(df), dtype=np.float32)
+    for i, (site, dev, peers) in enumerate(zip(df["site_id"], df["device_id"], df["peers"])):
+        s = seen.setdefault((site, dev), set())
+        n = 0
+        for p in peers:
+            if p not in s:
+                s.add(p)
+                n += 1
+        new[i] = n
+    df["new_peers"] = new
+    return df
+
+
+def windows_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """Build the Window DataFrame (typed columns in contract order) from :meth:`WindowBuilder.rows`."""
+    cols = [*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers"]
+    df = pd.DataFrame(list(rows), columns=cols)
+    df[list(FEATURE_NAMES)] = df[list(FEATURE_NAMES)].astype(np.float32)
+    df["t_start"] = df["t_start"].astype(np.float64)
+    df["t_end"] = df["t_end"].astype(np.float64)
+    for c in ("site_id", "device_id", "capture", "proto_text"):
+        df[c] = df[c].astype(object)
+    return fill_new_peers(df)
+
+
+def extract_windows(
+    paths: Iterable[str | Path],
+    *,
+    window_s: float = 5.0,
+    site_id: str = "site",
+    devices: str | Callable[[str], bool] = "local",
+    idle_timeout_s: int = 120,
+    active_timeout_s: int = 1800,
+    on_packets: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Meter flows of each capture and return its per-device windows (the Window contract).
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        pcap/pcapng files; each is metered on its own, windows are concatenated.
+    window_s : float, default 5.0
+        Window length in seconds.
+    site_id : str, default "site"
+    devices : {"local", "all"} or callable, default "local"
+        Which addresses are devices (module docstring).
+    idle_timeout_s, active_timeout_s : int
+        NFStream flow timeouts in seconds.
+    on_packets : callable, optional
+        Called with the number of packets of each metered flow or frame batch (progress bars).
+
+    Returns
+    -------
+    DataFrame
+        One row per (device, window): ``site_id, device_id, t_start, t_end, capture``, the
+        float32 statistics of :data:`edge.features.FEATURE_NAMES`, ``proto_text``, ``peers``;
+        sorted by ``(site_id, device_id, t_start)``.
+
+    Raises
+    ------
+    edge.capture.CaptureError
+        If a file is not a pcap/pcapng capture. A damaged capture is read up to the damage with a
+        warning instead.
+    ValueError
+        For invalid window or timeout settings.
+    """
+    cfg = F.MeterConfig(window_s=window_s, idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s)
+    rows: list[dict] = []
+    for path in paths:
+        scan = scan_capture(path)
+        builder = WindowBuilder(cfg.window_s, site_id, Path(path).name, devices)
+        if scan.packets:
+            for flow in F.meter_flows(scan.path, cfg):
+                builder.add_flow(flow)
+                if on_packets is not None:
+                    on_packets(flow.bidirectional_packets)
+            builder.add_scan(scan)
+            if on_packets is not None:
+                on_packets(len(scan.arp) + len(scan.l2))
+        else:
+            log.warning("%s: capture holds no packets", path)
+        rows.extend(builder.rows())
+        log.info("%s: %d packets, %d flows → %d windows", path, scan.packets, builder.flows_seen,
+                 len(builder._acc))
+    return windows_frame(rows)
