@@ -65,13 +65,21 @@ def amount(n: float) -> str:
     return "thousands"
 
 
+def _count(n: float, noun: str) -> str:
+    """``"1 peer"``, ``"a few peers"``, ``"thousands of packets"``."""
+    word = amount(n)
+    if word == "1":
+        return f"1 {noun}"
+    return f"{word}{' of' if word in ('dozens', 'hundreds', 'thousands') else ''} {noun}s"
+
+
 def _phrase(g: ProtoGroup) -> str:
     direction = "out" if g.outbound else "in"
     prep = "to" if g.outbound else "from"
     n_peers = len(g.peers)
-    parts = [f"{g.name} {direction}: {amount(g.pkts)} packet{'s' if g.pkts != 1 else ''}"]
+    parts = [f"{g.name} {direction}: {_count(g.pkts, 'packet')}"]
     if n_peers:
-        parts[0] += f" {prep} {amount(n_peers)} peer{'s' if n_peers != 1 else ''}"
+        parts[0] += f" {prep} {_count(n_peers, 'peer')}"
     if g.ports:
         top = sorted(g.ports.items(), key=lambda kv: (-kv[1], kv[0]))
         ports = ",".join(str(p) for p, _ in top[:MAX_PORTS])

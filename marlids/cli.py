@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
+import click
 import typer
 
 from edge.cli import app as edge_app
@@ -49,6 +51,25 @@ def version() -> None:
     typer.echo(__version__)
 
 
+#: Errors a user can cause (bad file, bad argument, missing model): one line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError,
+                                                 IsADirectoryError, RuntimeError)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: user errors become one ``marlids: error: …`` line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except USER_ERRORS as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        typer.echo(f"marlids: error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,166 @@
+"""Flows → per-device windows on real captures (../shared/data/pcaps)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge.capture import CaptureError, scan_capture
+from edge.features import FEATURE_NAMES
+from edge.windows import KEY_COLUMNS, WindowBuilder, extract_windows
+from tests.conftest import REPO
+
+SYN_FLOOD = "stopddos/pkt.TCP.synflood.spoofed.pcap"
+
+
+@pytest.fixture(scope="module")
+def all_windows(pcaps: Path) -> pd.DataFrame:
+    """Every public capture (427 files: fragments, ECN/CWR flags, one-way floods, pcapng) in one run."""
+    files = sorted(p for p in pcaps.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    assert len(files) > 400
+    return extract_windows(files)
+
+
+def test_every_public_capture_is_processed(all_windows: pd.DataFrame, pcaps: Path):
+    df = all_windows
+    names = {p.name for p in pcaps.rglob("*") if p.suffix in (".pcap", ".pcapng")}
+    assert set(df["capture"]) == names  # every capture yields windows
+    assert list(df.columns[: len(KEY_COLUMNS)]) == list(KEY_COLUMNS)
+    assert list(df.columns[len(KEY_COLUMNS): len(KEY_COLUMNS) + len(FEATURE_NAMES)]) == list(FEATURE_NAMES)
+    x = df[list(FEATURE_NAMES)].to_numpy()
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+    assert (x >= 0).all()
+    fractions = [c for c in FEATURE_NAMES if c.endswith(("_fraction", "_ratio"))]
+    assert (df[fractions].to_numpy() <= 1.0 + 1e-6).all()
+    assert ((df["t_end"] - df["t_start"]).round(6) == 5.0).all()
+    assert (df["pkts"] == df["out_pkts"] + df["in_pkts"]).all()
+
+
+def test_syn_flood_windows_are_syn_only_and_benign_ones_are_not(all_windows: pd.DataFrame):
+    df = all_windows
+    flood = df[df["capture"] == Path(SYN_FLOOD).name]
+    assert set(flood["device_id"]) == {"10.10.10.10"}  # the victim; spoofed public sources are peers
+    assert (flood["syn_only_ratio"] > 0.95).all()
+    assert (flood["tcp_failed_conn_fraction"] > 0.95).all()
+    assert flood["in_syn_only_pkts"].sum() > 37000
+    assert flood["distinct_peers"].max() > 10000
+    assert all("SYN-only" in t and "unanswered" in t for t in flood["proto_text"])
+
+    benign = df[df["capture"].str.startswith("Setup-") & (df["tcp_pkt_fraction"] > 0) & (df["pkts"] >= 20)]
+    assert len(benign) > 1000
+    assert benign["syn_only_ratio"].median() < 0.2
+    assert (benign["syn_only_ratio"] > 0.95).mean() < 0.02
+
+
+def test_amplification_pcapng_and_new_peers(all_windows: pd.DataFrame):
+    amp = all_windows[all_windows["capture"] == "amp.UDP.bacnet.IOT.37810.pcapng"]
+    assert len(amp) >= 1
+    assert amp["udp_pkt_fraction"].max() > 0.8
+    assert amp["in_bytes_fraction"].min() > 0.99  # one-way reflection traffic
+    # new_peers: each peer counted once per device over time
+    lock = all_windows[all_windows["capture"] == "lockly-hub-01.pcap"]
+    for _, g in lock.groupby("device_id"):
+        assert g["new_peers"].sum() == len(set().union(*map(set, g["peers"])))
+
+
+def test_arp_frames_are_counted(all_windows: pd.DataFrame):
+    lock = all_windows[all_windows["capture"] == "lockly-hub-01.pcap"]
+    assert lock["arp_pkts"].sum() > 10000
+    assert lock["arp_ip_mac_conflicts"].sum() == 0  # benign: no IP changes MAC
+
+
+def test_arp_spoofing_is_attributed_to_the_spoofer(tmp_path: Path):
+    """A host claiming the gateway's IP (RFC 826 reply with its own MAC) is a conflict of the spoofer."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    gw, gw_mac, att, att_mac, vic = "10.9.0.1", "02:00:00:00:00:01", "10.9.0.66", "02:00:00:00:00:66", "10.9.0.5"
+    pkts = [Ether(src=att_mac, dst=gw_mac) / IP(src=att, dst=gw) / UDP(sport=5000, dport=53),
+            Ether(src=gw_mac, dst=att_mac) / IP(src=gw, dst=att) / UDP(sport=53, dport=5000)]
+    pkts += [Ether(src=att_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=att_mac, psrc=gw, pdst=vic)
+             for _ in range(20)]
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i * 0.1
+    path = tmp_path / "arp_spoof.pcap"
+    wrpcap(str(path), pkts)
+    df = extract_windows([path])
+    spoofer = df[df["device_id"] == att]
+    assert spoofer["arp_reply_pkts"].sum() == 20
+    assert spoofer["arp_ip_mac_conflicts"].sum() == 20
+    assert vic in spoofer["peers"].iloc[0]
+    assert df[df["device_id"] == gw]["arp_pkts"].sum() == 0
+
+
+def test_truncated_capture_is_read_up_to_the_damage(pcaps: Path, tmp_path: Path, caplog):
+    src = pcaps / "oconnor-iot" / "lockly-hub-01.pcap"
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(src.read_bytes()[:200_000])
+    with caplog.at_level(logging.WARNING):
+        scan = scan_capture(cut)
+        df = extract_windows([cut])
+    assert scan.damaged and 0 < scan.packets < 46656
+    assert any("damaged capture" in r.getMessage() for r in caplog.records)
+    assert len(df) > 0 and df["pkts"].sum() > 0.9 * scan.packets
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a capture\n", b"\x00" * 64])
+def test_non_capture_raises_capture_error(tmp_path: Path, content: bytes):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(content)
+    with pytest.raises(CaptureError, match="bad.pcap"):
+        extract_windows([bad])
+
+
+def test_cli_rejects_a_non_capture_with_one_line(tmp_path: Path):
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("this is text\n")
+    exe = shutil.which("marlids", path=str(Path(sys.executable).parent)) or "marlids"
+    res = subprocess.run([exe, "edge", "extract", str(bad), "--out", str(tmp_path / "w.parquet"), "--no-embed"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("marlids: error:")]
+    assert len(errors) == 1 and "not a pcap/pcapng capture" in errors[0]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"window_s": 0}, "window_s"), ({"window_s": -5}, "window_s"),
+    ({"devices": "everything"}, "devices"), ({"idle_timeout_s": 0}, "idle_timeout_s"),
+])
+def test_bad_arguments_name_the_argument(pcaps: Path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        extract_windows([pcaps / "kitsune" / "mirai2000.pcap"], **kwargs)
+
+
+def test_window_length_is_configurable(pcaps: Path):
+    f = pcaps / "kitsune" / "mirai2000.pcap"
+    w5, w30 = extract_windows([f], window_s=5), extract_windows([f], window_s=30)
+    assert w5["pkts"].sum() == w30["pkts"].sum()  # every packet lands in exactly one window
+    assert len(w30) < len(w5)
+    assert ((w30["t_end"] - w30["t_start"]).round(6) == 30).all()
+
+
+def test_golden_features_of_mirai_capture(pcaps: Path):
+    """pcap → features golden test (NFStream style): tests/golden/mirai2000_windows.csv."""
+    got = extract_windows([pcaps / "kitsune" / "mirai2000.pcap"])
+    want = pd.read_csv(REPO / "tests" / "golden" / "mirai2000_windows.csv", dtype={"device_id": str})
+    cols = ["device_id", "t_start", *FEATURE_NAMES, "proto_text"]
+    got = got[cols].reset_index(drop=True)
+    assert len(got) == len(want)
+    assert (got["device_id"] == want["device_id"]).all()
+    assert (got["proto_text"] == want["proto_text"]).all()
+    np.testing.assert_allclose(got[list(FEATURE_NAMES)].to_numpy(np.float64),
+                               want[list(FEATURE_NAMES)].to_numpy(np.float64), rtol=1e-5, atol=1e-4)
+
+
+def test_builder_rejects_bad_scope():
+    with pytest.raises(ValueError, match="devices must be one of"):
+        WindowBuilder(5.0, "s", "c", devices="lan")
