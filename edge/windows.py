@@ -473,6 +473,7 @@ def extract_windows(
     idle_timeout_s: int = 120,
     active_timeout_s: int = 1800,
     on_packets: Callable[[int], None] | None = None,
+    on_scan: Callable[[CaptureScan], None] | None = None,
 ) -> pd.DataFrame:
     """Meter flows of each capture and return its per-device windows (the Window contract).
 
@@ -489,6 +490,8 @@ def extract_windows(
         NFStream flow timeouts in seconds.
     on_packets : callable, optional
         Called with the number of packets of each metered flow or frame batch (progress bars).
+    on_scan : callable, optional
+        Called with each file's :class:`~edge.capture.CaptureScan` (its packet count) before metering.
 
     Returns
     -------
@@ -509,6 +512,8 @@ def extract_windows(
     rows: list[dict] = []
     for path in paths:
         scan = scan_capture(path)
+        if on_scan is not None:
+            on_scan(scan)
         builder = WindowBuilder(cfg.window_s, site_id, Path(path).name, devices)
         if scan.packets:
             for flow in F.meter_flows(scan.path, cfg):
@@ -521,6 +526,5 @@ def extract_windows(
         else:
             log.warning("%s: capture holds no packets", path)
         rows.extend(builder.rows())
-        log.info("%s: %d packets, %d flows → %d windows", path, scan.packets, builder.flows_seen,
-                 len(builder._acc))
+        log.info("%s: %d packets, %d flows → %d windows", path, scan.packets, builder.flows_seen, len(builder))
     return windows_frame(rows)
