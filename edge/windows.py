@@ -68,6 +68,11 @@ _MINS = (F.IAT_MIN, F.SIZE_MIN, F.FIRST_MS)
 _MAXS = (F.IAT_MAX, F.SIZE_MAX, F.LAST_MS)
 _SUMS = tuple(k for k in range(F.SLICE_LEN) if k not in _MINS + _MAXS)
 _INF = math.inf
+_RAW_INIT = [0.0] * RAW_LEN
+for _k in _MINS:
+    _RAW_INIT[_k] = _INF
+for _k in _MAXS:
+    _RAW_INIT[_k] = -_INF
 _EPHEMERAL_PORT = 49152  # RFC 6335 dynamic/private port range start
 
 
@@ -77,17 +82,13 @@ class _Acc:
     __slots__ = ("apps", "groups", "in_ports", "in_src_addrs", "out_dst_addrs", "out_ports", "peers", "r")
 
     def __init__(self) -> None:
-        r = [0.0] * RAW_LEN
-        for k in _MINS:
-            r[k] = _INF
-        for k in _MAXS:
-            r[k] = -_INF
-        self.r = r
+        self.r = _RAW_INIT.copy()
         self.peers: set[str] = set()
-        self.out_dst_addrs: set[str] = set()
-        self.out_ports: dict[int, int] = {}
-        self.in_src_addrs: set[str] = set()
-        self.in_ports: dict[int, int] = {}
+        # created on first use: most windows of an IoT device see one or two flows
+        self.out_dst_addrs: set[str] | None = None
+        self.out_ports: dict[int, int] | None = None
+        self.in_src_addrs: set[str] | None = None
+        self.in_ports: dict[int, int] | None = None
         self.apps: dict[str, float] = {}
         self.groups: dict[tuple[str, bool], ProtoGroup] = {}
 
@@ -116,6 +117,7 @@ def _entropy_bits(counts: dict) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+@lru_cache(maxsize=65536)
 def _is_unicast(addr: str) -> bool:
     try:
         ip = ipaddress.ip_address(addr)
@@ -246,11 +248,15 @@ class WindowBuilder:
                     r[NEW_FLOWS] += 1
                     if outbound:
                         r[OUT_INIT] += 1
+                        if a.out_dst_addrs is None:
+                            a.out_dst_addrs, a.out_ports = set(), {}
                         a.out_dst_addrs.add(peer)
                         if ported:
                             a.out_ports[service_port] = a.out_ports.get(service_port, 0) + 1
                     else:
                         r[IN_INIT] += 1
+                        if a.in_src_addrs is None:
+                            a.in_src_addrs, a.in_ports = set(), {}
                         a.in_src_addrs.add(peer)
                         if ported:
                             a.in_ports[service_port] = a.in_ports.get(service_port, 0) + 1
@@ -294,8 +300,18 @@ class WindowBuilder:
     @staticmethod
     def _add_l2(a: _Acc, ts: float, size: int, peer: str, name: str) -> None:
         ms = ts * 1000.0
-        a.merge_slice(_l2_slice(ms, size))
         r = a.r
+        r[F.S2D_PKTS] += 1
+        r[F.S2D_BYTES] += size
+        r[F.SIZE_SUMSQ] += size * size
+        if size < r[F.SIZE_MIN]:
+            r[F.SIZE_MIN] = size
+        if size > r[F.SIZE_MAX]:
+            r[F.SIZE_MAX] = size
+        if ms < r[F.FIRST_MS]:
+            r[F.FIRST_MS] = ms
+        if ms > r[F.LAST_MS]:
+            r[F.LAST_MS] = ms
         r[OUT_PKTS] += 1
         r[OUT_BYTES] += size
         r[OTHER_PKTS] += 1
@@ -307,39 +323,24 @@ class WindowBuilder:
             g.peers.add(peer)
 
     # -- output -----------------------------------------------------------------------------
-    def rows(self) -> list[dict]:
-        """One dict per (device, window): :data:`KEY_COLUMNS`, the features, ``proto_text``, ``peers``."""
-        if not self._acc:
-            return []
+    def columns(self) -> dict[str, object]:
+        """The windows as columns: :data:`KEY_COLUMNS`, the features (float32 arrays), ``proto_text``, ``peers``."""
         keys = list(self._acc)
-        accs = [self._acc[k] for k in keys]
-        raw = np.array([a.r for a in accs], dtype=np.float64)
-        feats = _features(raw, accs, self.window_s)
-        out = []
-        for j, ((dev, idx), a) in enumerate(zip(keys, accs)):
-            row = {
-                "site_id": self.site_id,
-                "device_id": dev,
-                "t_start": idx * self.window_ms / 1000.0,
-                "t_end": (idx + 1) * self.window_ms / 1000.0,
-                "capture": self.capture,
-            }
-            row.update(zip(FEATURE_NAMES, feats[j].tolist()))
-            row["proto_text"] = window_text(a.groups.values())
-            row["peers"] = sorted(a.peers)
-            out.append(row)
-        return out
-
-
-def _l2_slice(ms: float, size: float) -> list[float]:
-    s = [0.0] * F.SLICE_LEN
-    s[F.S2D_PKTS] = 1.0
-    s[F.S2D_BYTES] = size
-    s[F.SIZE_SUMSQ] = size * size
-    s[F.SIZE_MIN] = s[F.SIZE_MAX] = size
-    s[F.FIRST_MS] = s[F.LAST_MS] = ms
-    s[F.IAT_MIN], s[F.IAT_MAX] = _INF, -_INF
-    return s
+        accs = list(self._acc.values())
+        raw = np.array([a.r for a in accs], dtype=np.float64).reshape(len(accs), RAW_LEN)
+        feats = _features(raw, accs, self.window_s).astype(np.float32)
+        idx = np.array([k[1] for k in keys], dtype=np.float64)
+        cols: dict[str, object] = {
+            "site_id": [self.site_id] * len(keys),
+            "device_id": [k[0] for k in keys],
+            "t_start": idx * self.window_ms / 1000.0,
+            "t_end": (idx + 1) * self.window_ms / 1000.0,
+            "capture": [self.capture] * len(keys),
+        }
+        cols.update({name: feats[:, j] for j, name in enumerate(FEATURE_NAMES)})
+        cols["proto_text"] = [window_text(a.groups.values()) for a in accs]
+        cols["peers"] = [sorted(a.peers) for a in accs]
+        return cols
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -411,13 +412,13 @@ def _features(raw: np.ndarray, accs: Sequence[_Acc], window_s: float) -> np.ndar
     # per-window sets and maps
     for j, a in enumerate(accs):
         out[j, c["distinct_peers"]] = len(a.peers)
-        out[j, c["out_distinct_dst_addrs"]] = len(a.out_dst_addrs)
-        out[j, c["out_distinct_dst_ports"]] = len(a.out_ports)
-        out[j, c["in_distinct_src_addrs"]] = len(a.in_src_addrs)
-        out[j, c["in_distinct_dst_ports"]] = len(a.in_ports)
-        if a.out_ports:
+        if a.out_dst_addrs is not None:
+            out[j, c["out_distinct_dst_addrs"]] = len(a.out_dst_addrs)
+            out[j, c["out_distinct_dst_ports"]] = len(a.out_ports)
             out[j, c["out_dst_port_entropy_bits"]] = _entropy_bits(a.out_ports)
-        if a.in_ports:
+        if a.in_src_addrs is not None:
+            out[j, c["in_distinct_src_addrs"]] = len(a.in_src_addrs)
+            out[j, c["in_distinct_dst_ports"]] = len(a.in_ports)
             out[j, c["in_dst_port_entropy_bits"]] = _entropy_bits(a.in_ports)
         for g, n in a.apps.items():
             out[j, c[f"app_{g}_pkt_fraction"]] = n
@@ -452,13 +453,16 @@ def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def windows_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """Build the Window DataFrame (typed columns in contract order) from :meth:`WindowBuilder.rows`."""
+def windows_frame(parts: Sequence[dict[str, object]]) -> pd.DataFrame:
+    """Concatenate :meth:`WindowBuilder.columns` of several captures into the Window DataFrame."""
     cols = [*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers"]
-    df = pd.DataFrame(list(rows), columns=cols)
-    df[list(FEATURE_NAMES)] = df[list(FEATURE_NAMES)].astype(np.float32)
-    df["t_start"] = df["t_start"].astype(np.float64)
-    df["t_end"] = df["t_end"].astype(np.float64)
+    frames = [pd.DataFrame(p, columns=cols) for p in parts if len(p["device_id"])]
+    if not frames:
+        df = pd.DataFrame({c: pd.Series(dtype=np.float32 if c in FEATURE_NAMES else object) for c in cols})
+        df["t_start"] = df["t_start"].astype(np.float64)
+        df["t_end"] = df["t_end"].astype(np.float64)
+        return df
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for c in ("site_id", "device_id", "capture", "proto_text"):
         df[c] = df[c].astype(object)
     return fill_new_peers(df)
@@ -509,7 +513,7 @@ def extract_windows(
         For invalid window or timeout settings.
     """
     cfg = F.MeterConfig(window_s=window_s, idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s)
-    rows: list[dict] = []
+    parts: list[dict[str, object]] = []
     for path in paths:
         scan = scan_capture(path)
         if on_scan is not None:
@@ -525,6 +529,6 @@ def extract_windows(
                 on_packets(len(scan.arp) + len(scan.l2))
         else:
             log.warning("%s: capture holds no packets", path)
-        rows.extend(builder.rows())
+        parts.append(builder.columns())
         log.info("%s: %d packets, %d flows → %d windows", path, scan.packets, builder.flows_seen, len(builder))
-    return windows_frame(rows)
+    return windows_frame(parts)
