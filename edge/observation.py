@@ -117,3 +117,113 @@ def build_observation(stats_z: np.ndarray, embedding: np.ndarray, score: float |
     s = None if score is None else np.array([score], dtype=np.float64)
     a = None if attention is None else np.asarray(attention)[None]
     return build_observations(np.asarray(stats_z)[None], np.asarray(embedding)[None], s, a)[0]
+
+
+class FusionPipeline:
+    """Fitted parts that turn windows into Observations: benign scaler, optional temporal scorer.
+
+    Used by training (``training.data``) and, with the same saved files, by the edge runtime, so the
+    Observation layout and scaling cannot drift apart.
+
+    Parameters
+    ----------
+    scorer_dir : str or Path, optional
+        Checkpoint of the temporal scorer (``marlids edge train-scorer``); without one the score part
+        of every Observation is "unavailable".
+
+    Attributes
+    ----------
+    scaler_ : FeatureScaler
+        Fitted on benign windows.
+    """
+
+    def __init__(self, scorer_dir: str | None = None) -> None:
+        self.scorer_dir = scorer_dir
+
+    def fit(self, frame) -> FusionPipeline:
+        """Fit the scaler on the benign windows of ``frame`` (``label == 0`` when labeled).
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` has no benign window.
+        """
+        from edge.features import FEATURE_NAMES
+        from edge.scorer._common import FeatureScaler
+
+        benign = frame[frame["label"] == 0] if "label" in frame.columns else frame
+        if benign.empty:
+            raise ValueError("no benign window to fit the scaler on")
+        self.scaler_ = FeatureScaler().fit(benign[list(FEATURE_NAMES)].to_numpy(np.float64))
+        self._load_scorer()
+        return self
+
+    def _load_scorer(self) -> None:
+        self.scorer_ = self.threshold_ = None
+        if self.scorer_dir:
+            from edge.scorer.checkpoint import load_checkpoint
+
+            self.scorer_, self.threshold_, cfg = load_checkpoint(self.scorer_dir)
+            self.seq_len_ = int(cfg.get("seq_len", cfg.get("params", {}).get("seq_len", 20)))
+
+    def scores(self, frame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated scores ``(n,)`` (NaN without a scorer) and attention ``(n, heads, T)`` per window."""
+        n = len(frame)
+        if self.scorer_ is None:
+            return np.full(n, np.nan), None
+        from edge.scorer.sequences import build_sequences
+
+        seqs = build_sequences(frame, self.seq_len_)
+        raw, attn = self.scorer_.score_with_attention(seqs.X)
+        cal = self.threshold_.calibrate(raw) if self.threshold_ is not None else np.clip(raw, 0, 1)
+        scores = np.full(n, np.nan)
+        att = np.zeros((n, *attn.shape[1:]), dtype=np.float32)
+        scores[seqs.rows] = cal
+        att[seqs.rows] = attn
+        return scores, att
+
+    def transform(self, frame, embeddings: np.ndarray) -> np.ndarray:
+        """Observations ``(len(frame), OBS_DIM)`` of windows ``frame`` with their ``embeddings`` ``(n, 384)``."""
+        from edge.features import FEATURE_NAMES
+
+        if not hasattr(self, "scaler_"):
+            raise RuntimeError("FusionPipeline is not fitted: call fit(frame) first")
+        z = self.scaler_.transform(frame[list(FEATURE_NAMES)].to_numpy(np.float64))
+        scores, att = self.scores(frame.reset_index(drop=True))
+        return build_observations(z, embeddings, scores, att)
+
+    def save(self, directory) -> None:
+        """Write ``fusion.json`` (scaler state and scorer path) into ``directory``."""
+        import json
+        from pathlib import Path
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "fusion.json").write_text(json.dumps({"scaler": self.scaler_.to_dict(), "scorer_dir": self.scorer_dir,
+                                                   "obs_dim": OBS_DIM}, indent=1))
+
+    @classmethod
+    def load(cls, directory) -> FusionPipeline:
+        """Inverse of :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If ``fusion.json`` is missing, corrupt or written for another Observation layout.
+        """
+        import json
+        from pathlib import Path
+
+        from edge.scorer._common import FeatureScaler
+
+        p = Path(directory) / "fusion.json"
+        try:
+            d = json.loads(p.read_text())
+            if d["obs_dim"] != OBS_DIM:
+                raise ValueError(f"{p}: written for OBS_DIM={d['obs_dim']}, this version uses {OBS_DIM}")
+            pipe = cls(d.get("scorer_dir"))
+            pipe.scaler_ = FeatureScaler.from_dict(d["scaler"])
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{p}: missing or corrupt fusion pipeline ({exc})") from exc
+        pipe._load_scorer()
+        return pipe

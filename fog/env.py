@@ -36,8 +36,9 @@ so the policy learns a low FPR), quiet +0.05. Team term: each defender receives
 ``(1 − 0.5)·own + 0.5·mean(all defenders' own)``. Attacker, per malicious window it causes: +1.0
 undetected, −1.0 detected, and −0.1 per tick of an active attack.
 
-Infos carry the ground truth for metrics only (``label``, ``attack_class``, ``technique_id``); it is
-never part of an observation or of the critic's state.
+Infos carry the ground truth for metrics only (``label``, ``attack_class``, ``technique_id``, and the
+episode's running confusion counts in ``infos["attacker_0"]["stats"]``); it is never part of an
+observation or of the critic's state.
 
 Version history: v0 — first version.
 """
@@ -59,6 +60,9 @@ from fog.traces import TraceSet
 ALERT_LEVELS = 5
 ALERT_THRESHOLD = 2
 ATTACKER_OBS_DIM = 6
+#: Running counts of an episode, in ``infos["attacker_0"]["stats"]``: defender decisions on windows
+#: (alert = level ≥ 2) and attacks launched. Metrics only; never observed.
+STAT_KEYS = ("tp", "fp", "fn", "tn", "class_correct", "launches")
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ class MarlIdsEnv(ParallelEnv):
         self._last_level = 0.0
         self._mean_level_last_attack = 0.0
         self._current = np.array([self._benign_row(j) for j in range(self.n_defenders)])
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
         obs = self._observe()
         infos = self._infos()
         return obs, infos
@@ -180,7 +185,8 @@ class MarlIdsEnv(ParallelEnv):
         infos = {d: {"label": int(tr.label[r]), "attack_class": int(tr.attack_class[r]),
                      "technique_id": str(tr.technique_id[r])}
                  for d, r in zip(self.defenders, self._current)}
-        infos["attacker_0"] = {"attack_active": self._attack is not None, "budget": self._budget}
+        infos["attacker_0"] = {"attack_active": self._attack is not None, "budget": self._budget,
+                               "stats": dict(self.stats)}
         return infos
 
     def step(self, actions: dict):  # noqa: D102
@@ -197,12 +203,16 @@ class MarlIdsEnv(ParallelEnv):
             levels[j] = level
             row = self._current[j]
             alert = level >= ALERT_THRESHOLD
+            st = self.stats
             if tr.label[row]:
                 own[j] = rc.tp_reward + (rc.class_bonus if cls == tr.attack_class[row] else 0.0) if alert \
                     else -rc.fn_cost
                 att_r += -rc.attacker_detected if alert else rc.attacker_undetected
+                st["tp" if alert else "fn"] += 1
+                st["class_correct"] += int(alert and cls == tr.attack_class[row])
             else:
                 own[j] = -rc.fp_cost if alert else rc.tn_reward
+                st["fp" if alert else "tn"] += 1
         if self._attack is not None:
             a = self._attack
             att_r -= rc.attacker_step_cost
@@ -216,6 +226,7 @@ class MarlIdsEnv(ParallelEnv):
             ep = eps[int(self.np_random.integers(len(eps)))]
             self._attack = {"target": target, "rows": ep.indices, "pos": 0, "levels": []}
             self._budget -= 1
+            self.stats["launches"] += 1
         # 3. next windows
         self._t += 1
         nxt = [self._benign_row(j) for j in range(self.n_defenders)]

@@ -1,0 +1,133 @@
+"""The defender actor: Observation → alert level × attack class. Plain torch, no Ray.
+
+Trained inside RLlib (``training/mappo``) as the actor of the parameter-shared MAPPO defender, and
+exported as a state dict + JSON config that the fog coordinator loads without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.observation import OBS_DIM
+from fog.attacks import ATTACK_CLASSES
+
+N_LEVELS = 5
+
+
+class PolicyFileError(ValueError):
+    """An exported defender policy is missing, corrupt or of another layout."""
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """Shape of the defender actor.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Observation length (:data:`edge.observation.OBS_DIM`).
+    hidden : tuple of int
+        Hidden layer widths (tanh).
+    n_levels, n_classes : int
+        Sizes of the two categorical heads (alert level 0–4, attack class).
+    """
+
+    obs_dim: int = OBS_DIM
+    hidden: tuple[int, ...] = (128, 64)
+    n_levels: int = N_LEVELS
+    n_classes: int = len(ATTACK_CLASSES)
+
+
+def mlp(sizes: list[int], out: int) -> nn.Sequential:
+    """``Linear/tanh`` stack ``sizes[0] → … → sizes[-1] → out`` (no activation after the last layer)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    layers.append(nn.Linear(sizes[-1], out))
+    return nn.Sequential(*layers)
+
+
+class DefenderActor(nn.Module):
+    """MLP actor: ``(batch, obs_dim)`` → logits ``(batch, n_levels + n_classes)``.
+
+    The logits are the inputs of a MultiCategorical distribution (level, class), the action
+    distribution RLlib uses for ``MultiDiscrete([5, C])``.
+    """
+
+    def __init__(self, config: ActorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ActorConfig()
+        c = self.config
+        self.net = mlp([c.obs_dim, *c.hidden], c.n_levels + c.n_classes)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(obs)
+
+    @torch.no_grad()
+    def decide(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Greedy decisions for Observations ``(batch, obs_dim)``.
+
+        Returns
+        -------
+        (level, attack_class, confidence)
+            int64 arrays ``(batch,)`` and float32 ``(batch,)``: the probability of the chosen level.
+
+        Raises
+        ------
+        ValueError
+            If ``obs`` does not have ``obs_dim`` columns.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        if x.shape[1] != self.config.obs_dim:
+            raise ValueError(f"obs must have {self.config.obs_dim} columns, got shape {x.shape}")
+        logits = self.forward(torch.from_numpy(x))
+        lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1)
+        cl = logits[:, self.config.n_levels:]
+        level = lv.argmax(-1)
+        return level.numpy(), cl.argmax(-1).numpy(), lv.max(-1).values.numpy().astype(np.float32)
+
+    def save(self, directory: str | Path, *, meta: dict | None = None) -> Path:
+        """Write ``actor.pt`` (state dict) and ``actor.json`` (config + ``meta``) into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), d / "actor.pt")
+        cfg = {**asdict(self.config), "hidden": list(self.config.hidden), "classes": list(ATTACK_CLASSES),
+               "meta": meta or {}}
+        (d / "actor.json").write_text(json.dumps(cfg, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DefenderActor:
+        """Load an exported actor.
+
+        Raises
+        ------
+        PolicyFileError
+            If the files are missing or corrupt, or the observation layout differs from this version.
+        """
+        d = Path(directory)
+        try:
+            cfg = json.loads((d / "actor.json").read_text())
+            state = torch.load(d / "actor.pt", map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise PolicyFileError(f"{d}: no exported defender policy (actor.json/actor.pt missing)") from exc
+        except (json.JSONDecodeError, RuntimeError, EOFError, OSError) as exc:
+            raise PolicyFileError(f"{d}: corrupt defender policy ({exc})") from exc
+        if cfg.get("obs_dim") != OBS_DIM or cfg.get("classes") != list(ATTACK_CLASSES):
+            raise PolicyFileError(f"{d}: policy made for another observation layout or class list")
+        actor = cls(ActorConfig(obs_dim=cfg["obs_dim"], hidden=tuple(cfg["hidden"]), n_levels=cfg["n_levels"],
+                                n_classes=cfg["n_classes"]))
+        try:
+            actor.load_state_dict(state)
+        except RuntimeError as exc:
+            raise PolicyFileError(f"{d}: weights do not match actor.json ({exc})") from exc
+        actor.eval()
+        return actor

@@ -1,0 +1,100 @@
+"""Detection metrics from rollouts, and the league self-play schedule."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import zlib
+
+import numpy as np
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from fog.env import STAT_KEYS
+from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, DEFENDER, DEFENDER_LEAGUE
+
+log = logging.getLogger(__name__)
+
+
+class DetectionMetrics(RLlibCallback):
+    """Sum each episode's confusion counts (``infos["attacker_0"]["stats"]``) into the env-runner metrics.
+
+    The episode's mode (``train_defender`` or ``train_attacker``, see :class:`LeagueSelfPlay`) prefixes
+    the keys, so detection quality is read from episodes where the *trained* defender played.
+    """
+
+    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:  # noqa: D102
+        infos = episode.get_infos(-1)
+        stats = (infos.get("attacker_0") or {}).get("stats")
+        if not stats or metrics_logger is None:
+            return
+        mode = "train_attacker" if episode.module_for("defender_0") == DEFENDER_LEAGUE else "train_defender"
+        for k in STAT_KEYS:
+            metrics_logger.log_value(f"{mode}/{k}", stats[k], reduce="sum", clear_on_reduce=True)
+
+
+def detection_scores(counts: dict) -> dict[str, float]:
+    """Per-window precision, recall, F1, FPR and attacker success from summed confusion counts."""
+    tp, fp, fn, tn = (float(counts.get(k, 0)) for k in ("tp", "fp", "fn", "tn"))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "fpr": fp / (fp + tn) if fp + tn else 0.0,
+            "attacker_success_rate": fn / (tp + fn) if tp + fn else 0.0,
+            "class_accuracy": float(counts.get("class_correct", 0)) / tp if tp else 0.0}
+
+
+def league_mapping(agent_id, episode, *, self_play: bool, **kwargs) -> str:
+    """Module of an agent: half of the episodes (by episode id) train the attacker when ``self_play``."""
+    train_attacker = self_play and zlib.crc32(str(episode.id_).encode()) % 2 == 1
+    if str(agent_id).startswith("attacker"):
+        return ATTACKER if train_attacker else ATTACKER_LEAGUE
+    return DEFENDER_LEAGUE if train_attacker else DEFENDER
+
+
+class LeagueSelfPlay:
+    """Self-play against a league of frozen snapshots.
+
+    Each episode is either *train_defender* (defenders → trained ``defender``, attacker → frozen
+    ``attacker_league``) or *train_attacker* (defenders → frozen ``defender_league``, attacker → trained
+    ``attacker``), chosen from the episode id. Every ``snapshot_every`` iterations the current weights of
+    both trained modules join their league (at most ``league_size`` each, oldest dropped) and each frozen
+    module is loaded with a snapshot drawn uniformly from its league. Without self-play every episode is
+    *train_defender* and ``attacker_league`` stays at its random initial weights (a random attacker).
+
+    Parameters
+    ----------
+    self_play : bool
+    snapshot_every, league_size : int
+    seed : int
+        Seed of the league sampling.
+    """
+
+    def __init__(self, self_play: bool, snapshot_every: int, league_size: int, seed: int) -> None:
+        if snapshot_every < 1 or league_size < 1:
+            raise ValueError(f"snapshot_every and league_size must be ≥ 1, got {snapshot_every}, {league_size}")
+        self.self_play = self_play
+        self.snapshot_every = snapshot_every
+        self.league_size = league_size
+        self.rng = np.random.default_rng(seed)
+        self.leagues: dict[str, list] = {DEFENDER: [], ATTACKER: []}
+
+    @property
+    def mapping_fn(self):
+        """RLlib ``policy_mapping_fn`` (a small picklable function, without the league weights)."""
+        return functools.partial(league_mapping, self_play=self.self_play)
+
+    def after_iteration(self, algo, iteration: int) -> dict[str, int]:
+        """Snapshot and refresh the frozen modules when the schedule says so; returns league sizes."""
+        if self.self_play and iteration % self.snapshot_every == 0:
+            states = {}
+            for trained, frozen in ((DEFENDER, DEFENDER_LEAGUE), (ATTACKER, ATTACKER_LEAGUE)):
+                league = self.leagues[trained]
+                league.append(algo.get_module(trained).get_state(inference_only=False))
+                del league[:-self.league_size]
+                states[frozen] = league[int(self.rng.integers(len(league)))]
+            algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
+            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                               policies=list(states), inference_only=True)
+            log.info("league refreshed at iteration %d: %d defender / %d attacker snapshots", iteration,
+                     len(self.leagues[DEFENDER]), len(self.leagues[ATTACKER]))
+        return {f"{k}_league_size": len(v) for k, v in self.leagues.items()}

@@ -1,0 +1,158 @@
+"""MAPPO training loop: data → env → RLlib → TensorBoard, checkpoints, exported defender actor.
+
+Reading order (CleanRL style): :class:`~training.mappo.config.MappoArgs` holds every setting;
+:func:`prepare_data` turns labeled captures into trace sets; :func:`train` runs the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edge.observation import FusionPipeline
+from training.mappo.config import DEFENDER, MappoArgs
+
+log = logging.getLogger(__name__)
+
+
+def single_thread() -> None:
+    """One intra-op thread per process: on small MLPs, torch's thread pool on 2 cores shared with Ray
+    workers made every ``Linear`` call ~100× slower (measured: 2.9 ms vs 0.03 ms)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def prepare_data(args: MappoArgs):
+    """Labeled windows → (fitted fusion pipeline, train trace set, held-out frame, held-out trace set).
+
+    The fusion scaler is fitted on the benign windows of the training part only.
+    """
+    from training.data import BUNDLED_CAPTURES, build_traces, embed_texts, load_labeled, split_by_time
+
+    sources = args.data or sorted(str(p) for p in BUNDLED_CAPTURES.glob("*.pcap"))
+    if not sources:
+        raise FileNotFoundError(f"no training data: pass --data or add captures to {BUNDLED_CAPTURES}")
+    frame = load_labeled(sources)
+    emb = embed_texts(frame)
+    frame = frame.assign(_row=np.arange(len(frame)))
+    train_df, test_df = split_by_time(frame, args.train_fraction)
+    pipe = FusionPipeline(args.scorer).fit(train_df)
+    train_ts = build_traces(train_df, pipe, emb[train_df["_row"].to_numpy()])
+    test_ts = build_traces(test_df, pipe, emb[test_df["_row"].to_numpy()]) if (test_df["label"] == 1).any() else None
+    log.info("training data: %d windows (%d malicious), %d episodes of %s; held out: %d windows",
+             len(train_df), int(train_df["label"].sum()), len(train_ts.episodes), train_ts.techniques, len(test_df))
+    return pipe, train_ts, test_df, test_ts
+
+
+def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Path:
+    """Write the trained defender actor (``fog.policy.DefenderActor``) and the fusion pipeline, Ray-free."""
+    module = algo.get_module(DEFENDER)
+    module.actor.save(directory, meta=meta)
+    pipe.save(directory)
+    return directory
+
+
+def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = None) -> dict:
+    """Run MAPPO (with league self-play unless disabled); return the final metrics and output paths.
+
+    Raises
+    ------
+    FileNotFoundError
+        Without training data.
+    """
+    single_thread()
+    import ray
+    from ray.tune.registry import register_env
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fog.env import MarlIdsEnv
+    from training.mappo.callbacks import LeagueSelfPlay, detection_scores
+    from training.mappo.config import build_config
+    from training.mappo.env import RllibIdsEnv
+
+    pipe, train_ts, _, _ = prepare_data(args)
+    run_name = f"{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.out_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+
+    def make_env(_cfg=None):
+        return RllibIdsEnv({"env": MarlIdsEnv(train_ts, n_defenders=args.n_defenders, max_steps=args.max_steps,
+                                              attack_budget=args.attack_budget)})
+
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
+                 **({} if args.address else {"num_cpus": max(2, args.num_env_runners + 1)}))
+    env_name = f"marlids_ids_v0__{run_name}"
+    register_env(env_name, make_env)
+    league = LeagueSelfPlay(args.self_play, args.snapshot_every, args.league_size, args.seed)
+    probe = make_env()
+    spaces = {"defender": (probe.observation_spaces["defender_0"], probe.action_spaces["defender_0"]),
+              "attacker": (probe.observation_spaces["attacker_0"], probe.action_spaces["attacker_0"])}
+    algo = build_config(args, env_name, league.mapping_fn, spaces).build_algo()
+    if args.resume:
+        algo.restore_from_path(str(Path(args.resume).resolve()))
+        log.info("resumed from %s at iteration %d", args.resume, algo.iteration)
+    writer = SummaryWriter(str(run_dir))
+    final: dict = {}
+    t_start = time.perf_counter()
+    try:
+        for _ in range(args.iterations):
+            t0 = time.perf_counter()
+            result = algo.train()
+            it = algo.iteration
+            dt = time.perf_counter() - t0
+            er = result.get("env_runners", {})
+            lr = result.get("learners", {})
+            det = detection_scores({k.split("/", 1)[1]: v for k, v in er.items()
+                                    if str(k).startswith("train_defender/")})
+            atk = detection_scores({k.split("/", 1)[1]: v for k, v in er.items()
+                                    if str(k).startswith("train_attacker/")})
+            steps = er.get("num_env_steps_sampled", 0) or 0
+            scalars = {
+                "charts/episode_return_mean": er.get("episode_return_mean", float("nan")),
+                "charts/env_steps_per_s": steps / dt if dt else 0.0,
+                "detection/f1": det["f1"], "detection/fpr": det["fpr"], "detection/precision": det["precision"],
+                "detection/recall": det["recall"], "detection/class_accuracy": det["class_accuracy"],
+                "detection/attacker_success_rate": atk["attacker_success_rate"] if args.self_play
+                else det["attacker_success_rate"],
+            }
+            for mid in ("defender", "attacker"):
+                m = lr.get(mid, {})
+                for k_src, k_dst in (("entropy", "entropy"), ("policy_loss", "policy_loss"),
+                                     ("vf_loss", "value_loss"), ("vf_explained_var", "explained_variance")):
+                    if k_src in m:
+                        scalars[f"losses/{mid}_{k_dst}"] = float(m[k_src])
+            scalars.update({f"charts/{k}": v for k, v in league.after_iteration(algo, it).items()})
+            for k, v in scalars.items():
+                writer.add_scalar(k, float(v), it)
+            final = {"iteration": it, **scalars}
+            if on_iteration is not None:
+                on_iteration(it, final)
+            if it % args.checkpoint_every == 0:
+                algo.save_to_path(str((run_dir / "checkpoints" / f"iter_{it:04d}").resolve()))
+        ckpt = run_dir / "checkpoints" / f"iter_{algo.iteration:04d}"
+        if not ckpt.exists():
+            algo.save_to_path(str(ckpt.resolve()))
+        policy_dir = export_policy(algo, pipe, run_dir / "policy",
+                                   meta={"run": run_name, "iteration": algo.iteration, "seed": args.seed,
+                                         "centralized_critic": args.centralized_critic,
+                                         "self_play": args.self_play})
+    finally:
+        writer.close()
+        algo.stop()
+    final.update({"run_dir": str(run_dir), "checkpoint": str(ckpt), "policy_dir": str(policy_dir),
+                  "train_seconds": time.perf_counter() - t_start})
+    (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=float))
+    return final
