@@ -7,6 +7,7 @@ exported as a state dict + JSON config that the fog coordinator loads without Ra
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,7 +120,7 @@ class DefenderActor(nn.Module):
             state = torch.load(d / "actor.pt", map_location="cpu", weights_only=True)
         except FileNotFoundError as exc:
             raise PolicyFileError(f"{d}: no exported defender policy (actor.json/actor.pt missing)") from exc
-        except (json.JSONDecodeError, RuntimeError, EOFError, OSError) as exc:
+        except (json.JSONDecodeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
             raise PolicyFileError(f"{d}: corrupt defender policy ({exc})") from exc
         if cfg.get("obs_dim") != OBS_DIM or cfg.get("classes") != list(ATTACK_CLASSES):
             raise PolicyFileError(f"{d}: policy made for another observation layout or class list")

@@ -1,0 +1,134 @@
+"""``marlids train``: MAPPO training with self-play, evaluation and comparison of exported policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help=("Train the defenders with MAPPO on RLlib (shared actor, centralized critic, self-play attacker), "
+          "locally, on a Ray cluster (--address) or on GPUs (--num-gpus-per-learner); evaluate exported policies."),
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def mappo(
+    data: list[Path] = typer.Option([], "--data", help="Labeled Parquet or capture with <name>.groundtruth.csv; "
+                                                        "repeatable (default: the bundled range captures)."),
+    scorer: Path = typer.Option(None, "--scorer", help="Temporal-scorer checkpoint for the score part of the Observation."),
+    iterations: int = typer.Option(30, "--iterations", min=1, help="Training iterations."),
+    seed: int = typer.Option(0, "--seed", help="Seed of env, league sampling and networks."),
+    n_defenders: int = typer.Option(4, "--n-defenders", min=1, help="Defender agents (sites) per environment."),
+    max_steps: int = typer.Option(200, "--max-steps", min=1, help="Windows per episode."),
+    train_batch_size: int = typer.Option(4000, "--train-batch-size", min=100, help="Env steps per iteration."),
+    minibatch_size: int = typer.Option(1000, "--minibatch-size", min=10, help="SGD minibatch (agent steps)."),
+    num_epochs: int = typer.Option(4, "--num-epochs", min=1, help="SGD passes per batch."),
+    lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+    centralized_critic: bool = typer.Option(True, "--centralized-critic/--no-centralized-critic",
+                                            help="MAPPO (default) or IPPO (critic on the own Observation)."),
+    self_play: bool = typer.Option(True, "--self-play/--no-self-play",
+                                   help="League self-play attacker (default) or a fixed random attacker."),
+    snapshot_every: int = typer.Option(5, "--snapshot-every", min=1, help="Iterations between league snapshots."),
+    num_env_runners: int = typer.Option(0, "--num-env-runners", min=0, help="Remote env runners (0: in the driver)."),
+    num_envs_per_env_runner: int = typer.Option(4, "--num-envs-per-env-runner", min=1, help="Vectorised envs per runner."),
+    num_learners: int = typer.Option(0, "--num-learners", min=0, help="Remote learners (0: in the driver)."),
+    num_gpus_per_learner: float = typer.Option(0.0, "--num-gpus-per-learner", min=0.0, help="GPUs per learner."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. auto or ray://head:10001)."),
+    checkpoint_every: int = typer.Option(10, "--checkpoint-every", min=1, help="Iterations between checkpoints."),
+    out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="Runs folder (TensorBoard, checkpoints, policy)."),
+    resume: Path = typer.Option(None, "--resume", help="Checkpoint folder to resume from."),
+    exp_name: str = typer.Option("mappo", "--exp-name", help="Run name prefix: {exp}__{seed}__{time}."),
+) -> None:
+    """Train with MAPPO and league self-play; logs to TensorBoard, checkpoints, exports the defender actor.
+
+    Example: marlids train mappo --iterations 30 (then: tensorboard --logdir runs)
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.mappo.config import MappoArgs
+    from training.mappo.train import train
+
+    if resume is not None and not resume.is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], scorer=str(scorer) if scorer else None,
+                     n_defenders=n_defenders, max_steps=max_steps, iterations=iterations,
+                     train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
+                     centralized_critic=centralized_critic, self_play=self_play, snapshot_every=snapshot_every,
+                     num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs_per_env_runner,
+                     num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner, address=address,
+                     checkpoint_every=checkpoint_every, out_dir=str(out_dir),
+                     resume=str(resume) if resume else None)
+    console = Console()
+    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=console) as progress:
+        task = progress.add_task("train", total=iterations, status="")
+
+        def on_iteration(it: int, m: dict) -> None:
+            progress.update(task, advance=1, status=(
+                f"F1 {m['detection/f1']:.2f} FPR {m['detection/fpr']:.3f} "
+                f"attacker success {m['detection/attacker_success_rate']:.2f} "
+                f"{m['charts/env_steps_per_s']:.0f} env steps/s"))
+
+        final = train(args, on_iteration=on_iteration)
+    console.print(f"run: {final['run_dir']}\ncheckpoint: {final['checkpoint']}\n"
+                  f"exported defender actor: {final['policy_dir']}")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="Run folder or its policy/ folder (exported defender actor)."),
+    data: list[Path] = typer.Option([], "--data", help="Labeled Parquet or capture + ground truth; repeatable "
+                                                        "(default: held-out part of the bundled captures)."),
+    compare: list[str] = typer.Option([], "--compare", help="NAME=RUN_DIR of another policy, e.g. IPPO=runs/ippo__0__…; "
+                                                            "repeatable."),
+    train_fraction: float = typer.Option(0.7, "--train-fraction",
+                                         help="With the default data: the share used for training (the rest is scored)."),
+) -> None:
+    """Per-window precision, recall, F1, FPR, per-technique recall and a confusion matrix, side by side.
+
+    Example: marlids train eval runs/mappo__0__1795526981 --compare IPPO=runs/ippo__0__1795527100
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from fog.attacks import ATTACK_CLASSES
+    from training.data import BUNDLED_CAPTURES, embed_texts, load_labeled, split_by_time
+    from training.evaluate import evaluate
+
+    policies = {"MAPPO": checkpoint}
+    for item in compare:
+        if "=" not in item:
+            raise ValueError(f"--compare {item!r}: expected NAME=RUN_DIR")
+        name, path = item.split("=", 1)
+        policies[name] = Path(path)
+    if data:
+        frame = load_labeled(data)
+    else:
+        _, frame = split_by_time(load_labeled(sorted(BUNDLED_CAPTURES.glob("*.pcap"))), train_fraction)
+    results = evaluate(policies, frame, embed_texts(frame))
+    console = Console()
+    t = Table(title=f"per-window detection on {len(frame)} windows ({int(frame['label'].sum())} malicious)")
+    for c in ("detector", "precision", "recall", "F1", "FPR"):
+        t.add_column(c)
+    for r in results:
+        t.add_row(r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.fpr:.4f}")
+    console.print(t)
+    techs = sorted({k for r in results for k in r.per_technique_recall})
+    pt = Table(title="recall per technique")
+    pt.add_column("technique")
+    for r in results:
+        pt.add_column(r.name)
+    for k in techs:
+        pt.add_row(k, *(f"{r.per_technique_recall.get(k, float('nan')):.2f}" for r in results))
+    console.print(pt)
+    main = results[0]
+    cm = Table(title=f"confusion matrix of {main.name} (rows: true class, columns: predicted)")
+    cm.add_column("")
+    for c in ATTACK_CLASSES:
+        cm.add_column(c)
+    for i, c in enumerate(ATTACK_CLASSES):
+        cm.add_row(c, *(str(v) for v in main.confusion[i]))
+    console.print(cm)
