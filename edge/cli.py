@@ -166,3 +166,163 @@ def inspect(
     console = Console()
     for t in summary_tables(df, top=top):
         console.print(t)
+
+
+# --- temporal scorer (issue 4): train-scorer, score-windows, score-eval ----------------------------------
+# Everything heavy (torch, scikit-learn, matplotlib) is imported inside the commands, from edge.scorer.
+# User errors (ValueError, edge.scorer.CheckpointError) propagate to marlids.cli.main: one line, exit 2.
+
+
+def _scorer_fail(message: str) -> None:
+    """Raise a user error; ``marlids.cli.main`` prints it as one ``marlids: error: …`` line (exit 2)."""
+    raise ValueError(message)
+
+
+def _scorer_read(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        _scorer_fail(f"{path}: no such file (expected a window Parquet file)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
+        _scorer_fail(f"{path}: cannot read as Parquet ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+
+
+@app.command("train-scorer")
+def train_scorer(
+    windows: Path = typer.Argument(..., help="Window Parquet file (only label == 0 rows are used if labeled)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
+    seq_len: int = typer.Option(20, "--seq-len", help="T: windows per sequence.", min=2),
+    epochs: int = typer.Option(20, "--epochs", help="Training passes over the benign sequences.", min=1),
+    hidden: int = typer.Option(32, "--hidden", help="LSTM / attention width (multiple of --heads).", min=2),
+    heads: int = typer.Option(4, "--heads", help="Temporal attention heads.", min=1),
+    q: float = typer.Option(1e-3, "--q", help="Target false-positive rate of the SPOT threshold."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction",
+                                       help="Last share of each device's benign windows used to fit the threshold."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation and shuffling."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also write CKPT/scorer.onnx for the edge."),
+) -> None:
+    """Train the LSTM + temporal-attention scorer on benign windows and write a checkpoint.
+
+    The checkpoint holds weights.pt and config.json (parameters, feature list, scaler, fitted SPOT
+    threshold) and, with --onnx, scorer.onnx.
+
+    Example: marlids edge train-scorer windows.parquet --out ckpt/scorer --seq-len 20 --epochs 20 --seed 0
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edge.scorer import export_onnx, save_checkpoint
+    from edge.scorer.train import TrainConfig, train_from_frame
+
+    df = _scorer_read(windows)
+    cfg = TrainConfig(seq_len=seq_len, epochs=epochs, hidden_size=hidden, n_heads=heads, q=q,
+                      val_fraction=val_fraction, seed=seed)
+    with Progress(TextColumn("[bold]training scorer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("loss {task.fields[loss]}")) as progress:
+        task = progress.add_task("train", total=epochs, loss="–")
+        scorer, threshold, summary = train_from_frame(
+            df, cfg, progress=lambda ep, loss: progress.update(task, advance=1, loss=f"{loss:.4f}"))
+    save_checkpoint(out, scorer, threshold, extra=summary)
+    msg = (f"wrote {out} ({summary['train_sequences']} train / {summary['val_sequences']} validation sequences, "
+           f"threshold {threshold.threshold_:.4g} for q={q:g})")
+    if onnx:
+        export_onnx(scorer, out / "scorer.onnx")
+        msg += f"; ONNX: {out / 'scorer.onnx'}"
+    Console().print(msg, highlight=False)
+
+
+@app.command("score-windows")
+def score_windows(
+    windows: Path = typer.Argument(..., help="Window Parquet file to score."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory from train-scorer."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Parquet of keys, score, calibrated value, flag."),
+    top: int = typer.Option(5, "--top", help="Flagged windows to print with their evidence.", min=0),
+) -> None:
+    """Score every window (as the last of its device's sequence) with a trained scorer.
+
+    Example: marlids edge score-windows windows.parquet --ckpt ckpt/scorer --out scores.parquet
+    """
+    import numpy as np
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge.scorer import build_sequences, explain, load_checkpoint
+
+    scorer, threshold, _ = load_checkpoint(ckpt)  # CheckpointError: one line from marlids.cli.main
+    df = _scorer_read(windows).reset_index(drop=True)
+    seq = build_sequences(df, scorer.seq_len_, feature_names=scorer.feature_names_in_)
+    scores, attn = scorer.score_with_attention(seq.X)
+    res = pd.DataFrame(seq.keys, columns=["site_id", "device_id", "t_start"])
+    res["score"] = scores
+    if threshold is not None:
+        res["calibrated"] = threshold.calibrate(scores)
+        res["flag"] = threshold.predict(scores)
+    if out is not None:
+        res.to_parquet(out)
+    console = Console()
+    n_flag = int(res["flag"].sum()) if "flag" in res else 0
+    console.print(f"scored {len(res)} windows of {res['device_id'].nunique()} devices; {n_flag} flagged",
+                  highlight=False)
+    if n_flag and top:
+        order = np.argsort(-scores)[:top]
+        ev = explain(scorer, seq.X[order], attention=attn[order], top_windows=3, top_features=3)
+        table = Table(title="top flagged windows")
+        for col in ("device", "t_start", "score", "calibrated", "top features (value / benign mean, z)",
+                    "attention peaks (index:weight)"):
+            table.add_column(col, overflow="fold")
+        for i, e in zip(order, ev):
+            feats = "; ".join(f"{f['name']}={f['value']:.3g} / {f['baseline_mean']:.3g} (z {f['z']:+.1f})"
+                              for f in e["features"])
+            peaks = " ".join(f"{a['index']}:{a['weight']:.2f}" for a in e["attention"])
+            table.add_row(str(res.at[i, "device_id"]), f"{res.at[i, 't_start']:.0f}", f"{scores[i]:.3g}",
+                          f"{res.at[i, 'calibrated']:.4f}", feats, peaks)
+        console.print(table)
+
+
+@app.command("score-eval")
+def score_eval(
+    labeled: Path = typer.Argument(..., help="Labeled window Parquet file (label 0/1)."),
+    out: Path = typer.Option(Path("score-eval"), "--out", "-o", help="Directory for metrics.json, roc.png, pr.png."),
+    seq_len: int = typer.Option(20, "--seq-len", help="T: windows per sequence.", min=2),
+    epochs: int = typer.Option(15, "--epochs", help="Training passes of the neural models.", min=1),
+    q: float = typer.Option(1e-3, "--q", help="Target false-positive rate of every SPOT threshold."),
+    models: str = typer.Option("lstm_attention,kitsune,lstm_ae,iforest", "--models",
+                               help="Comma-separated subset of lstm_attention, kitsune, lstm_ae, iforest."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every model."),
+) -> None:
+    """Compare the temporal scorer with Kitsune-style, LSTM-autoencoder and Isolation-Forest baselines.
+
+    Each device's windows are split by time 60/20/20; models train on benign train windows, thresholds
+    are fitted on benign validation scores (SPOT), metrics are measured on the test part.
+
+    Example: marlids edge score-eval labeled.parquet --out results/score-eval
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge.scorer.evaluate import MODEL_NAMES, EvalConfig, evaluate_scorers, save_results
+
+    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    bad = [m for m in chosen if m not in MODEL_NAMES]
+    if bad or not chosen:
+        _scorer_fail(f"--models={models!r} is invalid: expected a comma-separated subset of {', '.join(MODEL_NAMES)}")
+    df = _scorer_read(labeled)
+    cfg = EvalConfig(seq_len=seq_len, epochs=epochs, q=q, models=chosen, seed=seed)
+    console = Console()
+    with console.status("training") as status:
+        results = evaluate_scorers(df, cfg, on_model=lambda name, stage: status.update(
+            f"{'training and scoring' if stage == 'fit' else 'done'} {name}"))
+    paths = save_results(results, out, meta={"file": str(labeled), "config": {
+        "seq_len": seq_len, "epochs": epochs, "q": q, "seed": seed, "models": list(chosen)}})
+    table = Table(title=f"anomaly scorers on {labeled.name} (test split; SPOT threshold q={q:g})",
+                  caption="prec/recall/F1/FPR at the SPOT threshold fitted on benign validation scores")
+    for col in ("model", "prec", "recall", "F1", "ROC-AUC", "PR-AUC", "FPR", "fit s", "ms/seq"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for r in results:
+        table.add_row(r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.roc_auc:.3f}",
+                      f"{r.pr_auc:.3f}", f"{r.fpr:.4f}", f"{r.fit_s:.1f}", f"{r.score_ms_per_seq:.3f}")
+    console.print(table)
+    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)

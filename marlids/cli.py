@@ -15,6 +15,7 @@ import click
 import typer
 
 from edge.cli import app as edge_app
+from training.cli import app as train_app
 from training.range.cli import app as range_app
 from marlids import __version__
 
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(edge_app, name="edge")
 app.add_typer(range_app, name="range")
+app.add_typer(train_app, name="train")
 
 
 @app.callback()

@@ -29,7 +29,7 @@ class DetectionMetrics(RLlibCallback):
             return
         mode = "train_attacker" if episode.module_for("defender_0") == DEFENDER_LEAGUE else "train_defender"
         for k in STAT_KEYS:
-            metrics_logger.log_value(f"{mode}/{k}", stats[k], reduce="sum", clear_on_reduce=True)
+            metrics_logger.log_value(f"{mode}/{k}", stats[k], reduce="sum")  # per-iteration sum
 
 
 def detection_scores(counts: dict) -> dict[str, float]:
