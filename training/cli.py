@@ -132,3 +132,42 @@ def eval_(
     for i, c in enumerate(ATTACK_CLASSES):
         cm.add_row(c, *(str(v) for v in main.confusion[i]))
     console.print(cm)
+
+
+@app.command()
+def scenarios(
+    scenario: Path = typer.Argument(..., help="Site scenario YAML (e.g. training/range/scenarios/site_a.yaml)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the scenario with the new schedule here (YAML)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the rule-based generator."),
+    n_attacks: int = typer.Option(6, "--n-attacks", min=1, help="Attacks to schedule."),
+    base_url: str = typer.Option(None, "--llm-base-url", envvar="OPENAI_BASE_URL",
+                                 help="OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama…); rules when unset."),
+    model: str = typer.Option(None, "--llm-model", envvar="MARLIDS_LLM_MODEL", help="Model name at that endpoint."),
+    timeout: float = typer.Option(30.0, "--llm-timeout", min=0.1, help="LLM request timeout (s)."),
+    attack_stix: Path = typer.Option(None, "--attack-stix",
+                                     help="MITRE ATT&CK STIX bundle (default ../shared/data/attack/…)."),
+) -> None:
+    """Generate an attack schedule (seeded rules, or an LLM) validated against the range and real ATT&CK data."""
+    import os
+
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.scenario_gen import DEFAULT_STIX, generate, with_schedule
+
+    raw = yaml.safe_load(scenario.read_text())
+    res = generate(raw, seed=seed, n_attacks=n_attacks, stix_path=attack_stix or DEFAULT_STIX, base_url=base_url,
+                   model=model, timeout_s=timeout, api_key=os.environ.get("OPENAI_API_KEY"))
+    console = Console()
+    t = Table(title=f"schedule ({res.source}): {len(res.accepted)} accepted, {len(res.rejected)} rejected")
+    for c in ("start_s", "duration_s", "technique", "target"):
+        t.add_column(c)
+    for a in res.accepted:
+        t.add_row(str(a["start_s"]), str(a["duration_s"]), a["technique"], a["target"])
+    console.print(t)
+    for entry, reason in res.rejected:
+        console.print(f"[yellow]rejected[/] {str(entry)[:80]} — {reason}")
+    if out:
+        out.write_text(yaml.safe_dump(with_schedule(raw, res), sort_keys=False))
+        console.print(f"wrote {out}")
