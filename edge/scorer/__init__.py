@@ -1,0 +1,49 @@
+"""Temporal anomaly scorer for per-device window sequences ``(batch, T, F)``, thresholds, baselines.
+
+* :class:`TemporalScorer` — LSTM + multi-head temporal attention, trained on benign sequences to predict
+  the current window; ``score_samples`` (higher = more anomalous), attention ``(batch, heads, T)``,
+  MC-dropout uncertainty.
+* :class:`SPOTThreshold` — extreme-value (peaks-over-threshold) threshold fitted on benign validation
+  scores, with a calibrated 0–1 value (``1 - P(benign score >= s)``).
+* Baselines with the same ``fit``/``score_samples``: :class:`KitsuneEnsemble`, :class:`LSTMAutoencoder`,
+  :class:`IsolationForestScorer`.
+* :func:`build_sequences`, :func:`time_split` — window table → sequences, time-ordered splits.
+* :func:`save_checkpoint` / :func:`load_checkpoint` (:class:`CheckpointError`), :func:`export_onnx` /
+  :class:`OnnxScorer`, :func:`explain` / :func:`attention_summary`, :class:`StreamingScorer` (``learn_one``/``score_one``).
+
+Nothing heavy is imported at package import: torch, scipy and scikit-learn load inside the functions.
+"""
+
+from edge.scorer._common import CheckpointError, FeatureScaler, NotFittedError
+from edge.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder, correlation_groups
+from edge.scorer.checkpoint import load_checkpoint, save_checkpoint
+from edge.scorer.explain import ATTENTION_SUMMARY_NAMES, attention_summary, explain
+from edge.scorer.export import OnnxScorer, export_onnx
+from edge.scorer.model import TemporalScorer
+from edge.scorer.sequences import SequenceSet, build_sequences, time_split
+from edge.scorer.stream import StreamingScorer
+from edge.scorer.threshold import GaussianThreshold, SPOTThreshold
+
+__all__ = [
+    "ATTENTION_SUMMARY_NAMES",
+    "CheckpointError",
+    "FeatureScaler",
+    "GaussianThreshold",
+    "IsolationForestScorer",
+    "KitsuneEnsemble",
+    "LSTMAutoencoder",
+    "NotFittedError",
+    "OnnxScorer",
+    "SPOTThreshold",
+    "SequenceSet",
+    "StreamingScorer",
+    "TemporalScorer",
+    "attention_summary",
+    "build_sequences",
+    "correlation_groups",
+    "explain",
+    "export_onnx",
+    "load_checkpoint",
+    "save_checkpoint",
+    "time_split",
+]

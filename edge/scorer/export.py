@@ -1,0 +1,79 @@
+"""ONNX export of the temporal scorer and an onnxruntime session for the edge.
+
+The exported graph takes *raw* window statistics ``x`` float32 ``(batch, T, F)`` (the scaler is inside)
+and returns ``score`` ``(batch,)`` and ``attention`` ``(batch, heads, T)`` — the same numbers as
+:meth:`TemporalScorer.score_with_attention`. ``T`` is fixed to the checkpoint's ``seq_len``; the batch
+axis is dynamic. Exported with the TorchScript-based exporter (``dynamo=False``, opset 17), which needs no
+``onnxscript`` on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.scorer.model import TemporalScorer
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+def export_onnx(scorer: TemporalScorer, path: str | Path, *, opset: int = OPSET) -> Path:
+    """Write ``scorer`` as an ONNX model at ``path`` and check it with ``onnx.checker``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import onnx
+    import torch
+
+    graph = scorer.scoring_module()
+    dummy = torch.zeros(1, scorer.seq_len_, scorer.n_features_in_)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and the LSTM batch-size notice
+        torch.onnx.export(graph, (dummy,), str(path), dynamo=False, opset_version=int(opset),
+                          input_names=["x"], output_names=["score", "attention"],
+                          dynamic_axes={"x": {0: "batch"}, "score": {0: "batch"}, "attention": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(str(path)))
+    log.info("exported ONNX scorer to %s", path)
+    return path
+
+
+class OnnxScorer:
+    """Score sequences with an exported model through onnxruntime (CPU).
+
+    Parameters
+    ----------
+    path : str or Path
+        ONNX file written by :func:`export_onnx`.
+    threads : int, default 1
+        ``intra_op_num_threads`` (1 = one core, as on a busy Raspberry Pi).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.path = str(path)
+        self.session_ = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+
+    def score_with_attention(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``score`` ``(batch,)`` and ``attention`` ``(batch, heads, T)`` for raw float32 ``X``."""
+        s, a = self.session_.run(None, {"x": np.ascontiguousarray(X, dtype=np.float32)})
+        return s, a
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Anomaly score per sequence, ``(batch,)``."""
+        return self.score_with_attention(X)[0]
