@@ -29,3 +29,8 @@ def technique_class(technique_id: str | None) -> int:
         return 0
     base = str(technique_id).split(".", 1)[0].upper()
     return ATTACK_CLASSES.index(TECHNIQUE_CLASS.get(base, "other"))
+
+
+#: Representative ATT&CK technique reported for each detected class (the cloud refines the mapping).
+CLASS_TECHNIQUE: dict[str, str] = {"scan": "T1046", "flood": "T1498", "brute_force": "T1110",
+                                   "app_dos": "T1499", "arp_spoof": "T1557.002"}

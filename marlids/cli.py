@@ -15,6 +15,7 @@ import click
 import typer
 
 from edge.cli import app as edge_app
+from fog.cli import app as fog_app
 from training.cli import app as train_app
 from training.range.cli import app as range_app
 from marlids import __version__
@@ -24,9 +25,11 @@ app = typer.Typer(
     help=(
         "marlids — multi-agent RL intrusion detection for IoT networks.\n\n"
         "Packets in (pcap files or a live interface), explained alerts out. Components:\n\n"
-        "  edge   meter flows, build per-device windows, protocol text, MiniLM embeddings\n\n"
-        "  range  record labeled IoT traffic with real attack tools in network namespaces\n\n"
-        "Run `marlids demo` for the end-to-end job on the bundled capture, and\n"
+        "  edge    meter flows, build per-device windows, protocol text, MiniLM embeddings, temporal scorer\n\n"
+        "  range   record labeled IoT traffic with real attack tools in network namespaces; label, mix\n\n"
+        "  train   MAPPO with a self-play attacker on Ray RLlib; evaluate policies; attack schedules\n\n"
+        "  fog     run the trained shared defender policy over sites' windows and raise alerts\n\n"
+        "Run `marlids demo` for the end-to-end job on the bundled captures, and\n"
         "`marlids COMMAND --help` for what each group does."
     ),
     no_args_is_help=True,
@@ -35,6 +38,7 @@ app = typer.Typer(
 )
 app.add_typer(edge_app, name="edge")
 app.add_typer(range_app, name="range")
+app.add_typer(fog_app, name="fog")
 app.add_typer(train_app, name="train")
 
 
@@ -104,7 +108,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 def main() -> None:
     """Console-script entry point: user errors become one ``marlids: error: …`` line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -118,3 +122,5 @@ def main() -> None:
             raise
         typer.echo(f"marlids: error: {exc}", err=True)
         sys.exit(2)
+    # Without standalone mode click returns (not raises) the code of a typer.Exit, e.g. 130 on Ctrl-C.
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,88 @@
+"""``marlids fog``: the multi-agent core — run the exported defender policy over sites' windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+REPO = Path(__file__).resolve().parents[1]
+#: The bundled defender policy (made by ``marlids train mappo``; see models/README.md).
+BUNDLED_POLICY = REPO / "models" / "defender"
+
+app = typer.Typer(help="Fog: run the trained shared defender policy over edge windows and raise alerts (no Ray).",
+                  no_args_is_help=True)
+
+
+def load_windows(source: Path, site: str | None):
+    """Windows and embeddings of a capture (labeled when its ground truth is beside it) or a window file."""
+    import numpy as np
+
+    from edge.capture import CaptureError, check_capture
+    from training.data import embed_texts
+
+    try:
+        check_capture(source)
+        is_capture = True
+    except CaptureError:
+        is_capture = False
+    if is_capture:
+        gt = source.with_name(source.name.rsplit(".", 1)[0] + ".groundtruth.csv")
+        if gt.is_file():
+            from training.range.label import label_capture
+
+            frame = label_capture(source, gt, site=site)
+        else:
+            from edge.windows import extract_windows
+
+            frame = extract_windows([source], site_id=site or source.name.split(".")[0])
+        return frame, embed_texts(frame)
+    from edge.io import WindowFileError, read_embeddings, read_windows
+
+    frame, _ = read_windows(source)
+    try:
+        emb = read_embeddings(source)
+    except WindowFileError:
+        emb = embed_texts(frame)
+    return frame, np.asarray(emb)
+
+
+@app.command()
+def detect(
+    source: Path = typer.Argument(..., help="A capture (ground truth beside it is used for metrics) or a window file."),
+    policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported policy folder (or a training run folder)."),
+    site: str = typer.Option(None, "--site", help="Site id (default: the capture's file stem)."),
+    out: Path = typer.Option(None, "--out", help="Write every alert as JSON lines."),
+    top: int = typer.Option(20, "--top", min=1, help="Alerts shown."),
+) -> None:
+    """Decide every window with the shared defender actor; print alerts (and metrics when labeled)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fog.detect import detect as run_detect
+    from training.evaluate import policy_dir, score
+
+    frame, emb = load_windows(source, site)
+    res = run_detect(frame, emb, policy_dir(policy))
+    alerts = res[res["alert"]]
+    console = Console()
+    t = Table(title=f"{len(alerts)} alerts in {len(res)} windows of {res['device_id'].nunique()} devices")
+    for c in ("time", "device", "level", "class", "conf.", "protocol summary"):
+        t.add_column(c, overflow="fold")
+    import datetime as dt
+
+    for _, a in alerts.sort_values(["level", "ts"], ascending=[False, True]).head(top).iterrows():
+        t.add_row(dt.datetime.fromtimestamp(a["ts"], dt.UTC).strftime("%H:%M:%S"), a["device_id"], str(a["level"]),
+                  a["attack_class"], f"{a['confidence']:.2f}", a["evidence"]["protocol_summary"][:70])
+    console.print(t)
+    if "label" in res.columns:
+        r = score("policy", frame, res["alert"].to_numpy(), None)
+        console.print(f"per-window precision {r.precision:.3f} recall {r.recall:.3f} F1 {r.f1:.3f} "
+                      f"FPR {r.fpr:.4f} against the ground truth")
+    if out:
+        with out.open("w") as fh:
+            for rec in alerts.drop(columns=[c for c in ("alert",) if c in alerts.columns]).to_dict("records"):
+                fh.write(json.dumps(rec, default=str) + "\n")
+        console.print(f"wrote {len(alerts)} alerts to {out}")
