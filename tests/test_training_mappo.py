@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -83,3 +84,28 @@ def test_tiny_training_run_writes_metrics_checkpoint_and_policy(tmp_path: Path, 
     res = evaluate({"MAPPO": run}, test, embed_texts(test))
     assert res[0].windows == len(test) and 0 <= res[0].f1 <= 1
     assert res[0].confusion.sum() == len(test)
+
+
+def test_split_command_cuts_between_attack_episodes(tmp_path: Path, bundled_capture: Path):
+    """`marlids train split` writes an earlier and a later part; no attack episode straddles the cut."""
+    from typer.testing import CliRunner
+
+    from marlids.cli import app
+    from training.range.label import label_capture
+
+    labeled = tmp_path / "a.parquet"
+    frame = label_capture(bundled_capture)
+    frame.to_parquet(labeled, index=False)
+    tr, te = tmp_path / "tr.parquet", tmp_path / "te.parquet"
+    res = CliRunner().invoke(app, ["train", "split", str(labeled), "--train-out", str(tr), "--test-out", str(te)])
+    assert res.exit_code == 0, res.output
+    a, b = pd.read_parquet(tr), pd.read_parquet(te)
+    assert len(a) + len(b) == len(frame)
+    assert a["t_start"].max() < b["t_start"].min()
+    assert a["label"].sum() > 0 and b["label"].sum() > 0
+    # Attack episodes stay whole: malicious windows on either side of the cut are an episode gap apart.
+    gap = b.loc[b["label"] == 1, "t_start"].min() - a.loc[a["label"] == 1, "t_start"].max()
+    assert gap > 15.0
+    res = CliRunner().invoke(app, ["train", "split", str(tmp_path / "missing.parquet"),
+                                   "--train-out", str(tr), "--test-out", str(te)])
+    assert res.exit_code != 0

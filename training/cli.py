@@ -135,6 +135,32 @@ def eval_(
 
 
 @app.command()
+def split(
+    labeled: Path = typer.Argument(..., help="Labeled window Parquet (from `marlids range label`)."),
+    train_out: Path = typer.Option(..., "--train-out", help="Parquet for the earlier (training) part."),
+    test_out: Path = typer.Option(..., "--test-out", help="Parquet for the later (held-out) part."),
+    train_fraction: float = typer.Option(0.7, "--train-fraction", help="Share of attack episodes before the cut."),
+) -> None:
+    """Split labeled windows in time, between attack episodes, exactly as `train mappo` and `train eval` do.
+
+    Example: marlids train split site_a.parquet --train-out a_train.parquet --test-out a_test.parquet
+    """
+    import pandas as pd
+
+    from training.data import split_by_time
+
+    if not labeled.is_file():
+        raise FileNotFoundError(f"{labeled}: no such file")
+    frame = pd.read_parquet(labeled)
+    if "label" not in frame.columns:
+        raise ValueError(f"{labeled}: not a labeled window file (no 'label' column); run `marlids range label`")
+    for part, out in zip(split_by_time(frame, train_fraction), (train_out, test_out)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(out, index=False)
+        typer.echo(f"{out}: {len(part)} windows, {int(part['label'].sum())} malicious")
+
+
+@app.command()
 def scenarios(
     scenario: Path = typer.Argument(..., help="Site scenario YAML (e.g. training/range/scenarios/site_a.yaml)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the scenario with the new schedule here (YAML)."),
