@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import typer
 
+from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
 from fog.cli import app as fog_app
 from training.cli import app as train_app
@@ -29,6 +30,7 @@ app = typer.Typer(
         "  range   record labeled IoT traffic with real attack tools in network namespaces; label, mix\n\n"
         "  train   MAPPO with a self-play attacker on Ray RLlib; evaluate policies; attack schedules\n\n"
         "  fog     run the trained shared defender policy over sites' windows and raise alerts\n\n"
+        "  cloud   analyst API: store alerts, map to ATT&CK, explain them, dashboard, SIEM export\n\n"
         "Run `marlids demo` for the end-to-end job on the bundled captures, and\n"
         "`marlids COMMAND --help` for what each group does."
     ),
@@ -40,6 +42,7 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(range_app, name="range")
 app.add_typer(fog_app, name="fog")
 app.add_typer(train_app, name="train")
+app.add_typer(cloud_app, name="cloud")
 
 
 @app.callback()

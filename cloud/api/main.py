@@ -1,0 +1,243 @@
+"""Application factory of the analyst API, and helpers to serve it.
+
+``create_app(settings)`` builds everything (engine, writer, explanation worker, metrics) but starts
+nothing: the lifespan runs the migrations, registers the bootstrap / environment keys and starts the
+writer and worker threads. Serve it with ``marlids cloud serve``, :func:`serve` (blocking) or
+:class:`BackgroundServer` (a uvicorn server on a thread, for the demo and tests)::
+
+    from cloud.api.main import BackgroundServer
+    from cloud.core.config import Settings
+
+    settings = Settings(database_url="sqlite:///out/cloud.db", port=8080,
+                        bootstrap_keys_file="out/cloud-keys.json")
+    with BackgroundServer(settings) as srv:     # srv.url == "http://127.0.0.1:8080"
+        keys = srv.keys                         # {"ingest": "mk_…", "analyst": "mk_…"}
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from cloud.api.deps import AnalystDep, KeyStore
+from cloud.api.metrics import Metrics
+from cloud.api.middleware import BodySizeLimit
+from cloud.api.routes import alerts, dashboard, export, health, techniques
+from cloud.core.config import Settings, get_settings
+from cloud.core.db import make_engine, make_session_factory, run_migrations
+from cloud.services.attack import get_attack_table
+from cloud.services.explain import BuiltinExplainer, Explainer, LLMExplainer
+from cloud.services.keys import bootstrap_keys, register_key
+from cloud.services.worker import ExplanationWorker
+from cloud.services.writer import AlertWriter
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def make_explainer(settings: Settings) -> Explainer:
+    """The model-backed explainer when ``OPENAI_BASE_URL`` and a model are set, else the built-in one."""
+    table = get_attack_table()
+    if settings.llm_enabled:
+        log.info("explanations from %s at %s (built-in fallback)", settings.llm_model, settings.openai_base_url)
+        return LLMExplainer(settings.openai_base_url, settings.llm_model, settings.openai_api_key, table,
+                            timeout_s=settings.llm_timeout_s, json_mode=settings.llm_json_mode,
+                            max_chars=settings.untrusted_max_chars, max_items=settings.untrusted_max_items)
+    return BuiltinExplainer(table)
+
+
+def create_app(settings: Settings | None = None, *, explainer: Explainer | None = None) -> FastAPI:
+    """Build the analyst API.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to :func:`cloud.core.config.get_settings` (the environment).
+    explainer : Explainer, optional
+        Overrides the explainer chosen from the settings.
+
+    Returns
+    -------
+    FastAPI
+        The app; its lifespan migrates the database, registers keys (``app.state.bootstrap_keys`` then
+        holds the bootstrap file's keys, if one was configured) and runs the background threads.
+
+    Raises
+    ------
+    ValueError
+        For a bad database URL or SQLite setting (at build time), or bad bootstrap keys (at start-up).
+    """
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    session_factory = make_session_factory(engine)
+    table = get_attack_table()
+    state: dict[str, Any] = {}
+    metrics = Metrics(lambda: (state["writer"].depth, state["worker"].depth if state["worker"] else 0))
+    writer = AlertWriter(session_factory, batch_max=settings.ingest_batch_max, queue_max=settings.ingest_queue_max,
+                         metrics=metrics)
+    worker = None
+    if settings.explain:
+        worker = ExplanationWorker(session_factory, writer, explainer or make_explainer(settings), table,
+                                   workers=settings.explain_workers, metrics=metrics)
+        writer.on_alerts_committed = worker.enqueue
+    state.update(writer=writer, worker=worker)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            run_migrations(engine)
+        register_startup_keys(app)
+        writer.start()
+        if worker is not None:
+            worker.start()
+        log.info("marlids cloud API ready (database %s)", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            writer.stop()
+            engine.dispose()
+
+    app = FastAPI(title="marlids cloud analyst API", version="1.0.0", lifespan=lifespan,
+                  description="Alerts from the fog coordinators → ATT&CK mapping → explanations → analysts.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=status.HTTP_400_BAD_REQUEST)
+
+    app.state.settings = settings
+    app.state.bootstrap_keys = {}
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.writer = writer
+    app.state.worker = worker
+    app.state.attack_table = table
+    app.state.metrics = metrics
+    app.state.key_store = KeyStore(session_factory, ttl_s=settings.key_cache_s)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(alerts.router)
+    api.include_router(techniques.router)
+    api.include_router(export.router)
+
+    @api.get("/openapi.json", response_model=dict[str, Any], include_in_schema=False)
+    def openapi_spec(_: AnalystDep) -> dict[str, Any]:
+        """The OpenAPI document (analyst key required, like everything but /healthz)."""
+        return app.openapi()
+
+    app.include_router(health.router)
+    app.include_router(api)
+    app.include_router(dashboard.router)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PATCH"], allow_headers=["X-API-Key", "Authorization",
+                                                                                   "Content-Type"])
+    return app
+
+
+def register_startup_keys(app: FastAPI) -> None:
+    """Register the bootstrap file's keys and ``MARLIDS_INGEST_KEY``/``MARLIDS_ANALYST_KEY`` (idempotent)."""
+    settings: Settings = app.state.settings
+    factory = app.state.session_factory
+    if settings.bootstrap_keys_file is not None:
+        app.state.bootstrap_keys = bootstrap_keys(factory, settings.bootstrap_keys_file)
+        log.info("bootstrap API keys registered (%s)", settings.bootstrap_keys_file)
+    for role, secret in (("ingest", settings.ingest_key), ("analyst", settings.analyst_key)):
+        if secret is not None:
+            register_key(factory, f"env-{role}", role, secret.get_secret_value())
+            log.info("%s key from the environment registered", role)
+
+
+def serve(settings: Settings | None = None, *, log_level: str = "info") -> None:
+    """Serve the API with uvicorn on ``settings.host:settings.port`` until interrupted (blocking).
+
+    One process only: the single writer thread is what makes SQLite commits fast and safe.
+    """
+    import uvicorn
+
+    settings = settings or get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+                access_log=False, workers=1)
+
+
+class BackgroundServer:
+    """The API served by uvicorn on a background thread: ``with BackgroundServer(settings) as srv:``.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``port=0`` picks a free port (read it from :attr:`url` after start).
+    explainer : Explainer, optional
+        Overrides the explainer chosen from the settings.
+    startup_timeout_s : float
+        How long :meth:`start` waits for the server to accept connections.
+
+    Attributes
+    ----------
+    app : FastAPI
+    url : str
+        ``http://host:port`` once started.
+    keys : dict
+        The bootstrap keys (``{"ingest": …, "analyst": …}``) when a bootstrap file is configured.
+    """
+
+    def __init__(self, settings: Settings, *, explainer: Explainer | None = None,
+                 startup_timeout_s: float = 30.0, log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.settings = settings
+        self.app = create_app(settings, explainer=explainer)
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
+                                                     log_level=log_level, access_log=False))
+        self._thread = threading.Thread(target=self._server.run, name="marlids-cloud-uvicorn", daemon=True)
+        self.startup_timeout_s = startup_timeout_s
+        self.url = ""
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return dict(self.app.state.bootstrap_keys)
+
+    def start(self) -> BackgroundServer:
+        """Start serving; return once connections are accepted.
+
+        Raises
+        ------
+        RuntimeError
+            When the server fails to start within ``startup_timeout_s`` (e.g. the port is taken).
+        """
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                raise RuntimeError(f"the cloud API did not start on {self.settings.host}:{self.settings.port} "
+                                   "(port in use, bad settings? see the log)")
+            time.sleep(0.02)
+        sock = self._server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{sock[0]}:{sock[1]}"
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop serving (drains the writer) and join the thread."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,162 @@
+"""``/api/v1/alerts``: ingest (role ``ingest``), list, read and triage (role ``analyst``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.api.deps import AnalystDep, AttackDep, IngestDep, MetricsDep, SessionDep, WriterDep
+from cloud.models import AlertRow, AlertTechniqueRow, ExplanationRow
+from cloud.schemas import (
+    ALERT_ID_PATTERN,
+    ID_PATTERN,
+    TECHNIQUE_ID_PATTERN,
+    AlertCreate,
+    AlertPublic,
+    AlertsPage,
+    AlertUpdate,
+    ExplanationPublic,
+    TriageStatus,
+)
+from cloud.services.attack import UnknownTechniqueError
+from cloud.services.convert import alert_public, alert_to_row, dt_to_us, explanation_public
+from cloud.services.writer import QueueFullError, row_dict
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+AlertIdPath = Annotated[str, Path(pattern=ALERT_ID_PATTERN, description="The alert's ID.")]
+
+
+def _explanations(session: Session, ids: list[str]) -> dict[str, ExplanationPublic]:
+    if not ids:
+        return {}
+    rows = session.scalars(select(ExplanationRow).where(ExplanationRow.alert_id.in_(ids)))
+    return {r.alert_id: explanation_public(r.source, r.body, r.created_at_us) for r in rows}
+
+
+def _encode_cursor(ts_us: int, alert_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([ts_us, alert_id]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        ts_us, alert_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(ts_us, int) or not isinstance(alert_id, str) or abs(ts_us) >= 2**63:
+            raise ValueError
+        return ts_us, alert_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"cursor {cursor[:40]!r} is not a cursor returned by this API "
+                                   "(pass next_cursor unchanged)") from None
+
+
+@router.post("", response_model=AlertPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": AlertPublic, "description": "Already stored: the stored alert, unchanged."},
+                        503: {"description": "Ingest queue full; retry later."}})
+async def create_alert(alert: AlertCreate, response: Response, _: IngestDep, writer: WriterDep,
+                       table: AttackDep, metrics: MetricsDep) -> AlertPublic:
+    """Store an alert; answer once it is committed. Idempotent by ``alert_id``: a repeat gets the stored
+    alert (200) and never creates a duplicate. Unknown ATT&CK technique IDs are refused with 422."""
+    t0 = time.perf_counter()
+    try:
+        ids, tactics = table.map_alert(alert.attack_class, alert.technique_ids, alert.evidence.model_dump())
+    except UnknownTechniqueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=[{"loc": ["body", "technique_ids"], "msg": str(exc),
+                                     "type": "unknown_technique", "input": exc.technique_id}]) from None
+    try:
+        stored, created = await writer.submit_alert(alert_to_row(alert, ids, tactics))
+    except QueueFullError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                            headers={"Retry-After": "1"}) from None
+    metrics.alerts.labels("created" if created else "duplicate").inc()
+    metrics.ingest_s.observe(time.perf_counter() - t0)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return alert_public(stored)
+
+
+@router.get("", response_model=AlertsPage)
+def list_alerts(
+    session: SessionDep,
+    _: AnalystDep,
+    site_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    device_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    level: Annotated[int | None, Query(ge=0, le=4, description="Exact level.")] = None,
+    min_level: Annotated[int | None, Query(ge=0, le=4, description="Level at least this.")] = None,
+    technique: Annotated[str | None, Query(pattern=TECHNIQUE_ID_PATTERN,
+                                           description="ATT&CK ID, e.g. T1046; T1498 also matches T1498.001.")] = None,
+    status_: Annotated[TriageStatus | None, Query(alias="status", description="Triage status.")] = None,
+    since: Annotated[datetime | None, Query(description="ts ≥ since (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="ts < until (ISO 8601).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the previous page.")] = None,
+) -> AlertsPage:
+    """Alerts newest first, filtered; keyset pagination through ``cursor``."""
+    stmt: Select = select(AlertRow)
+    if site_id is not None:
+        stmt = stmt.where(AlertRow.site_id == site_id)
+    if device_id is not None:
+        stmt = stmt.where(AlertRow.device_id == device_id)
+    if level is not None:
+        stmt = stmt.where(AlertRow.level == level)
+    if min_level is not None:
+        stmt = stmt.where(AlertRow.level >= min_level)
+    if status_ is not None:
+        stmt = stmt.where(AlertRow.status == status_.value)
+    try:
+        if since is not None:
+            stmt = stmt.where(AlertRow.ts_us >= dt_to_us(since))
+        if until is not None:
+            stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
+    except OverflowError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="since/until out of range") from None
+    if technique is not None:  # a parent ID matches its sub-techniques too (T1498 → T1498.001)
+        match = AlertTechniqueRow.technique_id == technique
+        if "." not in technique:
+            match = or_(match, AlertTechniqueRow.technique_id.like(technique + ".%"))
+        stmt = stmt.where(AlertRow.alert_id.in_(select(AlertTechniqueRow.alert_id).where(match)))
+    if cursor is not None:
+        c_ts, c_id = _decode_cursor(cursor)
+        stmt = stmt.where(or_(AlertRow.ts_us < c_ts, and_(AlertRow.ts_us == c_ts, AlertRow.alert_id < c_id)))
+    rows = session.scalars(stmt.order_by(AlertRow.ts_us.desc(), AlertRow.alert_id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    expl = _explanations(session, [r.alert_id for r in rows])
+    items = [alert_public(row_dict(r), expl.get(r.alert_id)) for r in rows]
+    return AlertsPage(items=items, next_cursor=_encode_cursor(rows[-1].ts_us, rows[-1].alert_id) if more else None)
+
+
+def _get_or_404(session: Session, alert_id: str) -> AlertRow:
+    row = session.get(AlertRow, alert_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alert with alert_id {alert_id!r}")
+    return row
+
+
+@router.get("/{alert_id}", response_model=AlertPublic, responses={404: {"description": "No such alert."}})
+def read_alert(alert_id: AlertIdPath, session: SessionDep, _: AnalystDep) -> AlertPublic:
+    """One alert with its explanation (``explanation_status`` is ``pending`` until the worker wrote it)."""
+    row = _get_or_404(session, alert_id)
+    return alert_public(row_dict(row), _explanations(session, [alert_id]).get(alert_id))
+
+
+@router.patch("/{alert_id}", response_model=AlertPublic, responses={404: {"description": "No such alert."}})
+def update_alert(alert_id: AlertIdPath, update: AlertUpdate, session: SessionDep, _: AnalystDep) -> AlertPublic:
+    """Triage: set the status (new, acknowledged, false_positive, resolved) and/or the analyst note."""
+    row = _get_or_404(session, alert_id)
+    if update.status is not None:
+        row.status = update.status.value
+    if update.note is not None:
+        row.note = update.note
+    row.updated_at_us = dt_to_us(datetime.now(UTC))
+    session.commit()
+    return alert_public(row_dict(row), _explanations(session, [alert_id]).get(alert_id))

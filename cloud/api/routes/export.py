@@ -1,0 +1,60 @@
+"""``/api/v1/export``: alerts as ECS JSON lines or as a STIX 2.1 bundle (role ``analyst``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.api.deps import AnalystDep, AttackDep, SessionDep
+from cloud.models import AlertRow, ExplanationRow
+from cloud.schemas import ID_PATTERN
+from cloud.services.convert import dt_to_us
+from cloud.services.export import ecs_lines, stix_bundle
+from cloud.services.writer import row_dict
+
+router = APIRouter(prefix="/export", tags=["export"])
+
+SiteQ = Annotated[str | None, Query(pattern=ID_PATTERN)]
+TimeQ = Annotated[datetime | None, Query()]
+LimitQ = Annotated[int, Query(ge=1, le=100_000)]
+
+
+def _rows(session: Session, site_id: str | None, since: datetime | None, until: datetime | None,
+          limit: int) -> list[dict[str, Any]]:
+    stmt = select(AlertRow)
+    try:
+        if site_id is not None:
+            stmt = stmt.where(AlertRow.site_id == site_id)
+        if since is not None:
+            stmt = stmt.where(AlertRow.ts_us >= dt_to_us(since))
+        if until is not None:
+            stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
+    except OverflowError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="since/until out of range") from None
+    return [row_dict(r) for r in session.scalars(stmt.order_by(AlertRow.ts_us, AlertRow.alert_id).limit(limit))]
+
+
+@router.get("/ecs", response_model=None, response_class=Response,
+            responses={200: {"content": {"application/x-ndjson": {}}, "description": "One ECS document per line."}})
+def export_ecs(session: SessionDep, _: AnalystDep, table: AttackDep, site_id: SiteQ = None, since: TimeQ = None,
+               until: TimeQ = None, limit: LimitQ = 10_000) -> Response:
+    """Alerts (oldest first) as ECS-style JSON lines."""
+    rows = _rows(session, site_id, since, until, limit)
+    ids = [r["alert_id"] for r in rows]
+    expl: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), 500):
+        for e in session.scalars(select(ExplanationRow).where(ExplanationRow.alert_id.in_(ids[i:i + 500]))):
+            expl[e.alert_id] = {"summary": e.body.get("summary"), "source": e.source}
+    return Response("".join(ecs_lines(rows, table, expl)), media_type="application/x-ndjson")
+
+
+@router.get("/stix", response_model=dict[str, Any])
+def export_stix(session: SessionDep, _: AnalystDep, table: AttackDep, site_id: SiteQ = None, since: TimeQ = None,
+                until: TimeQ = None, limit: LimitQ = 10_000) -> dict[str, Any]:
+    """Alerts as a STIX 2.1 bundle of sightings referencing ATT&CK attack-patterns."""
+    return stix_bundle(_rows(session, site_id, since, until, limit), table)

@@ -1,0 +1,1 @@
+"""Settings, database plumbing and security helpers of the cloud service."""

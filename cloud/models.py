@@ -1,0 +1,86 @@
+"""SQLAlchemy 2 tables of the cloud service (the Alembic migrations in ``cloud/migrations`` create them).
+
+Times are stored as integer microseconds since the epoch (UTC): exact, sortable, the same on SQLite
+and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every cloud table."""
+
+
+class AlertRow(Base):
+    """One alert as received from a fog coordinator, plus its triage state."""
+
+    __tablename__ = "alerts"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ts_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    site_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    device_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    level: Mapped[int] = mapped_column(SmallInteger, nullable=False, index=True)
+    attack_class: Mapped[str] = mapped_column(String(64), nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    technique_ids: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    tactics: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    policy_version: Mapped[str] = mapped_column(String(128), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="new", index=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (Index("ix_alerts_ts_id", "ts_us", "alert_id"),)
+
+
+class AlertTechniqueRow(Base):
+    """Alert × ATT&CK technique, so the technique filter is an indexed lookup on every database."""
+
+    __tablename__ = "alert_techniques"
+
+    alert_id: Mapped[str] = mapped_column(String(128), ForeignKey("alerts.alert_id", ondelete="CASCADE"),
+                                          primary_key=True)
+    technique_id: Mapped[str] = mapped_column(String(16), primary_key=True, index=True)
+
+
+class ExplanationRow(Base):
+    """The explanation of one alert (built-in or model-written, always validated)."""
+
+    __tablename__ = "explanations"
+
+    alert_id: Mapped[str] = mapped_column(String(128), ForeignKey("alerts.alert_id", ondelete="CASCADE"),
+                                          primary_key=True)
+    source: Mapped[str] = mapped_column(String(160), nullable=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 digest is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    revoked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -1,0 +1,318 @@
+"""Pydantic v2 schemas: the Alert and Explanation contracts of ../shared/DESIGN.md, as the API speaks them.
+
+Naming follows the FastAPI template: ``…Create`` is what a client sends, ``…Public`` what the API
+returns, ``…Update`` a partial change.
+
+Evidence keys
+-------------
+Explanations cite the alert by *evidence keys* (see :func:`evidence_keys`):
+``feature:<name>`` (a top deviating feature), ``attention_peak:<i>``, ``attention``,
+``protocol_summary``, ``<field>:<i>`` for attacker-controlled strings (``payload_snippets``,
+``mqtt_topics``, ``hostnames``, ``user_agents``, ``dns_names``) and the alert's own ``attack_class``,
+``confidence``, ``level`` and ``technique_ids``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+ALERT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+TECHNIQUE_ID_PATTERN = r"^T[0-9]{4}(\.[0-9]{3})?$"
+UNTRUSTED_FIELDS = ("payload_snippets", "mqtt_topics", "hostnames", "user_agents", "dns_names")
+ALERT_KEYS = ("attack_class", "confidence", "level", "technique_ids")
+#: The detector's attack classes (fog/attacks.py ``ATTACK_CLASSES``; the cloud keeps its own copy: it
+#: imports nothing from the fog).
+ATTACK_CLASSES = ("benign", "scan", "flood", "brute_force", "app_dos", "arp_spoof", "other")
+AttackClass = Literal["benign", "scan", "flood", "brute_force", "app_dos", "arp_spoof", "other"]
+#: Caps on attacker-controlled text: longer strings are cut, longer lists keep their first items.
+#: An attacker must never be able to get an alert *rejected* by making its evidence long or odd.
+UNTRUSTED_MAX_CHARS = 1024
+UNTRUSTED_MAX_ITEMS = 32
+PROTOCOL_SUMMARY_MAX_CHARS = 4096
+TRUNCATED = "…[truncated]"
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+def _cap_text(limit: int):
+    """A before-validator that replaces NUL by U+FFFD and cuts strings longer than ``limit`` characters."""
+
+    def cap(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # let the str validator give its usual error
+        value = value.replace("\x00", "\ufffd")
+        return value if len(value) <= limit else value[:limit] + TRUNCATED
+
+    return cap
+
+
+def _cap_list(value: Any) -> Any:
+    return value[:UNTRUSTED_MAX_ITEMS] if isinstance(value, list) else value
+
+
+SafeStr = Annotated[str, AfterValidator(_no_nul)]
+AlertId = Annotated[str, Field(pattern=ALERT_ID_PATTERN, examples=["0f3a9c1e5b7d4a2c8e6f1b3d5a7c9e0f"])]
+EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
+TechniqueId = Annotated[str, Field(pattern=TECHNIQUE_ID_PATTERN, examples=["T1046"])]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# No maxLength/maxItems in the schema on purpose: longer input is accepted and cut, not refused.
+UntrustedStr = Annotated[str, BeforeValidator(_cap_text(UNTRUSTED_MAX_CHARS))]
+UntrustedList = Annotated[list[UntrustedStr], BeforeValidator(_cap_list), Field(default_factory=list)]
+
+
+class TriageStatus(str, enum.Enum):
+    """Analyst triage state of an alert."""
+
+    new = "new"
+    acknowledged = "acknowledged"
+    false_positive = "false_positive"
+    resolved = "resolved"
+
+
+class FeatureEvidence(BaseModel):
+    """A top deviating window statistic with its benign baseline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,64}$", description="Feature name (direction_statistic_unit).",
+                      examples=["out_syn_only_pkts"])
+    value: Finite = Field(description="Value in the alerting window (unit as in the name).")
+    baseline: Finite = Field(validation_alias=AliasChoices("baseline", "baseline_mean"),
+                             description="Benign baseline (mean on benign windows), same unit; "
+                                         "``baseline_mean`` (as fog/detect.py writes it) is accepted too.")
+    baseline_std: Finite | None = Field(None, ge=0, description="Benign standard deviation, if known.")
+    z: Finite | None = Field(None, description="(value - baseline) / baseline_std, if known.")
+
+
+class AttentionPoint(BaseModel):
+    """Temporal attention weight of one window among the last T windows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: Finite = Field(ge=0, le=1e11, description="Window start, epoch seconds.")
+    weight: Finite = Field(ge=0, le=1, description="Attention weight (the T weights sum to 1).")
+
+
+class Evidence(BaseModel):
+    """What the detector saw. ``protocol_summary`` and the last five lists carry attacker-controlled
+    text: never trusted, cut to :data:`UNTRUSTED_MAX_CHARS` characters and :data:`UNTRUSTED_MAX_ITEMS`
+    items (never rejected for length, so an attacker cannot suppress an alert with long strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_features: list[FeatureEvidence] = Field(default_factory=list, max_length=32)
+    attention_peaks: list[AttentionPoint] = Field(default_factory=list, max_length=64)
+    attention: list[AttentionPoint] = Field(default_factory=list, max_length=512,
+                                            description="Full attention series over the last T windows.")
+    protocol_summary: Annotated[str, BeforeValidator(_cap_text(PROTOCOL_SUMMARY_MAX_CHARS))] = Field(
+        "", description="The window's protocol sentence (edge proto_text), e.g. 'TCP in: thousands of "
+                        "packets from thousands of peers on port 25565, SYN-only, unanswered.'")
+    payload_snippets: UntrustedList
+    mqtt_topics: UntrustedList
+    hostnames: UntrustedList
+    user_agents: UntrustedList
+    dns_names: UntrustedList
+
+    @field_validator("top_features")
+    @classmethod
+    def _unique_features(cls, value: list[FeatureEvidence]) -> list[FeatureEvidence]:
+        names = [f.name for f in value]
+        if len(set(names)) != len(names):
+            raise ValueError("top_features names must be unique")
+        return value
+
+
+class AlertCreate(BaseModel):
+    """An alert as a fog coordinator posts it (DESIGN.md › Alert)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alert_id: AlertId = Field(description="Deterministic from site/device/window: a retry never duplicates.")
+    ts: datetime = Field(description="Window end, epoch seconds (a number) or ISO 8601; naive times are UTC.")
+    site_id: EntityId
+    device_id: EntityId
+    level: int = Field(ge=0, le=4, description="Alert level 0 (none) … 4 (critical).")
+    attack_class: AttackClass = Field(description="The detector's class (fog/attacks.py ATTACK_CLASSES).")
+    confidence: Finite = Field(ge=0, le=1)
+    technique_ids: list[TechniqueId] = Field(default_factory=list, max_length=16)
+    evidence: Evidence = Field(default_factory=Evidence)
+    policy_version: Annotated[SafeStr, Field(min_length=1, max_length=128)]
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not 1970 <= value.year <= 9999 - 1:
+            raise ValueError("ts must lie between 1970 and 9998")
+        return value
+
+
+class TacticRef(BaseModel):
+    """An ATT&CK tactic reached through one of the alert's techniques."""
+
+    id: str
+    name: str
+    technique_id: str
+
+
+class ClaimTechnique(BaseModel):
+    """A technique the explanation names, why, and the evidence it rests on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(max_length=16)
+    name: str = Field(max_length=200)
+    tactic: str = Field(max_length=100)
+    why: str = Field(min_length=1, max_length=1000)
+    evidence_refs: list[str] = Field(min_length=1, max_length=32)
+
+
+class ClaimAction(BaseModel):
+    """An observational step for the analyst (never automatic blocking)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=500)
+    evidence_refs: list[str] = Field(min_length=1, max_length=32)
+
+
+class ExplanationBody(BaseModel):
+    """What an explainer (built-in or a model) writes; validated, then checked against the alert.
+
+    ``summary`` and ``confidence_rationale`` rest on the top-level ``evidence_refs``; each technique
+    and action carries its own.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(min_length=1, max_length=1500)
+    techniques: list[ClaimTechnique] = Field(default_factory=list, max_length=16)
+    analyst_actions: list[ClaimAction] = Field(min_length=1, max_length=10)
+    confidence_rationale: str = Field(min_length=1, max_length=1000)
+    evidence_refs: list[str] = Field(min_length=1, max_length=64)
+
+
+class ExplanationPublic(ExplanationBody):
+    """A stored explanation (DESIGN.md › Explanation) with its provenance.
+
+    ``source`` is ``builtin``, ``llm:<model>``, or ``builtin:fallback`` when the model's answer failed
+    (then ``fallback_reason`` says why).
+    """
+
+    source: str
+    fallback_reason: str | None = None
+    created_at: AwareDatetime
+
+
+class AlertPublic(BaseModel):
+    """A stored alert with its ATT&CK tactics, triage state and (once ready) explanation."""
+
+    alert_id: str
+    ts: AwareDatetime
+    site_id: str
+    device_id: str
+    level: int
+    attack_class: str
+    confidence: float
+    technique_ids: list[str]
+    tactics: list[TacticRef]
+    evidence: Evidence
+    policy_version: str
+    status: TriageStatus
+    note: str | None
+    received_at: AwareDatetime
+    updated_at: AwareDatetime
+    explanation_status: Literal["pending", "ready"]
+    explanation: ExplanationPublic | None = None
+
+
+class AlertsPage(BaseModel):
+    """One page of alerts, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    items: list[AlertPublic]
+    next_cursor: str | None
+
+
+class AlertUpdate(BaseModel):
+    """Triage change: a new status, an analyst note, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TriageStatus | None = None
+    note: Annotated[SafeStr, Field(max_length=4000)] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AlertUpdate:
+        if self.status is None and self.note is None:
+            raise ValueError("give at least one of 'status' or 'note'")
+        return self
+
+
+class TechniqueTactic(BaseModel):
+    """A tactic of a technique."""
+
+    id: str | None
+    shortname: str
+    name: str
+
+
+class TechniquePublic(BaseModel):
+    """An ATT&CK technique from the bundled table."""
+
+    id: str
+    name: str
+    tactics: list[TechniqueTactic]
+    url: str | None
+    domain: str
+    stix_id: str
+
+
+class Health(BaseModel):
+    """Liveness answer of ``/healthz``."""
+
+    status: Literal["ok", "error"]
+    database: Literal["ok", "error"]
+
+
+class ApiKeyCreated(BaseModel):
+    """A newly created key: ``key`` is shown once and never stored."""
+
+    id: int
+    name: str
+    role: str
+    key: str
+
+
+def evidence_keys(alert: AlertCreate | AlertPublic | dict[str, Any]) -> set[str]:
+    """Every evidence key an explanation of ``alert`` may cite (see the module docstring)."""
+    ev = alert["evidence"] if isinstance(alert, dict) else alert.evidence
+    ev = ev if isinstance(ev, dict) else ev.model_dump()
+    keys = set(ALERT_KEYS)
+    keys.update(f"feature:{f['name']}" for f in ev.get("top_features", []))
+    keys.update(f"attention_peak:{i}" for i in range(len(ev.get("attention_peaks", []))))
+    if ev.get("attention"):
+        keys.add("attention")
+    if ev.get("protocol_summary"):
+        keys.add("protocol_summary")
+    for field in UNTRUSTED_FIELDS:
+        keys.update(f"{field}:{i}" for i in range(len(ev.get(field, []))))
+    return keys

@@ -1,0 +1,1 @@
+"""Maintenance scripts for the cloud component (run as modules)."""

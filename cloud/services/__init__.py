@@ -1,0 +1,1 @@
+"""Services behind the routes: ATT&CK mapping, explanations, the alert writer, exports."""

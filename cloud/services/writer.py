@@ -1,0 +1,250 @@
+"""The single writer: every alert and explanation goes through one thread that commits in groups.
+
+Request handlers hand an alert to :meth:`AlertWriter.submit_alert` and wait; the writer drains its
+queue (up to ``batch_max`` jobs), writes them in **one transaction**, commits, and only then resolves
+the waiting requests. So an alert is durable before the API acknowledges it, yet a burst costs one
+commit (one fsync) per batch instead of one per alert, and SQLite never sees competing writers.
+
+Idempotency: an alert whose ``alert_id`` is already stored (or earlier in the same batch) is not
+written again; its waiter receives the stored row and ``created=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.models import AlertRow, AlertTechniqueRow, ExplanationRow
+
+log = logging.getLogger(__name__)
+
+ALERT_COLUMNS = tuple(c.name for c in AlertRow.__table__.columns)
+
+
+class QueueFullError(RuntimeError):
+    """The writer's queue is full: the client should retry later (HTTP 503)."""
+
+
+@dataclass
+class _Job:
+    kind: str  # "alert" | "explanation"
+    row: dict[str, Any]
+    done: Callable[[Any, BaseException | None], None]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def row_dict(row: AlertRow) -> dict[str, Any]:
+    """A stored alert as a plain dict of its columns."""
+    return {c: getattr(row, c) for c in ALERT_COLUMNS}
+
+
+class AlertWriter:
+    """Group-commit writer thread.
+
+    Parameters
+    ----------
+    session_factory : sessionmaker
+        Sessions on the target database.
+    batch_max : int
+        Most jobs per transaction.
+    queue_max : int
+        Most jobs waiting; beyond it :class:`QueueFullError`.
+    on_alerts_committed : callable, optional
+        Called (on the writer thread) with the IDs of newly stored alerts after each commit.
+    metrics : object, optional
+        :class:`cloud.api.metrics.Metrics` to record batch sizes and commit times.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], *, batch_max: int = 512, queue_max: int = 100_000,
+                 on_alerts_committed: Callable[[list[str]], None] | None = None, metrics: Any = None) -> None:
+        self.session_factory = session_factory
+        self.batch_max = batch_max
+        self.queue_max = queue_max
+        self.on_alerts_committed = on_alerts_committed
+        self.metrics = metrics
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> AlertWriter:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="marlids-cloud-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the writer."""
+        return self._queue.qsize()
+
+    # -- submission --------------------------------------------------------------------------------
+    def _put(self, job: _Job) -> None:
+        if self._thread is None:
+            raise RuntimeError("the alert writer is not running (start() it, or run the app's lifespan)")
+        if self._queue.qsize() >= self.queue_max:
+            raise QueueFullError(f"ingest queue full ({self.queue_max} alerts waiting); retry later")
+        self._queue.put(job)
+
+    async def submit_alert(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store ``row`` (alert columns + ``technique_ids``) and wait until it is committed.
+
+        Returns
+        -------
+        (stored_row, created)
+            The stored alert (the earlier one for a repeat) and whether this call created it.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[dict[str, Any], bool]] = loop.create_future()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, result, exc)
+
+        self._put(_Job("alert", row, done))
+        return await fut
+
+    def submit_alert_sync(self, row: dict[str, Any], timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
+        """Blocking variant of :meth:`submit_alert` (for threads and scripts)."""
+        return self._submit_sync("alert", row, timeout)
+
+    def submit_explanation_sync(self, row: dict[str, Any], timeout: float = 60.0) -> bool:
+        """Store an explanation row (``alert_id``, ``source``, ``body``, ``created_at_us``); False if one existed."""
+        return self._submit_sync("explanation", row, timeout)
+
+    def _submit_sync(self, kind: str, row: dict[str, Any], timeout: float) -> Any:
+        event = threading.Event()
+        box: list[Any] = [None, None]
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            box[0], box[1] = result, exc
+            event.set()
+
+        self._put(_Job(kind, row, done))
+        if not event.wait(timeout):
+            raise TimeoutError(f"the writer did not commit within {timeout} s")
+        if box[1] is not None:
+            raise box[1]
+        return box[0]
+
+    # -- the thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._write(batch)
+
+    def _write(self, batch: list[_Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            with self.session_factory() as session:
+                results, new_ids = self._write_batch(session, batch)
+                session.commit()
+        except Exception as exc:  # noqa: BLE001 - fall back to one transaction per job
+            log.warning("group commit of %d jobs failed (%s); retrying one by one", len(batch), exc)
+            results, new_ids = [], []
+            for job in batch:
+                try:
+                    with self.session_factory() as session:
+                        res, ids = self._write_batch(session, [job])
+                        session.commit()
+                    results.append(res[0])
+                    new_ids += ids
+                except IntegrityError:
+                    with self.session_factory() as session:  # raced with another process: read the winner
+                        res, ids = self._write_batch(session, [job])
+                    results.append(res[0])
+                except Exception as one_exc:
+                    log.exception("writing one %s failed", job.kind)
+                    results.append(one_exc)
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(batch), time.perf_counter() - t0)
+        for job, res in zip(batch, results, strict=True):
+            if isinstance(res, BaseException):
+                job.done(None, res)
+            else:
+                job.done(res, None)
+        if new_ids and self.on_alerts_committed is not None:
+            try:
+                self.on_alerts_committed(new_ids)
+            except Exception:
+                log.exception("on_alerts_committed listener failed")
+
+    @staticmethod
+    def _write_batch(session: Session, batch: list[_Job]) -> tuple[list[Any], list[str]]:
+        alert_ids = list({j.row["alert_id"] for j in batch if j.kind == "alert"})
+        stored: dict[str, dict[str, Any]] = {}
+        if alert_ids:
+            for row in session.scalars(select(AlertRow).where(AlertRow.alert_id.in_(alert_ids))):
+                stored[row.alert_id] = row_dict(row)
+        expl_ids = list({j.row["alert_id"] for j in batch if j.kind == "explanation"})
+        have_expl: set[str] = set()
+        if expl_ids:
+            have_expl = set(session.scalars(select(ExplanationRow.alert_id)
+                                            .where(ExplanationRow.alert_id.in_(expl_ids))))
+        results: list[Any] = []
+        new_alerts: list[dict[str, Any]] = []
+        new_links: list[dict[str, str]] = []
+        new_expl: list[dict[str, Any]] = []
+        for job in batch:
+            aid = job.row["alert_id"]
+            if job.kind == "alert":
+                if aid in stored:
+                    results.append((stored[aid], False))
+                    continue
+                row = {c: job.row[c] for c in ALERT_COLUMNS}
+                stored[aid] = row
+                new_alerts.append(row)
+                new_links += [{"alert_id": aid, "technique_id": t} for t in row["technique_ids"]]
+                results.append((row, True))
+            else:
+                if aid in have_expl:
+                    results.append(False)
+                    continue
+                have_expl.add(aid)
+                new_expl.append(job.row)
+                results.append(True)
+        if new_alerts:
+            session.execute(insert(AlertRow), new_alerts)
+        if new_links:
+            session.execute(insert(AlertTechniqueRow), new_links)
+        if new_expl:
+            session.execute(insert(ExplanationRow), new_expl)
+        return results, [r["alert_id"] for r in new_alerts]
+
+
+def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

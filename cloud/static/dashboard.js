@@ -1,0 +1,137 @@
+// marlids analyst dashboard: plain JS, inline SVG, no external resources.
+// Every string from the API is inserted with textContent (never innerHTML): alert evidence is attacker-controlled.
+"use strict";
+const API = "/api/v1";
+const SVGNS = "http://www.w3.org/2000/svg";
+let alerts = [];
+let selected = null;
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const kid of kids) e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  return e;
+}
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+async function api(path, opts) {
+  const r = await fetch(API + path, Object.assign({credentials: "same-origin"}, opts || {}));
+  if (!r.ok) throw new Error(r.status + " " + (await r.text()).slice(0, 200));
+  return r.json();
+}
+function fmtTime(iso) { return iso.replace("T", " ").slice(0, 19); }
+
+async function load() {
+  const q = new URLSearchParams({limit: "100"});
+  const s = document.getElementById("f-status").value; if (s) q.set("status", s);
+  const l = document.getElementById("f-level").value; if (l) q.set("min_level", l);
+  const site = document.getElementById("f-site").value.trim(); if (site) q.set("site_id", site);
+  try {
+    const page = await api("/alerts?" + q);
+    alerts = page.items;
+    document.getElementById("count").textContent = alerts.length + (page.next_cursor ? "+" : "") + " alerts";
+    renderTable();
+    if (selected) { const a = alerts.find(x => x.alert_id === selected); if (a) renderDetail(a); }
+  } catch (e) { document.getElementById("count").textContent = "error: " + e.message; }
+}
+
+function renderTable() {
+  const tbody = document.getElementById("alerts");
+  tbody.replaceChildren(...alerts.map(a => {
+    const tr = el("tr", {"data-id": a.alert_id, class: a.alert_id === selected ? "sel" : "",
+                         onclick: () => { selected = a.alert_id; renderTable(); renderDetail(a); }},
+      el("td", {}, fmtTime(a.ts)), el("td", {}, el("span", {class: "lvl l" + a.level}, a.level)),
+      el("td", {}, a.site_id + " / " + a.device_id), el("td", {}, a.attack_class),
+      el("td", {}, a.technique_ids.join(", ") || "—"), el("td", {class: "st"}, a.status));
+    return tr;
+  }));
+}
+
+function featureChart(features) {
+  // Grouped horizontal bars: value (orange) vs benign baseline (grey), each feature scaled to its own max.
+  const rowH = 34, left = 190, width = 460, h = Math.max(1, features.length) * rowH + 24;
+  const s = svg("svg", {width: left + width + 20, height: h, id: "feature-chart", role: "img"});
+  s.append(svg("text", {x: left, y: 12}, "value (orange) vs benign baseline (grey), per-feature scale"));
+  features.forEach((f, i) => {
+    const y = 22 + i * rowH, m = Math.max(Math.abs(f.value), Math.abs(f.baseline), 1e-12);
+    s.append(svg("text", {x: 4, y: y + 14}, f.name.slice(0, 28)));
+    s.append(svg("rect", {x: left, y: y, width: Math.abs(f.value) / m * width, height: 12, fill: "#f97316"}));
+    s.append(svg("rect", {x: left, y: y + 14, width: Math.abs(f.baseline) / m * width, height: 12, fill: "#94a3b8"}));
+    s.append(svg("text", {x: left + 4, y: y + 10, fill: "#000"}, String(+f.value.toPrecision(4))));
+    s.append(svg("text", {x: left + 4, y: y + 24}, String(+f.baseline.toPrecision(4))));
+  });
+  return s;
+}
+
+function attentionChart(points, peaks) {
+  const series = (points && points.length ? points : peaks).slice().sort((a, b) => a.t - b.t);
+  const w = 650, h = 140, pad = 30;
+  const s = svg("svg", {width: w, height: h, id: "attention-chart", role: "img"});
+  if (!series.length) { s.append(svg("text", {x: pad, y: 20}, "no attention data")); return s; }
+  const t0 = series[0].t, t1 = series[series.length - 1].t, span = Math.max(t1 - t0, 1);
+  const maxW = Math.max(...series.map(p => p.weight), 1e-9);
+  const bw = Math.max(3, (w - 2 * pad) / series.length - 2);
+  s.append(svg("line", {x1: pad, y1: h - pad, x2: w - pad, y2: h - pad, stroke: "#334155"}));
+  series.forEach(p => {
+    const x = pad + (p.t - t0) / span * (w - 2 * pad - bw), bh = p.weight / maxW * (h - 2 * pad);
+    const isPeak = peaks.some(q => q.t === p.t);
+    s.append(svg("rect", {x: x, y: h - pad - bh, width: bw, height: bh, fill: isPeak ? "#dc2626" : "#0ea5e9"}));
+  });
+  s.append(svg("text", {x: pad, y: h - 10}, "t=" + t0.toFixed(0) + " s"));
+  s.append(svg("text", {x: w - pad - 90, y: h - 10}, "t=" + t1.toFixed(0) + " s"));
+  s.append(svg("text", {x: pad, y: 14}, "temporal attention over the last windows (red: peaks)"));
+  return s;
+}
+
+async function triage(a, status) {
+  const note = document.getElementById("note").value;
+  const body = {status: status}; if (note) body.note = note;
+  const upd = await api("/alerts/" + encodeURIComponent(a.alert_id), {
+    method: "PATCH", headers: {"Content-Type": "application/json", "X-Requested-With": "marlids"},
+    body: JSON.stringify(body)});
+  const i = alerts.findIndex(x => x.alert_id === upd.alert_id); if (i >= 0) alerts[i] = upd;
+  renderTable(); renderDetail(upd);
+}
+
+function refs(list) { return el("div", {class: "refs"}, "evidence: " + list.join(", ")); }
+
+function renderDetail(a) {
+  const d = document.getElementById("detail");
+  const kids = [el("h2", {}, "Level " + a.level + " — " + a.attack_class + " (" + (a.confidence * 100).toFixed(0) + "%)"),
+    el("div", {class: "muted"}, a.alert_id + " · " + fmtTime(a.ts) + " · policy " + a.policy_version),
+    el("div", {}, el("b", {}, "Status: "), el("span", {id: "status"}, a.status))];
+  const x = a.explanation;
+  if (x) {
+    kids.push(el("h3", {}, "Explanation"), el("p", {id: "summary"}, x.summary), refs(x.evidence_refs),
+      el("div", {class: "muted"}, "source: " + x.source + (x.fallback_reason ? " (" + x.fallback_reason.slice(0, 120) + ")" : "")));
+    kids.push(el("h3", {}, "ATT&CK techniques"), el("ul", {}, ...x.techniques.map(t =>
+      el("li", {}, el("b", {}, t.id + " " + t.name), " — " + t.tactic + ": " + t.why, refs(t.evidence_refs)))));
+    kids.push(el("h3", {}, "Suggested checks (observational)"), el("ul", {}, ...x.analyst_actions.map(c =>
+      el("li", {}, c.action, refs(c.evidence_refs)))));
+    kids.push(el("h3", {}, "Confidence"), el("p", {}, x.confidence_rationale));
+  } else {
+    kids.push(el("p", {class: "muted", id: "summary"}, "Explanation pending…"));
+  }
+  kids.push(el("h3", {}, "Top deviating features"), featureChart(a.evidence.top_features));
+  kids.push(el("h3", {}, "Attention"), attentionChart(a.evidence.attention, a.evidence.attention_peaks));
+  if (a.evidence.protocol_summary) kids.push(el("h3", {}, "Protocol summary"), el("code", {}, a.evidence.protocol_summary));
+  kids.push(el("h3", {}, "Triage"), el("textarea", {id: "note", rows: 2, placeholder: "analyst note"}),
+    el("div", {},
+      el("button", {id: "btn-ack", onclick: () => triage(a, "acknowledged")}, "Acknowledge"),
+      el("button", {id: "btn-fp", onclick: () => triage(a, "false_positive")}, "False positive"),
+      el("button", {id: "btn-resolve", onclick: () => triage(a, "resolved")}, "Resolve"),
+      el("button", {id: "btn-new", onclick: () => triage(a, "new")}, "Reopen")));
+  d.replaceChildren(...kids);
+  if (a.note) document.getElementById("note").value = a.note;
+}
+
+for (const id of ["f-status", "f-level", "f-site"]) document.getElementById(id).addEventListener("change", load);
+load();
+setInterval(load, 5000);
