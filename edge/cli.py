@@ -57,9 +57,9 @@ def extract_with_progress(pcaps: list[Path], *, window_s: float, site_id: str, d
         t_meter = time.perf_counter() - t0
         emb, cache = None, {}
         if embed and len(df):
-            from edge.embed import TextEmbedder
+            from edge.onnx_embed import make_embedder
 
-            embedder = TextEmbedder()
+            embedder = make_embedder()  # torch, or ONNX without torch / with MARLIDS_EDGE_BACKEND=onnx
             texts = df["proto_text"].tolist()
             uniq = list(dict.fromkeys(texts))
             etask = progress.add_task("embedding texts", total=len(uniq))
@@ -326,3 +326,31 @@ def score_eval(
                       f"{r.pr_auc:.3f}", f"{r.fpr:.4f}", f"{r.fit_s:.1f}", f"{r.score_ms_per_seq:.3f}")
     console.print(table)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+@app.command("export-onnx")
+def export_onnx_models(
+    out: Path = typer.Option(Path("models/edge"), "--out", "-o", help="Folder to write the edge models into."),
+    fusion: Path = typer.Option(None, "--fusion",
+                                help="Folder with a fusion.json (exported policy) to ship with its scorer."),
+    scorer: Path = typer.Option(None, "--scorer", help="Scorer checkpoint (default: the fusion's scorer)."),
+    keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also keep the fp32 MiniLM graph (~90 MB)."),
+) -> None:
+    """Write the torch-free edge models: MiniLM as int8 ONNX (parity-checked against fp32) + tokenizer,
+    and optionally the fusion pipeline with the temporal scorer's ONNX.
+
+    Needs the `ml` extra (torch) once, at image build or set-up time; the edge then runs with
+    MARLIDS_EDGE_MODELS=OUT and no torch.
+
+    Example: marlids edge export-onnx --out models/edge --fusion runs/policy
+    """
+    from rich.console import Console
+
+    from edge.onnx_export import export_edge_models
+
+    m = export_edge_models(out, fusion=fusion, scorer=scorer, keep_fp32=keep_fp32)
+    p = m["minilm"]["parity_int8_vs_fp32_torch"]
+    size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+    Console().print(f"wrote {out} ({', '.join(m['files'])}; {size:.1f} MB); int8 MiniLM cosine to fp32: "
+                    f"min {p['min_cosine']:.4f}, mean {p['mean_cosine']:.4f} on {p['n_texts']} protocol texts",
+                    highlight=False)

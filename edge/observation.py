@@ -130,6 +130,9 @@ class FusionPipeline:
     scorer_dir : str or Path, optional
         Checkpoint of the temporal scorer (``marlids edge train-scorer``); without one the score part
         of every Observation is "unavailable".
+    backend : {"auto", "onnx", "torch"}, optional
+        How the scorer runs (:func:`edge.onnx_embed.resolve_backend`; default ``$MARLIDS_EDGE_BACKEND``
+        or ``"auto"``: torch when importable, else onnxruntime on the checkpoint's ``scorer.onnx``).
 
     Attributes
     ----------
@@ -137,8 +140,9 @@ class FusionPipeline:
         Fitted on benign windows.
     """
 
-    def __init__(self, scorer_dir: str | None = None) -> None:
+    def __init__(self, scorer_dir: str | None = None, backend: str | None = None) -> None:
         self.scorer_dir = scorer_dir
+        self.backend = backend
 
     def fit(self, frame) -> FusionPipeline:
         """Fit the scaler on the benign windows of ``frame`` (``label == 0`` when labeled).
@@ -161,7 +165,12 @@ class FusionPipeline:
     def _load_scorer(self) -> None:
         self.scorer_ = self.threshold_ = None
         if self.scorer_dir:
-            from edge.scorer.checkpoint import load_checkpoint
+            from edge.onnx_embed import resolve_backend
+
+            if resolve_backend(self.backend) == "onnx":
+                from edge.scorer.export import load_onnx_checkpoint as load_checkpoint
+            else:
+                from edge.scorer.checkpoint import load_checkpoint
 
             self.scorer_, self.threshold_, cfg = load_checkpoint(self.scorer_dir)
             self.seq_len_ = int(cfg.get("seq_len", cfg.get("params", {}).get("seq_len", 20)))
@@ -203,8 +212,9 @@ class FusionPipeline:
                                                    "obs_dim": OBS_DIM}, indent=1))
 
     @classmethod
-    def load(cls, directory) -> FusionPipeline:
-        """Inverse of :meth:`save`.
+    def load(cls, directory, backend: str | None = None) -> FusionPipeline:
+        """Inverse of :meth:`save`; a relative ``scorer_dir`` that exists under ``directory`` is taken
+        from there (the layout of ``marlids edge export-onnx``). ``backend`` as in the constructor.
 
         Raises
         ------
@@ -221,7 +231,10 @@ class FusionPipeline:
             d = json.loads(p.read_text())
             if d["obs_dim"] != OBS_DIM:
                 raise ValueError(f"{p}: written for OBS_DIM={d['obs_dim']}, this version uses {OBS_DIM}")
-            pipe = cls(d.get("scorer_dir"))
+            scorer_dir = d.get("scorer_dir")
+            if scorer_dir and not Path(scorer_dir).is_absolute() and (Path(directory) / scorer_dir).is_dir():
+                scorer_dir = str(Path(directory) / scorer_dir)
+            pipe = cls(scorer_dir, backend)
             pipe.scaler_ = FeatureScaler.from_dict(d["scaler"])
         except (OSError, KeyError, json.JSONDecodeError) as exc:
             raise ValueError(f"{p}: missing or corrupt fusion pipeline ({exc})") from exc

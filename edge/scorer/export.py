@@ -77,3 +77,55 @@ class OnnxScorer:
     def score_samples(self, X: Any) -> np.ndarray:
         """Anomaly score per sequence, ``(batch,)``."""
         return self.score_with_attention(X)[0]
+
+
+def load_onnx_checkpoint(directory: str | Path, threads: int = 1) -> tuple[OnnxScorer, Any, dict[str, Any]]:
+    """Load a scorer checkpoint's ``scorer.onnx`` and threshold without torch (the edge path).
+
+    Reads ``config.json`` (format, ``seq_len``, threshold) and ``scorer.onnx`` of ``directory``; the
+    torch weights are not needed. The returned scorer has ``seq_len_`` and ``n_features_in_`` like
+    :class:`TemporalScorer`, and ``score_with_attention`` on raw ``(batch, T, F)`` float32.
+
+    Returns
+    -------
+    scorer : OnnxScorer
+    threshold : SPOTThreshold or None
+    config : dict
+        The parsed ``config.json``.
+
+    Raises
+    ------
+    CheckpointError
+        If the directory, ``config.json`` or ``scorer.onnx`` is missing or unreadable, or the graph's
+        input shape disagrees with the configuration.
+    """
+    import json
+
+    from edge.scorer._common import CheckpointError
+    from edge.scorer.checkpoint import CONFIG, FORMAT
+    from edge.scorer.threshold import SPOTThreshold
+
+    d = Path(directory)
+    for name in (CONFIG, "scorer.onnx"):
+        if not (d / name).is_file():
+            raise CheckpointError(f"scorer checkpoint {str(d)!r} has no {name}: expected a folder written by "
+                                  "`marlids edge train-scorer` or `marlids edge export-onnx`")
+    try:
+        cfg = json.loads((d / CONFIG).read_text())
+        if cfg.get("format") != FORMAT:
+            raise ValueError(f"format {cfg.get('format')!r}, expected {FORMAT!r}")
+        threshold = SPOTThreshold.from_dict(cfg["threshold"]) if cfg.get("threshold") else None
+        seq_len, n_features = int(cfg["seq_len"]), int(cfg["n_features"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"scorer checkpoint {str(d / CONFIG)!r} is invalid: {type(exc).__name__}: {exc}") \
+            from None
+    try:
+        scorer = OnnxScorer(d / "scorer.onnx", threads=threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
+        raise CheckpointError(f"scorer checkpoint {str(d / 'scorer.onnx')!r} is corrupt: {exc}") from None
+    shape = scorer.session_.get_inputs()[0].shape
+    if len(shape) != 3 or shape[1:] != [seq_len, n_features]:
+        raise CheckpointError(f"{str(d / 'scorer.onnx')!r} takes {shape}, but {CONFIG} says "
+                              f"(batch, {seq_len}, {n_features})")
+    scorer.seq_len_, scorer.n_features_in_ = seq_len, n_features
+    return scorer, threshold, cfg
