@@ -1,7 +1,7 @@
 """Injected dependencies with short ``Annotated`` aliases (tests swap them via ``dependency_overrides``).
 
-Authentication: an API key in ``X-API-Key``, in ``Authorization: Bearer <key>``, or — for the
-dashboard only — in the ``marlids_key`` cookie set by ``POST /dashboard/session``. Cookie-authenticated
+Authentication: an API key in ``Authorization: Bearer <key>`` (what the fog sends), in ``X-API-Key``,
+or — for the dashboard — in the ``marlids_key`` cookie set by ``POST /dashboard/session``. Cookie-authenticated
 requests that change state must also send ``X-Requested-With: marlids`` (a header no cross-site form can
 set; with CORS off, no cross-site script can either).
 """
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,9 +30,6 @@ from cloud.services.writer import AlertWriter
 COOKIE_NAME = "marlids_key"
 CSRF_HEADER = "X-Requested-With"
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (ingest or analyst role).")
-bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token (e.g. for Prometheus).")
-api_key_cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="Dashboard session cookie.")
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,9 @@ class KeyStore:
         return principal
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The accessors below are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
+# pool, a thread hop per dependency per request that would cost the ingest path dearly.
+async def get_settings_dep(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings
 
@@ -91,27 +90,27 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_writer(request: Request) -> AlertWriter:
+async def get_writer(request: Request) -> AlertWriter:
     """The app's group-commit writer."""
     return request.app.state.writer
 
 
-def get_worker(request: Request) -> ExplanationWorker | None:
+async def get_worker(request: Request) -> ExplanationWorker | None:
     """The app's explanation worker (None when explanations are off)."""
     return request.app.state.worker
 
 
-def get_attack_table(request: Request) -> AttackTable:
+async def get_attack_table(request: Request) -> AttackTable:
     """The bundled ATT&CK table."""
     return request.app.state.attack_table
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's Prometheus metrics."""
     return request.app.state.metrics
 
 
-def get_key_store(request: Request) -> KeyStore:
+async def get_key_store(request: Request) -> KeyStore:
     """The app's API-key store."""
     return request.app.state.key_store
 
@@ -130,20 +129,30 @@ def _unauthorized(metrics: Metrics, detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def get_current_principal(
-    request: Request,
-    store: KeyStoreDep,
-    metrics: MetricsDep,
-    header_key: Annotated[str | None, Depends(api_key_header)],
-    bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    cookie_key: Annotated[str | None, Depends(api_key_cookie)],
-) -> Principal:
-    """The caller, from its API key; 401 without a valid one."""
-    key, via_cookie = header_key or (bearer_key.credentials if bearer_key else None), False
-    if not key and cookie_key:
-        key, via_cookie = cookie_key, True
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def get_current_principal(request: Request) -> Principal:
+    """The caller, from its API key (``Authorization: Bearer``, ``X-API-Key`` or the dashboard cookie).
+
+    Raises
+    ------
+    HTTPException
+        401 without a valid, unrevoked key; 403 for a cookie-borne change without the CSRF header.
+    """
+    store: KeyStore = request.app.state.key_store
+    metrics: Metrics = request.app.state.metrics
+    headers = request.headers
+    key, via_cookie = _bearer_token(headers.get("authorization")) or headers.get("x-api-key"), False
     if not key:
-        raise _unauthorized(metrics, "missing API key: send X-API-Key or Authorization: Bearer <key>")
+        cookie = request.cookies.get(COOKIE_NAME) if "cookie" in headers else None
+        key, via_cookie = cookie, bool(cookie)
+    if not key:
+        raise _unauthorized(metrics, "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>")
     if len(key) > 256:
         raise _unauthorized(metrics, "invalid API key")
     hit, principal = store.cached(key)
@@ -152,29 +161,41 @@ async def get_current_principal(
     if principal is None:
         raise _unauthorized(metrics, "invalid or revoked API key")
     if via_cookie:
-        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get(CSRF_HEADER) != "marlids":
+        if request.method not in ("GET", "HEAD", "OPTIONS") and headers.get(CSRF_HEADER) != "marlids":
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 detail=f"cookie-authenticated changes need the header {CSRF_HEADER}: marlids")
         principal = Principal(principal.key_id, principal.name, principal.role, via_cookie=True)
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_current_principal)]
+class ApiKeyAuth(HTTPBearer):
+    """The one authentication dependency: an API key, optionally of one role (403 for another role).
 
+    It is an ``HTTPBearer`` so the OpenAPI document declares bearer authentication (what the fog and
+    Prometheus send); ``X-API-Key`` and the dashboard cookie are accepted too. One dependency instead
+    of a chain keeps FastAPI's per-request dependency work small on the ingest path.
 
-def require_role(role: Role):
-    """Dependency that lets only keys with ``role`` through (403 otherwise)."""
+    Parameters
+    ----------
+    role : Role, optional
+        The role the endpoint needs; None accepts any valid key.
+    """
 
-    async def _check(principal: PrincipalDep) -> Principal:
-        if principal.role is not role:
+    def __init__(self, role: Role | None = None) -> None:
+        super().__init__(scheme_name="ApiKey", auto_error=False,
+                         description="An API key as `Authorization: Bearer <key>` (or `X-API-Key: <key>`); "
+                                     "roles: ingest (POST alerts), analyst (everything else).")
+        self.role = role
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = await get_current_principal(request)
+        if self.role is not None and principal.role is not self.role:
             raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail=f"this endpoint needs a key with role '{role.value}'; "
+                                detail=f"this endpoint needs a key with role '{self.role.value}'; "
                                        f"yours has role '{principal.role.value}'")
         return principal
 
-    _check.__name__ = f"require_{role.value}"
-    return _check
 
-
-IngestDep = Annotated[Principal, Depends(require_role(Role.ingest))]
-AnalystDep = Annotated[Principal, Depends(require_role(Role.analyst))]
+PrincipalDep = Annotated[Principal, Security(ApiKeyAuth())]
+IngestDep = Annotated[Principal, Security(ApiKeyAuth(Role.ingest))]
+AnalystDep = Annotated[Principal, Security(ApiKeyAuth(Role.analyst))]

@@ -17,6 +17,8 @@ writer and worker threads. Serve it with ``marlids cloud serve``, :func:`serve` 
 
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
 import threading
 import time
@@ -34,7 +36,7 @@ from cloud.api.routes import alerts, dashboard, export, health, techniques
 from cloud.core.config import Settings, get_settings
 from cloud.core.db import make_engine, make_session_factory, run_migrations
 from cloud.services.attack import get_attack_table
-from cloud.services.explain import BuiltinExplainer, Explainer, LLMExplainer
+from cloud.services.explain import Explainer, explainer_from_settings
 from cloud.services.keys import bootstrap_keys, register_key
 from cloud.services.worker import ExplanationWorker
 from cloud.services.writer import AlertWriter
@@ -44,15 +46,17 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
+def _no_otel() -> dict[str, Any]:
+    """FastAPI ≥ 0.16x carries native OpenTelemetry hooks that look up providers on every request; the
+    service exports Prometheus metrics instead, so switch them off where the option exists."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
+
+
 def make_explainer(settings: Settings) -> Explainer:
-    """The model-backed explainer when ``OPENAI_BASE_URL`` and a model are set, else the built-in one."""
-    table = get_attack_table()
-    if settings.llm_enabled:
-        log.info("explanations from %s at %s (built-in fallback)", settings.llm_model, settings.openai_base_url)
-        return LLMExplainer(settings.openai_base_url, settings.llm_model, settings.openai_api_key, table,
-                            timeout_s=settings.llm_timeout_s, json_mode=settings.llm_json_mode,
-                            max_chars=settings.untrusted_max_chars, max_items=settings.untrusted_max_items)
-    return BuiltinExplainer(table)
+    """The explainer the settings ask for (see :func:`cloud.services.explain.explainer_from_settings`)."""
+    return explainer_from_settings(settings, get_attack_table())
 
 
 def create_app(settings: Settings | None = None, *, explainer: Explainer | None = None) -> FastAPI:
@@ -63,7 +67,9 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
     settings : Settings, optional
         Defaults to :func:`cloud.core.config.get_settings` (the environment).
     explainer : Explainer, optional
-        Overrides the explainer chosen from the settings.
+        Overrides the explainer chosen from the settings; it then runs in the worker threads (an
+        object need not be picklable), whereas by default (``explain_in_process``) spawned processes
+        build their own explainer from the settings.
 
     Returns
     -------
@@ -86,8 +92,10 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
                          metrics=metrics)
     worker = None
     if settings.explain:
-        worker = ExplanationWorker(session_factory, writer, explainer or make_explainer(settings), table,
-                                   workers=settings.explain_workers, metrics=metrics)
+        in_process = explainer is None and settings.explain_in_process
+        worker = ExplanationWorker(
+            session_factory, writer, None if in_process else (explainer or make_explainer(settings)), table,
+            settings=settings if in_process else None, workers=settings.explain_workers, metrics=metrics)
         writer.on_alerts_committed = worker.enqueue
     state.update(writer=writer, worker=worker)
 
@@ -99,6 +107,7 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
         writer.start()
         if worker is not None:
             worker.start()
+        gc.freeze()  # start-up objects (ATT&CK table, models, routes) leave the collector's scans: shorter pauses
         log.info("marlids cloud API ready (database %s)", engine.url.render_as_string(hide_password=True))
         try:
             yield
@@ -110,7 +119,7 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
 
     app = FastAPI(title="marlids cloud analyst API", version="1.0.0", lifespan=lifespan,
                   description="Alerts from the fog coordinators → ATT&CK mapping → explanations → analysts.",
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None, **_no_otel())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(RecursionError)

@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     key_cache_s: float = Field(30.0, ge=0, description="Seconds a verified API key stays cached in memory.")
 
     explain: bool = Field(True, description="Generate explanations in the background.")
-    explain_workers: int = Field(1, ge=1, le=32, description="Background explanation threads.")
+    explain_workers: int = Field(1, ge=1, le=32, description="Background explanation threads (and processes).")
+    explain_in_process: bool = Field(
+        True, description="Explain in spawned processes (the API process keeps its CPU for requests); "
+                          "false = in threads of the API process.")
     openai_base_url: str | None = Field(
         None, validation_alias=AliasChoices("OPENAI_BASE_URL", "MARLIDS_CLOUD_OPENAI_BASE_URL"),
         description="OpenAI-compatible server; unset = built-in explainer only.")

@@ -34,6 +34,7 @@ BLOCKING = re.compile(
     r"delete\w*|disable\w*|null-?route\w*|sinkhole\w*|reset the|power (?:off|down)|execute|run the command)\b",
     re.IGNORECASE)
 URL = re.compile(r"(?:https?|ftp|file|javascript|data):[^\s\"')]*", re.IGNORECASE)
+URL_MARKERS = ("http", "ftp:", "file:", "javascript:", "data:")  # cheap pre-check before the URL regex
 ALLOWED_URL = re.compile(r"^https://attack\.mitre\.org/[A-Za-z0-9/._-]*$")
 MIN_QUOTE = 12  # an untrusted string at least this long may not appear verbatim in an explanation
 
@@ -101,10 +102,10 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
     texts += [(f"analyst_actions[{i}]", a.action) for i, a in enumerate(body.analyst_actions)]
     untrusted = [s for f in UNTRUSTED_FIELDS for s in alert["evidence"].get(f, []) if len(s) >= MIN_QUOTE]
     for where, text in texts:
-        for url in URL.findall(text):
+        low = text.lower()
+        for url in (URL.findall(text) if any(m in low for m in URL_MARKERS) else ()):
             if not ALLOWED_URL.match(url):
                 problems.append(f"{where}: link {url[:80]!r} is not an attack.mitre.org page")
-        low = text.lower()
         if any(s.lower() in low for s in untrusted):
             problems.append(f"{where}: quotes attacker-controlled evidence verbatim (cite it by key instead)")
     return problems
@@ -324,3 +325,19 @@ class LLMExplainer:
                             attempt, reason[:300])
         body, _, _ = self.fallback.explain(alert)
         return body, "builtin:fallback", f"{self.source} failed twice; last error: {reason}"[:1000]
+
+
+def explainer_from_settings(settings: Any, table: AttackTable) -> Explainer:
+    """The model-backed explainer when ``OPENAI_BASE_URL`` and a model are set, else the built-in one.
+
+    Parameters
+    ----------
+    settings : cloud.core.config.Settings
+    table : AttackTable
+    """
+    if settings.llm_enabled:
+        log.info("explanations from %s at %s (built-in fallback)", settings.llm_model, settings.openai_base_url)
+        return LLMExplainer(settings.openai_base_url, settings.llm_model, settings.openai_api_key, table,
+                            timeout_s=settings.llm_timeout_s, json_mode=settings.llm_json_mode,
+                            max_chars=settings.untrusted_max_chars, max_items=settings.untrusted_max_items)
+    return BuiltinExplainer(table)

@@ -1,17 +1,29 @@
 """Background explanation worker: ingest never waits for an explanation.
 
-Newly committed alert IDs are queued by the writer; worker threads load each alert, run the
-explainer (built-in, or a model with fallback), check the result against the alert's evidence, and
-hand the explanation to the writer. At start the worker re-queues stored alerts that still have no
-explanation, so a restart loses nothing.
+Newly committed alert IDs are queued by the writer. Worker threads take them in batches, have them
+explained (built-in explainer, or a model with fallback), checked against each alert's evidence, and
+hand the explanations to the single writer (one commit per batch). At start the worker re-queues
+stored alerts that still have no explanation, so a restart loses nothing.
+
+Where the explaining runs:
+
+* **in separate processes** (``settings`` given, the service's default): a pool of spawned processes,
+  each with its own database engine and explainer, reads the batch and returns the explanation rows.
+  The API process keeps its CPU and its GIL for requests, which is what holds ingest latency down on
+  a busy machine.
+* **in the worker threads** (an ``explainer`` object given): for explainers that cannot be rebuilt in
+  another process from settings (tests inject some) and for single-process debugging.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import select
@@ -20,41 +32,118 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.models import AlertRow, ExplanationRow
 from cloud.services.attack import AttackTable
 from cloud.services.explain import BuiltinExplainer, Explainer, check_explanation
-from cloud.services.writer import AlertWriter, row_dict
+from cloud.services.writer import AlertWriter
 
 log = logging.getLogger(__name__)
 
 
+def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, table: AttackTable,
+                 alert_ids: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, float]]]:
+    """Explain the stored alerts among ``alert_ids`` that have no explanation yet.
+
+    Every explanation is checked by :func:`check_explanation`; one that fails (whatever wrote it) is
+    replaced by the built-in explainer's, with ``source='builtin:fallback'`` and the reason.
+
+    Returns
+    -------
+    (rows, timings)
+        Explanation rows for :meth:`AlertWriter.submit_explanations_sync` (``alert_id``, ``source``,
+        ``body``, ``created_at_us``) and ``(source, seconds)`` per explanation, for the metrics.
+    """
+    table_ = AlertRow.__table__
+    with session_factory() as session:  # Core reads: plain dicts, no ORM identity map
+        done = set(session.scalars(select(ExplanationRow.alert_id).where(ExplanationRow.alert_id.in_(alert_ids))))
+        alerts = [dict(r._mapping) for r in session.execute(
+            select(table_).where(table_.c.alert_id.in_([a for a in alert_ids if a not in done])))]
+    builtin = BuiltinExplainer(table)
+    rows, timings = [], []
+    for alert in alerts:
+        t0 = time.perf_counter()
+        body, source, reason = explainer.explain(alert)
+        problems = check_explanation(body, alert, table)
+        if problems:  # a model's answer was checked already; this guards any explainer
+            log.error("explanation of %s from %s failed the check: %s", alert["alert_id"], source, problems)
+            body, _, _ = builtin.explain(alert)
+            source, reason = "builtin:fallback", "; ".join(problems)[:1000]
+        payload = body.model_dump()
+        payload["fallback_reason"] = reason
+        rows.append({"alert_id": alert["alert_id"], "source": source, "body": payload,
+                     "created_at_us": int(time.time() * 1e6)})
+        timings.append((source, time.perf_counter() - t0))
+    return rows, timings
+
+
+# -- the child processes ----------------------------------------------------------------------------
+_CHILD: dict[str, Any] = {}
+
+
+def _child_init(settings: Any) -> None:
+    """Process-pool initializer: an engine, the ATT&CK table and the explainer of ``settings``."""
+    from cloud.core.db import make_engine, make_session_factory
+    from cloud.services.attack import get_attack_table
+    from cloud.services.explain import explainer_from_settings
+
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    table = get_attack_table()
+    _CHILD.update(factory=make_session_factory(engine), table=table,
+                  explainer=explainer_from_settings(settings, table))
+
+
+def _child_explain(alert_ids: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, float]]]:
+    return explain_rows(_CHILD["factory"], _CHILD["explainer"], _CHILD["table"], alert_ids)
+
+
 class ExplanationWorker:
-    """Threads that explain stored alerts.
+    """Threads that get stored alerts explained, in batches.
 
     Parameters
     ----------
     session_factory : sessionmaker
-        For reading alerts.
+        For reading alerts (thread mode) and finding unexplained ones at start.
     writer : AlertWriter
         Stores the explanations (the single writer).
-    explainer : Explainer
-        Built-in or model-backed.
+    explainer : Explainer, optional
+        Explain in the worker threads with this object. Give this or ``settings``.
     table : AttackTable
         For the evidence checker.
+    settings : cloud.core.config.Settings, optional
+        Explain in a pool of ``workers`` spawned processes that build their explainer from these
+        settings (:func:`cloud.services.explain.explainer_from_settings`).
     workers : int
-        Number of threads (more helps only with a remote model).
+        Threads (and processes, in process mode); more helps mostly with a remote model.
+    batch_max : int
+        Most alerts taken from the queue at once (one read, one commit for the batch).
     metrics : object, optional
         :class:`cloud.api.metrics.Metrics`.
+
+    Raises
+    ------
+    ValueError
+        When neither or both of ``explainer`` and ``settings`` are given.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], writer: AlertWriter, explainer: Explainer,
-                 table: AttackTable, *, workers: int = 1, metrics: Any = None) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], writer: AlertWriter, explainer: Explainer | None,
+                 table: AttackTable, *, settings: Any = None, workers: int = 1, batch_max: int = 64,
+                 metrics: Any = None) -> None:
+        if (explainer is None) == (settings is None):
+            raise ValueError("give exactly one of explainer (explain in threads) or settings (in processes)")
         self.session_factory = session_factory
         self.writer = writer
         self.explainer = explainer
+        self.settings = settings
         self.table = table
         self.workers = workers
+        self.batch_max = batch_max
         self.metrics = metrics
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self._builtin = BuiltinExplainer(table)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def in_process(self) -> bool:
+        """True when explanations are computed in child processes."""
+        return self.settings is not None
 
     @property
     def depth(self) -> int:
@@ -66,8 +155,12 @@ class ExplanationWorker:
         for aid in alert_ids:
             self._queue.put(aid)
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_child_init, initargs=(self.settings,))
+
     def start(self) -> ExplanationWorker:
-        """Re-queue unexplained alerts and start the threads."""
+        """Re-queue unexplained alerts, start the process pool (process mode) and the threads."""
         with self.session_factory() as session:
             pending = session.scalars(
                 select(AlertRow.alert_id).outerjoin(ExplanationRow, ExplanationRow.alert_id == AlertRow.alert_id)
@@ -75,6 +168,8 @@ class ExplanationWorker:
         if pending:
             log.info("re-queueing %d alerts without explanation", len(pending))
             self.enqueue(list(pending))
+        if self.in_process:
+            self._pool = self._new_pool()
         for i in range(self.workers):
             t = threading.Thread(target=self._run, name=f"marlids-cloud-explainer-{i}", daemon=True)
             t.start()
@@ -82,15 +177,18 @@ class ExplanationWorker:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the threads after the explanation in progress (queued ones are redone at next start)."""
+        """Stop after the batches in progress (queued alerts are explained at the next start)."""
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
             t.join(timeout)
         self._threads = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until the queue is empty and processed (tests, benchmarks). False on timeout."""
+        """Block until every queued alert is explained and committed (tests, benchmarks). False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0:
@@ -100,33 +198,52 @@ class ExplanationWorker:
 
     def _run(self) -> None:
         while True:
-            aid = self._queue.get()
+            first = self._queue.get()
+            batch = [first]
+            while first is not None and len(batch) < self.batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ids = [a for a in batch if a is not None]
             try:
-                if aid is None:
-                    return
-                self.explain_one(aid)
-            except Exception:
-                log.exception("explaining alert %s failed", aid)
+                if ids:
+                    self.explain_many(ids)
+            except Exception:  # noqa: BLE001 - one bad batch must not stop the worker
+                log.exception("explaining alerts %s… failed", ids[:3])
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if len(ids) < len(batch):
+                return
 
     def explain_one(self, alert_id: str) -> None:
-        """Explain one stored alert and store the checked explanation."""
-        with self.session_factory() as session:
-            row = session.get(AlertRow, alert_id)
-            if row is None or session.get(ExplanationRow, alert_id) is not None:
-                return
-            alert = row_dict(row)
-        t0 = time.perf_counter()
-        body, source, reason = self.explainer.explain(alert)
-        problems = check_explanation(body, alert, self.table)
-        if problems:  # the built-in explainer must pass; a model's output was checked already
-            log.error("explanation of %s from %s failed the check: %s", alert_id, source, problems)
-            body, _, _ = self._builtin.explain(alert)
-            source, reason = "builtin:fallback", "; ".join(problems)[:1000]
-        payload = body.model_dump()
-        payload["fallback_reason"] = reason
-        self.writer.submit_explanation_sync({"alert_id": alert_id, "source": source, "body": payload,
-                                             "created_at_us": int(time.time() * 1e6)})
+        """Explain one stored alert and store the checked explanation (no-op if it has one)."""
+        self.explain_many([alert_id])
+
+    def explain_many(self, alert_ids: list[str]) -> int:
+        """Explain stored alerts without an explanation; store the checked explanations in one commit.
+
+        Returns
+        -------
+        int
+            Number of explanations written.
+        """
+        if self.in_process:
+            pool = self._pool
+            try:
+                rows, timings = pool.submit(_child_explain, alert_ids).result()
+            except BrokenProcessPool:  # a child died (killed, out of memory): new pool, one more try
+                with self._pool_lock:
+                    if self._pool is pool:
+                        log.error("the explanation process pool broke; starting a new one")
+                        self._pool = self._new_pool()
+                rows, timings = self._pool.submit(_child_explain, alert_ids).result()
+        else:
+            rows, timings = explain_rows(self.session_factory, self.explainer, self.table, alert_ids)
+        if rows:
+            self.writer.submit_explanations_sync(rows)
         if self.metrics is not None:
-            self.metrics.observe_explanation(source, time.perf_counter() - t0)
+            for source, seconds in timings:
+                self.metrics.observe_explanation(source, seconds)
+        return len(rows)

@@ -99,7 +99,7 @@ class AlertWriter:
     def _put(self, job: _Job) -> None:
         if self._thread is None:
             raise RuntimeError("the alert writer is not running (start() it, or run the app's lifespan)")
-        if self._queue.qsize() >= self.queue_max:
+        if job.kind == "alert" and self._queue.qsize() >= self.queue_max:
             raise QueueFullError(f"ingest queue full ({self.queue_max} alerts waiting); retry later")
         self._queue.put(job)
 
@@ -127,6 +127,35 @@ class AlertWriter:
     def submit_explanation_sync(self, row: dict[str, Any], timeout: float = 60.0) -> bool:
         """Store an explanation row (``alert_id``, ``source``, ``body``, ``created_at_us``); False if one existed."""
         return self._submit_sync("explanation", row, timeout)
+
+    def submit_explanations_sync(self, rows: list[dict[str, Any]], timeout: float = 60.0) -> list[bool]:
+        """Store several explanation rows (usually one commit) and wait for all; see
+        :meth:`submit_explanation_sync`. Explanations never count against ``queue_max``.
+
+        Raises
+        ------
+        TimeoutError
+            When they are not committed within ``timeout`` seconds.
+        """
+        events = [threading.Event() for _ in rows]
+        box: list[list[Any]] = [[None, None] for _ in rows]
+
+        def make_done(i: int) -> Callable[[Any, BaseException | None], None]:
+            def done(result: Any, exc: BaseException | None) -> None:
+                box[i][0], box[i][1] = result, exc
+                events[i].set()
+            return done
+
+        for i, row in enumerate(rows):
+            self._put(_Job("explanation", row, make_done(i)))
+        deadline = time.monotonic() + timeout
+        for ev in events:
+            if not ev.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"the writer did not commit {len(rows)} explanations within {timeout} s")
+        for _, exc in box:
+            if exc is not None:
+                raise exc
+        return [b[0] for b in box]
 
     def _submit_sync(self, kind: str, row: dict[str, Any], timeout: float) -> Any:
         event = threading.Event()
@@ -200,16 +229,18 @@ class AlertWriter:
 
     @staticmethod
     def _write_batch(session: Session, batch: list[_Job]) -> tuple[list[Any], list[str]]:
+        # SQLAlchemy Core on the session's connection: the ORM's unit of work adds nothing here.
+        conn = session.connection()
+        alerts, links, expls = AlertRow.__table__, AlertTechniqueRow.__table__, ExplanationRow.__table__
         alert_ids = list({j.row["alert_id"] for j in batch if j.kind == "alert"})
         stored: dict[str, dict[str, Any]] = {}
         if alert_ids:
-            for row in session.scalars(select(AlertRow).where(AlertRow.alert_id.in_(alert_ids))):
-                stored[row.alert_id] = row_dict(row)
+            for row in conn.execute(select(alerts).where(alerts.c.alert_id.in_(alert_ids))):
+                stored[row.alert_id] = dict(row._mapping)
         expl_ids = list({j.row["alert_id"] for j in batch if j.kind == "explanation"})
         have_expl: set[str] = set()
         if expl_ids:
-            have_expl = set(session.scalars(select(ExplanationRow.alert_id)
-                                            .where(ExplanationRow.alert_id.in_(expl_ids))))
+            have_expl = set(conn.scalars(select(expls.c.alert_id).where(expls.c.alert_id.in_(expl_ids))))
         results: list[Any] = []
         new_alerts: list[dict[str, Any]] = []
         new_links: list[dict[str, str]] = []
@@ -233,11 +264,11 @@ class AlertWriter:
                 new_expl.append(job.row)
                 results.append(True)
         if new_alerts:
-            session.execute(insert(AlertRow), new_alerts)
+            conn.execute(insert(alerts), new_alerts)
         if new_links:
-            session.execute(insert(AlertTechniqueRow), new_links)
+            conn.execute(insert(links), new_links)
         if new_expl:
-            session.execute(insert(ExplanationRow), new_expl)
+            conn.execute(insert(expls), new_expl)
         return results, [r["alert_id"] for r in new_alerts]
 
 

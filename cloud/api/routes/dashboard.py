@@ -30,10 +30,9 @@ def _static(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
 
-async def _optional_principal(request: Request, store: KeyStoreDep) -> Principal | None:
+async def _optional_principal(request: Request) -> Principal | None:
     try:
-        return await get_current_principal(request, store, request.app.state.metrics, request.headers.get("X-API-Key"),
-                                           None, request.cookies.get(COOKIE_NAME))
+        return await get_current_principal(request)
     except HTTPException:
         return None
 
