@@ -55,9 +55,20 @@ def prepare_data(args: MappoArgs):
 
 
 def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Path:
-    """Write the trained defender actor (``fog.policy.DefenderActor``) and the fusion pipeline, Ray-free."""
+    """Write the trained defender actor (``fog.policy.DefenderActor``) and the fusion pipeline, Ray-free.
+
+    The temporal-scorer checkpoint, when there is one, is copied into ``directory/scorer`` and referenced
+    relatively, so the exported folder is self-contained and can be moved (e.g. bundled under ``models/``).
+    """
+    import copy
+    import shutil
+
     module = algo.get_module(DEFENDER)
     module.actor.save(directory, meta=meta)
+    if pipe.scorer_dir:
+        shutil.copytree(pipe.scorer_dir, Path(directory) / "scorer", dirs_exist_ok=True)
+        pipe = copy.copy(pipe)
+        pipe.scorer_dir = "scorer"
     pipe.save(directory)
     return directory
 
