@@ -136,24 +136,29 @@ def eval_(
 
 @app.command()
 def split(
-    labeled: Path = typer.Argument(..., help="Labeled window Parquet (from `marlids range label`)."),
+    labeled: list[Path] = typer.Argument(..., help="Labeled window Parquet files (from `marlids range label`)."),
     train_out: Path = typer.Option(..., "--train-out", help="Parquet for the earlier (training) part."),
     test_out: Path = typer.Option(..., "--test-out", help="Parquet for the later (held-out) part."),
     train_fraction: float = typer.Option(0.7, "--train-fraction", help="Share of attack episodes before the cut."),
 ) -> None:
     """Split labeled windows in time, between attack episodes, exactly as `train mappo` and `train eval` do.
 
-    Example: marlids train split site_a.parquet --train-out a_train.parquet --test-out a_test.parquet
+    Each (site, capture) is cut on its own; the parts of all files are written together.
+
+    Example: marlids train split site_a.parquet site_b.parquet --train-out train.parquet --test-out test.parquet
     """
     import pandas as pd
 
     from training.data import split_by_time
 
-    if not labeled.is_file():
-        raise FileNotFoundError(f"{labeled}: no such file")
-    frame = pd.read_parquet(labeled)
-    if "label" not in frame.columns:
-        raise ValueError(f"{labeled}: not a labeled window file (no 'label' column); run `marlids range label`")
+    frames = []
+    for path in labeled:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        frames.append(pd.read_parquet(path))
+        if "label" not in frames[-1].columns:
+            raise ValueError(f"{path}: not a labeled window file (no 'label' column); run `marlids range label`")
+    frame = pd.concat(frames, ignore_index=True)
     for part, out in zip(split_by_time(frame, train_fraction), (train_out, test_out)):
         out.parent.mkdir(parents=True, exist_ok=True)
         part.to_parquet(out, index=False)
