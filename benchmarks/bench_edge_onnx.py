@@ -1,0 +1,185 @@
+"""Edge model benchmark (not a test): the torch-free ONNX int8 path against the torch path → JSON.
+
+Run: ``.venv/bin/python benchmarks/bench_edge_onnx.py [--out benchmarks/results/edge_onnx.json] [--core 0]``
+
+What one window costs once flow metering has produced it (metering itself: ``bench_edge.py``), on
+**one pinned core** (each path runs in its own process under ``taskset -c CORE``, intra-op threads 1):
+MiniLM embedding of the window's protocol text + the temporal scorer over the device's last ``T``
+windows (batch 1) + calibration + fusion into the Observation. Reported per path:
+
+* ``load_s`` — importing the libraries and loading the models;
+* ``latency_ms`` — per window, p50 / p95 / p99 / mean, with a **cold** text cache (every text encoded,
+  the worst case) and a **warm** one (the LRU cache of repeated texts, the steady state on a site);
+* ``rss_mib`` — resident memory after loading and the process's peak (``VmHWM``), windows read
+  from Parquet (metering ran beforehand, in the parent);
+* ``torch_imported`` — whether torch ended up in the process (must be false for ONNX).
+
+The models: a small temporal scorer trained on the bundled site-A capture, a fusion pipeline, and
+``marlids edge export-onnx`` of both with MiniLM — built in a temporary folder first (needs the ``ml``
+extra in this environment). The figures are a *proxy* for an edge device: one core of this machine,
+not a Raspberry Pi or a Jetson.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CAPTURE = REPO / "data" / "captures" / "site_a.pcap"
+
+
+def site_windows():
+    from edge.windows import extract_windows
+
+    return extract_windows([CAPTURE], window_s=5.0, site_id="site_a", devices="local",
+                           idle_timeout_s=120, active_timeout_s=1800)
+
+
+def prepare(directory: Path) -> Path:
+    """Train the scorer, fit the fusion pipeline and export the edge models into ``directory``."""
+    from edge.observation import FusionPipeline
+    from edge.onnx_export import export_edge_models
+    from edge.scorer import save_checkpoint
+    from edge.scorer.train import TrainConfig, train_from_frame
+
+    df = site_windows()
+    df.to_parquet(directory / "windows.parquet")
+    scorer, threshold, _ = train_from_frame(df, TrainConfig(seq_len=20, epochs=5, hidden_size=32, n_heads=4,
+                                                            q=0.01, seed=0))
+    save_checkpoint(directory / "ckpt", scorer, threshold)
+    FusionPipeline(str(directory / "ckpt")).fit(df).save(directory / "policy")
+    export_edge_models(directory / "models", fusion=directory / "policy")
+    return directory
+
+
+def percentiles(ms: list[float]) -> dict:
+    import numpy as np
+
+    a = np.asarray(ms)
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3), "n": int(a.size)}
+
+
+def peak_rss_mib() -> float:
+    """``VmHWM`` of this process (reset by exec, unlike ``ru_maxrss``, which a child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def child(backend: str, directory: Path) -> dict:
+    """One path, in this (pinned) process: load, then time every window of site A, cold then warm."""
+    t0 = time.perf_counter()
+    import numpy as np
+    import psutil
+
+    from edge.features import FEATURE_NAMES
+    from edge.observation import FusionPipeline, build_observations
+    from edge.onnx_embed import make_embedder
+    from edge.scorer import build_sequences
+
+    source = directory / ("models" if backend == "onnx" else "policy")
+    pipe = FusionPipeline.load(source, backend=backend)
+    embedder = make_embedder(backend, directory / "models", cache_size=4096, num_threads=1)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    embedder.embed(["warm-up: load the model"])
+    embedder._cache.clear()
+    load_s = time.perf_counter() - t0
+    rss_loaded = psutil.Process().memory_info().rss / 2**20
+
+    import pandas as pd
+
+    df = pd.read_parquet(directory / "windows.parquet").reset_index(drop=True)
+    seqs = build_sequences(df, pipe.seq_len_)
+    pos = {int(r): i for i, r in enumerate(seqs.rows)}
+    feats = df[list(FEATURE_NAMES)].to_numpy(np.float64)
+    texts = df["proto_text"].tolist()
+
+    def one_pass() -> list[float]:
+        out = []
+        for i in range(len(df)):
+            t = time.perf_counter()
+            emb = embedder.embed([texts[i]])
+            z = pipe.scaler_.transform(feats[i:i + 1])
+            j = pos.get(i)
+            if j is None:
+                obs = build_observations(z, emb)
+            else:
+                raw, att = pipe.scorer_.score_with_attention(seqs.X[j:j + 1])
+                obs = build_observations(z, emb, pipe.threshold_.calibrate(raw), att)
+            assert obs.shape == (1, 452)
+            out.append((time.perf_counter() - t) * 1e3)
+        return out
+
+    cache_size = embedder.cache_size
+    embedder.cache_size = 0  # cold: every text goes through MiniLM
+    cold = one_pass()
+    embedder.cache_size = cache_size
+    one_pass()  # fills the cache
+    warm = one_pass()
+    return {"backend": backend, "load_s": round(load_s, 3),
+            "latency_ms": {"cold_cache": percentiles(cold), "warm_cache": percentiles(warm)},
+            "rss_mib": {"after_load": round(rss_loaded, 1),
+                        "peak": round(peak_rss_mib(), 1)},
+            "torch_imported": "torch" in sys.modules, "windows": len(df), "distinct_texts": len(set(texts)),
+            "affinity": sorted(os.sched_getaffinity(0))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "edge_onnx.json")
+    ap.add_argument("--core", type=int, default=0, help="CPU core both paths are pinned to (taskset -c).")
+    ap.add_argument("--child", choices=("onnx", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.child:
+        print(json.dumps(child(args.child, args.dir)))
+        return
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise SystemExit("bench_edge_onnx: taskset (util-linux) is needed to pin the runs to one core")
+    with tempfile.TemporaryDirectory(prefix="marlids-bench-") as tmp:
+        d = prepare(Path(tmp))
+        manifest = json.loads((d / "models" / "manifest.json").read_text())
+        results = {}
+        for backend in ("onnx", "torch"):
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "MARLIDS_EDGE_BACKEND": backend}
+            r = subprocess.run([taskset, "-c", str(args.core), sys.executable, __file__, "--child", backend,
+                                "--dir", str(d)], check=True, capture_output=True, text=True, env=env)
+            results[backend] = json.loads(r.stdout.strip().splitlines()[-1])
+    o, t = results["onnx"], results["torch"]
+    report = {
+        "label": "proxy: one pinned core of the benchmark machine (not a Raspberry Pi / Jetson)",
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "cores_visible": os.cpu_count(), "pinned_core": args.core},
+        "what": "per window after metering: MiniLM(text) + temporal scorer (T=20, batch 1) + calibration + fusion",
+        "models": {k: v["bytes"] for k, v in manifest["files"].items()},
+        "parity_int8_vs_fp32": manifest["minilm"]["parity_int8_vs_fp32_torch"],
+        "onnx_int8": o, "torch_fp32": t,
+        "speedup_p50_cold": round(t["latency_ms"]["cold_cache"]["p50"] / o["latency_ms"]["cold_cache"]["p50"], 2),
+        "rss_peak_ratio": round(t["rss_mib"]["peak"] / o["rss_mib"]["peak"], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
