@@ -37,6 +37,21 @@ URL = re.compile(r"(?:https?|ftp|file|javascript|data):[^\s\"')]*", re.IGNORECAS
 URL_MARKERS = ("http", "ftp:", "file:", "javascript:", "data:")  # cheap pre-check before the URL regex
 ALLOWED_URL = re.compile(r"^https://attack\.mitre\.org/[A-Za-z0-9/._-]*$")
 MIN_QUOTE = 12  # an untrusted string at least this long may not appear verbatim in an explanation
+QUOTE_WINDOW = 24  # … nor may any 24-character piece of a longer one (a model may quote a capped prefix)
+_SPACES = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _SPACES.sub(" ", text.lower())
+
+
+def _quote_pieces(value: str) -> set[str]:
+    """Pieces of an attacker-controlled string whose presence in an explanation counts as quoting it."""
+    value = _norm(value)
+    if len(value) <= QUOTE_WINDOW:
+        return {value} if len(value) >= MIN_QUOTE else set()
+    step = QUOTE_WINDOW // 2
+    return {value[i:i + QUOTE_WINDOW] for i in range(0, len(value) - QUOTE_WINDOW + 1, step)}
 
 ACTIONS: dict[str, tuple[str, ...]] = {
     "scan": ("Review the device's connection records for the window to see which ports and hosts were probed.",
@@ -70,7 +85,22 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
 
     Rejects: evidence keys the alert does not have, claims without references, techniques the alert
     does not carry (or with a wrong name or tactic), non-observational analyst actions, links other
-    than attack.mitre.org, and attacker-controlled strings quoted verbatim.
+    than attack.mitre.org, and attacker-controlled strings quoted verbatim (any 24-character piece,
+    case and whitespace ignored).
+
+    Parameters
+    ----------
+    body : ExplanationBody
+        The explanation (already valid against the schema).
+    alert : dict
+        The stored alert (columns, ``evidence`` as stored).
+    table : AttackTable
+        Technique names and tactics.
+
+    Returns
+    -------
+    list of str
+        One line per problem, naming where it is.
     """
     problems: list[str] = []
     keys = evidence_keys(alert)
@@ -100,13 +130,13 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
     texts = [("summary", body.summary), ("confidence_rationale", body.confidence_rationale)]
     texts += [(f"techniques[{i}].why", t.why) for i, t in enumerate(body.techniques)]
     texts += [(f"analyst_actions[{i}]", a.action) for i, a in enumerate(body.analyst_actions)]
-    untrusted = [s for f in UNTRUSTED_FIELDS for s in alert["evidence"].get(f, []) if len(s) >= MIN_QUOTE]
+    pieces = {p for f in UNTRUSTED_FIELDS for v in alert["evidence"].get(f, []) for p in _quote_pieces(v)}
     for where, text in texts:
         low = text.lower()
         for url in (URL.findall(text) if any(m in low for m in URL_MARKERS) else ()):
             if not ALLOWED_URL.match(url):
                 problems.append(f"{where}: link {url[:80]!r} is not an attack.mitre.org page")
-        if any(s.lower() in low for s in untrusted):
+        if pieces and any(p in _norm(text) for p in pieces):
             problems.append(f"{where}: quotes attacker-controlled evidence verbatim (cite it by key instead)")
     return problems
 

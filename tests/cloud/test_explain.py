@@ -1,0 +1,187 @@
+"""Explanations: the built-in grounded explainer, the evidence checker, and the model path through a real
+local chat-completions server (validated JSON, one retry, timeout, fallback saying so, never blocking
+ingest)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from cloud.schemas import ClaimAction, ClaimTechnique, ExplanationBody, evidence_keys
+from cloud.services.attack import get_attack_table
+from cloud.services.explain import (SYSTEM_PROMPT, BuiltinExplainer, LLMExplainer, build_messages,
+                                    check_explanation, parse_model_output)
+from tests.chat_server import ChatServer
+from tests.cloud.conftest import fog_alert
+
+MODEL = "test-model-7b"
+
+
+def stored(alert: dict) -> dict:
+    """An alert as the store holds it (validated, mapped)."""
+    from cloud.schemas import AlertCreate
+    from cloud.services.convert import alert_to_row
+
+    a = AlertCreate.model_validate(alert)
+    ids, tactics = get_attack_table().map_alert(a.attack_class, a.technique_ids, a.evidence.model_dump())
+    return alert_to_row(a, ids, tactics)
+
+
+def grounded_model(request: dict) -> str:
+    """A well-behaved model: reads TRUSTED_ALERT and answers with a grounded explanation."""
+    user = request["messages"][1]["content"]
+    trusted = json.loads(user.split("TRUSTED_ALERT:\n", 1)[1].split("\n\nUNTRUSTED_EVIDENCE", 1)[0])
+    feats = [f["key"] for f in trusted["top_features"]][:2]
+    return json.dumps({
+        "summary": f"The device shows a {trusted['attack_class']} pattern; the top deviating features are far "
+                   "above the benign baseline.",
+        "techniques": [{"id": t["id"], "name": t["name"], "tactic": t["tactics"][0],
+                        "why": "The deviating features match this technique.", "evidence_refs": feats}
+                       for t in trusted["techniques"]],
+        "analyst_actions": [{"action": "Review the device's connection log for the alert window.",
+                             "evidence_refs": feats}],
+        "confidence_rationale": "Several features deviate strongly from the benign baseline.",
+        "evidence_refs": ["attack_class", "confidence", *feats],
+    })
+
+
+# -- built-in explainer and checker -----------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"attack_class": "flood", "technique_ids": ["T1498"]},
+    {"attack_class": "brute_force", "technique_ids": []},
+    {"attack_class": "arp_spoof", "technique_ids": ["T1557.002"], "evidence": {}},
+    {"attack_class": "app_dos", "technique_ids": [], "evidence": {"top_features": [
+        {"name": "iat_mean_ms", "value": 900.0, "baseline": 20.0}]}},
+    {"attack_class": "other", "technique_ids": ["T1595"]},
+    {"attack_class": "benign", "level": 0, "technique_ids": []},
+])
+def test_builtin_explanations_are_grounded_and_pass_the_checker(overrides):
+    alert = stored(fog_alert(**overrides))
+    body, source, reason = BuiltinExplainer(get_attack_table()).explain(alert)
+    assert (source, reason) == ("builtin", None)
+    assert check_explanation(body, alert, get_attack_table()) == []
+    keys = evidence_keys(alert)
+    assert body.evidence_refs and set(body.evidence_refs) <= keys
+    assert [t.id for t in body.techniques] == alert["technique_ids"]
+    for f in alert["evidence"]["top_features"][:3]:
+        assert f["name"] in body.summary  # the summary names the evidence it cites
+    assert all("block" not in a.action.lower() for a in body.analyst_actions)
+
+
+def _body(**changes) -> ExplanationBody:
+    base = {"summary": "ok", "techniques": [], "confidence_rationale": "ok", "evidence_refs": ["attack_class"],
+            "analyst_actions": [ClaimAction(action="Review the logs.", evidence_refs=["attack_class"])]}
+    return ExplanationBody.model_construct(**(base | changes))  # bypass the schema: the checker must stand alone
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"evidence_refs": ["feature:not_in_alert"]}, "cites evidence key 'feature:not_in_alert' the alert does not have"),
+    ({"evidence_refs": []}, "summary: a claim with no evidence_refs"),
+    ({"analyst_actions": [ClaimAction.model_construct(action="Look.", evidence_refs=[])]},
+     "analyst_actions[0]: a claim with no evidence_refs"),
+    ({"analyst_actions": [ClaimAction(action="Blackhole the device's traffic.", evidence_refs=["level"])]},
+     "not observational (contains 'Blackhole')"),
+    ({"analyst_actions": [ClaimAction(action="Quarantine it.", evidence_refs=["level"])]}, "not observational"),
+    ({"techniques": [ClaimTechnique(id="T1486", name="Data Encrypted for Impact", tactic="Impact", why="x",
+                                    evidence_refs=["level"])]}, "'T1486' is not among the alert's techniques"),
+    ({"techniques": [ClaimTechnique(id="T1046", name="Port Scan", tactic="Discovery", why="x",
+                                    evidence_refs=["level"])]}, "is not ATT&CK's 'Network Service Discovery'"),
+    ({"techniques": [ClaimTechnique(id="T1046", name="Network Service Discovery", tactic="Impact", why="x",
+                                    evidence_refs=["level"])]}, "tactic 'Impact' not one of"),
+    ({"summary": "See http://evil.example/x"}, "is not an attack.mitre.org page"),
+    ({"summary": "The host said HOME/LIVINGROOM/TEMP twice"}, "quotes attacker-controlled evidence"),
+    ({"confidence_rationale": "Printer.local   seems involved; home/livingroom/temp"}, "quotes attacker"),
+])
+def test_checker_rejects(changes, problem):
+    alert = stored(fog_alert())
+    problems = check_explanation(_body(**changes), alert, get_attack_table())
+    assert any(problem in p for p in problems), problems
+
+
+def test_checker_accepts_attack_links_and_valid_refs():
+    alert = stored(fog_alert())
+    body = _body(summary="See https://attack.mitre.org/techniques/T1046/",
+                 evidence_refs=["feature:out_syn_only_pkts", "attention_peak:0", "attention", "protocol_summary",
+                                "mqtt_topics:0", "hostnames:0", "technique_ids"])
+    assert check_explanation(body, alert, get_attack_table()) == []
+
+
+def test_the_schema_refuses_claims_without_refs_and_unknown_fields():
+    with pytest.raises(ValueError, match="evidence_refs"):
+        parse_model_output(json.dumps({"summary": "s", "analyst_actions": [{"action": "a", "evidence_refs": []}],
+                                       "confidence_rationale": "c", "evidence_refs": ["level"]}))
+    with pytest.raises(ValueError, match="Extra inputs"):
+        parse_model_output(json.dumps({"summary": "s", "analyst_actions": [{"action": "a", "evidence_refs": ["x"]}],
+                                       "confidence_rationale": "c", "evidence_refs": ["x"], "sudo": True}))
+    fenced = "```json\n" + grounded_model({"messages": build_messages(stored(fog_alert()), get_attack_table())}) + "\n```"
+    assert parse_model_output(fenced).summary.startswith("The device shows")
+
+
+# -- the model path ---------------------------------------------------------------------------------
+def test_llm_explainer_with_a_well_behaved_model():
+    alert = stored(fog_alert())
+    with ChatServer(grounded_model) as srv:
+        body, source, reason = LLMExplainer(srv.base_url, MODEL, "k", get_attack_table()).explain(alert)
+    assert (source, reason) == (f"llm:{MODEL}", None)
+    assert check_explanation(body, alert, get_attack_table()) == []
+    (req,) = srv.requests
+    assert req["model"] == MODEL and req["temperature"] == 0
+    assert req["response_format"] == {"type": "json_object"}
+    assert req["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (lambda req: "I think it is a scan.", "does not match the Explanation schema"),
+    (lambda req: json.dumps({"summary": "x"}), "does not match the Explanation schema"),
+    (lambda req: json.dumps(json.loads(grounded_model(req)) | {"evidence_refs": ["feature:made_up"]}),
+     "cites evidence key 'feature:made_up'"),
+])
+def test_bad_answers_are_retried_once_then_builtin_answers(answer, reason):
+    alert = stored(fog_alert())
+    with ChatServer(answer) as srv:
+        body, source, why = LLMExplainer(srv.base_url, MODEL, "k", get_attack_table()).explain(alert)
+    assert len(srv.requests) == 2  # one call, one retry
+    assert source == "builtin:fallback" and reason in why and f"llm:{MODEL} failed twice" in why
+    assert body == BuiltinExplainer(get_attack_table()).explain(alert)[0]
+
+
+def test_timeout_and_server_errors_fall_back():
+    alert = stored(fog_alert())
+    with ChatServer(grounded_model, delay_s=1.0) as srv:
+        t0 = time.monotonic()
+        _, source, why = LLMExplainer(srv.base_url, MODEL, "k", get_attack_table(), timeout_s=0.2).explain(alert)
+        assert time.monotonic() - t0 < 1.5
+    assert source == "builtin:fallback" and "Timeout" in why
+    with ChatServer(grounded_model, status=500) as srv:
+        _, source, why = LLMExplainer(srv.base_url, MODEL, "k", get_attack_table()).explain(alert)
+    assert source == "builtin:fallback" and "InternalServerError" in why and len(srv.requests) == 2
+
+
+def test_ingest_never_waits_for_a_slow_model(make_api):
+    """A model taking 2 s per answer: the POST answers at once, the explanation arrives later."""
+    with ChatServer(grounded_model, delay_s=2.0) as srv:
+        api = make_api(openai_base_url=srv.base_url, llm_model=MODEL, llm_timeout_s=10)
+        alert = fog_alert()
+        t0 = time.monotonic()
+        r = api.post(alert)
+        elapsed = time.monotonic() - t0
+        assert r.status_code == 201 and r.json()["explanation_status"] == "pending"
+        assert elapsed < 1.0, f"ingest waited {elapsed:.2f} s"
+        assert api.get(f"/api/v1/alerts/{alert['alert_id']}").json()["explanation"] is None
+        api.wait_explained(30)
+    expl = api.get(f"/api/v1/alerts/{alert['alert_id']}").json()["explanation"]
+    assert expl["source"] == f"llm:{MODEL}" and expl["fallback_reason"] is None
+
+
+def test_model_failure_is_visible_in_the_stored_explanation(make_api):
+    with ChatServer(lambda req: "not json") as srv:
+        api = make_api(openai_base_url=srv.base_url, llm_model=MODEL)
+        alert = fog_alert()
+        api.post(alert)
+        api.wait_explained(30)
+    expl = api.get(f"/api/v1/alerts/{alert['alert_id']}").json()["explanation"]
+    assert expl["source"] == "builtin:fallback"
+    assert "does not match the Explanation schema" in expl["fallback_reason"]
