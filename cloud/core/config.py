@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: str = Field("FULL", description="SQLite PRAGMA synchronous (FULL: durable commits).")
     host: str = Field("127.0.0.1", description="Address `marlids cloud serve` binds.")
-    port: int = Field(8080, ge=1, le=65535, description="Port `marlids cloud serve` binds.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `marlids cloud serve` binds (0: any free port).")
     cors_origins: list[str] = Field(default_factory=list,
                                     description="Origins allowed by CORS; empty (the default) = CORS off.")
     auto_migrate: bool = Field(True, description="Run Alembic migrations to head at start-up.")

@@ -5,6 +5,7 @@ const API = "/api/v1";
 const SVGNS = "http://www.w3.org/2000/svg";
 let alerts = [];
 let selected = null;
+let shown = "";  // what the detail pane shows: re-rendered only when the alert changed (keeps a typed note)
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -27,6 +28,7 @@ async function api(path, opts) {
   return r.json();
 }
 function fmtTime(iso) { return iso.replace("T", " ").slice(0, 19); }
+function version(a) { return a.alert_id + "|" + a.updated_at + "|" + a.explanation_status; }
 
 async function load() {
   const q = new URLSearchParams({limit: "100"});
@@ -38,7 +40,7 @@ async function load() {
     alerts = page.items;
     document.getElementById("count").textContent = alerts.length + (page.next_cursor ? "+" : "") + " alerts";
     renderTable();
-    if (selected) { const a = alerts.find(x => x.alert_id === selected); if (a) renderDetail(a); }
+    if (selected) { const a = alerts.find(x => x.alert_id === selected); if (a && version(a) !== shown) renderDetail(a); }
   } catch (e) { document.getElementById("count").textContent = "error: " + e.message; }
 }
 
@@ -49,7 +51,10 @@ function renderTable() {
                          onclick: () => { selected = a.alert_id; renderTable(); renderDetail(a); }},
       el("td", {}, fmtTime(a.ts)), el("td", {}, el("span", {class: "lvl l" + a.level}, a.level)),
       el("td", {}, a.site_id + " / " + a.device_id), el("td", {}, a.attack_class),
-      el("td", {}, a.technique_ids.join(", ") || "—"), el("td", {class: "st"}, a.status));
+      el("td", {}, a.technique_ids.join(", ") || "—"),
+      el("td", {class: "ex"}, a.explanation ? a.explanation.summary.slice(0, 110) + (a.explanation.summary.length > 110 ? "…" : "")
+                                            : "pending…"),
+      el("td", {class: "st"}, a.status));
     return tr;
   }));
 }
@@ -57,14 +62,15 @@ function renderTable() {
 function featureChart(features) {
   // Grouped horizontal bars: value (orange) vs benign baseline (grey), each feature scaled to its own max.
   const rowH = 34, left = 190, width = 460, h = Math.max(1, features.length) * rowH + 24;
-  const s = svg("svg", {width: left + width + 20, height: h, id: "feature-chart", role: "img"});
+  const s = svg("svg", {viewBox: "0 0 " + (left + width + 20) + " " + h, width: "100%", id: "feature-chart", role: "img"});
   s.append(svg("text", {x: left, y: 12}, "value (orange) vs benign baseline (grey), per-feature scale"));
   features.forEach((f, i) => {
     const y = 22 + i * rowH, m = Math.max(Math.abs(f.value), Math.abs(f.baseline), 1e-12);
     s.append(svg("text", {x: 4, y: y + 14}, f.name.slice(0, 28)));
     s.append(svg("rect", {x: left, y: y, width: Math.abs(f.value) / m * width, height: 12, fill: "#f97316"}));
     s.append(svg("rect", {x: left, y: y + 14, width: Math.abs(f.baseline) / m * width, height: 12, fill: "#94a3b8"}));
-    s.append(svg("text", {x: left + 4, y: y + 10, fill: "#000"}, String(+f.value.toPrecision(4))));
+    s.append(svg("text", {x: left + 4, y: y + 10, fill: "#000"}, String(+f.value.toPrecision(4)) +
+      (f.z === null || f.z === undefined ? "" : "  (z = " + f.z.toFixed(1) + ")")));
     s.append(svg("text", {x: left + 4, y: y + 24}, String(+f.baseline.toPrecision(4))));
   });
   return s;
@@ -73,7 +79,7 @@ function featureChart(features) {
 function attentionChart(points, peaks) {
   const series = (points && points.length ? points : peaks).slice().sort((a, b) => a.t - b.t);
   const w = 650, h = 140, pad = 30;
-  const s = svg("svg", {width: w, height: h, id: "attention-chart", role: "img"});
+  const s = svg("svg", {viewBox: "0 0 " + w + " " + h, width: "100%", id: "attention-chart", role: "img"});
   if (!series.length) { s.append(svg("text", {x: pad, y: 20}, "no attention data")); return s; }
   const t0 = series[0].t, t1 = series[series.length - 1].t, span = Math.max(t1 - t0, 1);
   const maxW = Math.max(...series.map(p => p.weight), 1e-9);
@@ -122,6 +128,12 @@ function renderDetail(a) {
   kids.push(el("h3", {}, "Top deviating features"), featureChart(a.evidence.top_features));
   kids.push(el("h3", {}, "Attention"), attentionChart(a.evidence.attention, a.evidence.attention_peaks));
   if (a.evidence.protocol_summary) kids.push(el("h3", {}, "Protocol summary"), el("code", {}, a.evidence.protocol_summary));
+  const untrusted = [["payload_snippets", "payload"], ["mqtt_topics", "MQTT topic"], ["hostnames", "hostname"],
+                     ["user_agents", "user agent"], ["dns_names", "DNS name"]]
+    .flatMap(([k, label]) => (a.evidence[k] || []).map((v, i) => el("li", {}, el("b", {}, label + " [" + k + ":" + i + "] "),
+                                                                   el("code", {class: "untrusted"}, v))));
+  if (untrusted.length) kids.push(el("h3", {}, "Observed strings (attacker-controlled, shown as text)"),
+                                  el("ul", {id: "untrusted"}, ...untrusted));
   kids.push(el("h3", {}, "Triage"), el("textarea", {id: "note", rows: 2, placeholder: "analyst note"}),
     el("div", {},
       el("button", {id: "btn-ack", onclick: () => triage(a, "acknowledged")}, "Acknowledge"),
@@ -129,6 +141,7 @@ function renderDetail(a) {
       el("button", {id: "btn-resolve", onclick: () => triage(a, "resolved")}, "Resolve"),
       el("button", {id: "btn-new", onclick: () => triage(a, "new")}, "Reopen")));
   d.replaceChildren(...kids);
+  shown = version(a);
   if (a.note) document.getElementById("note").value = a.note;
 }
 

@@ -1,0 +1,90 @@
+"""The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright) against a real uvicorn
+server: log in, list alerts, read an explanation and the evidence charts, triage, take a screenshot; an
+XSS payload in the evidence stays text."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cloud.conftest import cloud_settings, fog_alert
+
+CHROMIUM = os.environ.get("MARLIDS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+XSS = '<img src=x onerror="window.__xss=1">'
+expect = None  # playwright.sync_api.expect, bound by the browser fixture (playwright is optional)
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    if not CHROMIUM:
+        pytest.skip("no Chromium executable: install the Debian package 'chromium' (scripts/setup.sh does) "
+                    "or set MARLIDS_CHROMIUM")
+    global expect
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
+    from cloud.api.main import BackgroundServer
+
+    settings = cloud_settings(tmp_path / "cloud.db", port=0, bootstrap_keys_file=tmp_path / "keys.json")
+    with BackgroundServer(settings) as srv:
+        keys = srv.keys
+        alerts = [
+            fog_alert(ts=1764000000.0, level=2, attack_class="brute_force", technique_ids=["T1110"]),
+            fog_alert(ts=1764000010.0, level=4, attack_class="flood", technique_ids=["T1498"]),
+            fog_alert(ts=1764000020.0, level=3, evidence=fog_alert()["evidence"] | {"hostnames": [XSS],
+                                                                                    "mqtt_topics": ["<script>x</script>"]}),
+        ]
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {keys['ingest']}"}) as c:
+            assert [c.post("/api/v1/alerts", json=a).status_code for a in alerts] == [201] * 3
+        assert srv.app.state.worker.wait_idle(30)
+
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        r = page.goto(f"{srv.url}/dashboard")
+        assert r.status == 401 and page.locator("#key").is_visible()
+        page.fill("#key", keys["analyst"])
+        page.click("#login")
+        rows = page.locator("#alerts tr")
+        expect(rows).to_have_count(3)  # locator waits: the page's CSP forbids eval, so no wait_for_function
+        # newest first, with level, technique and the explanation
+        assert rows.nth(0).get_attribute("data-id") == alerts[2]["alert_id"]
+        assert rows.nth(1).locator(".lvl").inner_text() == "4"
+        assert "T1498.001" in rows.nth(1).inner_text()
+        assert rows.nth(1).locator("td.ex").inner_text().startswith("Level 4 alert")
+
+        rows.nth(0).click()
+        page.locator("#summary").wait_for()
+        assert page.locator("#summary").inner_text().startswith("Level 3 alert")
+        assert page.locator("#feature-chart rect").count() == 2 * 3    # value + baseline per feature
+        assert page.locator("#attention-chart rect").count() == 5      # the attention series
+        assert page.locator("#attention-chart rect[fill='#dc2626']").count() == 1   # the peak, in red
+        # attacker-controlled strings are shown, as text only
+        assert XSS in page.locator("#untrusted").inner_text()
+        assert page.locator("#detail img").count() == 0 and page.locator("#detail script").count() == 0
+        assert page.evaluate("() => window.__xss") is None
+
+        page.fill("#note", "checked the switch port; scanner is the new inventory tool")
+        page.click("#btn-fp")
+        expect(page.locator("#status")).to_have_text("false_positive")
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        if os.environ.get("MARLIDS_KEEP_SCREENSHOT"):
+            shutil.copy(shot, os.environ["MARLIDS_KEEP_SCREENSHOT"])
+
+        with httpx.Client(base_url=srv.url, headers={"X-API-Key": keys["analyst"]}) as c:
+            stored = c.get(f"/api/v1/alerts/{alerts[2]['alert_id']}").json()
+        assert stored["status"] == "false_positive"
+        assert stored["note"] == "checked the switch port; scanner is the new inventory tool"
+        assert errors == []
