@@ -211,21 +211,22 @@ class AlertWriter:
                     with self.session_factory() as session:  # raced with another process: read the winner
                         res, ids = self._write_batch(session, [job])
                     results.append(res[0])
-                except Exception as one_exc:
+                except Exception as one_exc:  # report to that waiter only
                     log.exception("writing one %s failed", job.kind)
                     results.append(one_exc)
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), time.perf_counter() - t0)
+        # the listener first: an alert is queued for explanation before its sender hears "stored"
+        if new_ids and self.on_alerts_committed is not None:
+            try:
+                self.on_alerts_committed(new_ids)
+            except Exception:  # never let a listener stop the writer
+                log.exception("on_alerts_committed listener failed")
         for job, res in zip(batch, results, strict=True):
             if isinstance(res, BaseException):
                 job.done(None, res)
             else:
                 job.done(res, None)
-        if new_ids and self.on_alerts_committed is not None:
-            try:
-                self.on_alerts_committed(new_ids)
-            except Exception:
-                log.exception("on_alerts_committed listener failed")
 
     @staticmethod
     def _write_batch(session: Session, batch: list[_Job]) -> tuple[list[Any], list[str]]:
