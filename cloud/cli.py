@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 app = typer.Typer(name="cloud", no_args_is_help=True,
                   help="Cloud analyst API: alert store, ATT&CK mapping, explanations, dashboard, export.")
 
-DbOpt = typer.Option(None, "--db", help="SQLite file of the alert store (shorthand for --database-url sqlite:///PATH).",
-                     dir_okay=False)
-UrlOpt = typer.Option(None, "--database-url", help="SQLAlchemy URL, e.g. postgresql://user@host:5432/marlids "
-                                                    "(default: $DATABASE_URL or ./marlids-cloud.db).")
+DbOpt = Annotated[Path | None, typer.Option(
+    "--db", help="SQLite file of the alert store (shorthand for --database-url sqlite:///PATH).", dir_okay=False)]
+UrlOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="SQLAlchemy URL, e.g. postgresql://user@host:5432/marlids (default: $DATABASE_URL or "
+                           "./marlids-cloud.db).")]
 
 
 def _settings(db: Path | None, database_url: str | None, **overrides: Any) -> Settings:
@@ -49,18 +50,19 @@ def _session_factory(settings: Settings):
 
 @app.command()
 def serve(
-    db: Path | None = DbOpt,
-    database_url: str | None = UrlOpt,
-    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
-    port: int | None = typer.Option(None, "--port", min=1, max=65535, help="Port to bind (default 8080)."),
-    bootstrap_keys: Path | None = typer.Option(
-        None, "--bootstrap-keys", dir_okay=False,
+    db: DbOpt = None,
+    database_url: UrlOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port to bind (default 8080).")] = None,
+    bootstrap_keys: Annotated[Path | None, typer.Option(
+        "--bootstrap-keys", dir_okay=False,
         help="JSON file {\"ingest\": key, \"analyst\": key}: registered at start-up; created (mode 0600) with "
-             "fresh keys when missing."),
-    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow this origin by CORS (repeatable; "
-                                                                    "default: CORS off)."),
-    explain: bool = typer.Option(True, "--explain/--no-explain", help="Write explanations in the background."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+             "fresh keys when missing.")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="Allow this origin by CORS (repeatable; default: CORS off).")] = None,
+    explain: Annotated[bool, typer.Option("--explain/--no-explain",
+                                          help="Write explanations in the background.")] = True,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the analyst API and dashboard with uvicorn (one process: a single writer commits in groups).
 
@@ -79,12 +81,12 @@ def serve(
 
 @app.command("create-key")
 def create_key(
-    role: str = typer.Option(..., "--role", help="ingest (fog coordinators post alerts) or analyst (read, triage)."),
-    name: str = typer.Option(None, "--name", help="A label for people (default: <role>-<UTC time>)."),
-    db: Path | None = DbOpt,
-    database_url: str | None = UrlOpt,
-    key: str | None = typer.Option(None, "--key", envvar="MARLIDS_NEW_KEY",
-                                   help="Register this key instead of a random one (≥ 24 URL-safe characters)."),
+    role: Annotated[str, typer.Option("--role", help="ingest (fog coordinators post alerts) or analyst (read, triage).")],
+    name: Annotated[str | None, typer.Option("--name", help="A label for people (default: <role>-<UTC time>).")] = None,
+    db: DbOpt = None,
+    database_url: UrlOpt = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", envvar="MARLIDS_NEW_KEY", help="Register this key instead of a random one (≥ 24 URL-safe characters).")] = None,
 ) -> None:
     """Create an API key and print it once (only its SHA-256 digest is stored)."""
     from cloud.services.keys import register_key
@@ -96,7 +98,7 @@ def create_key(
 
 
 @app.command("list-keys")
-def list_keys_cmd(db: Path | None = DbOpt, database_url: str | None = UrlOpt) -> None:
+def list_keys_cmd(db: DbOpt = None, database_url: UrlOpt = None) -> None:
     """List API keys (id, name, role, created, revoked); secrets are never stored, so never shown."""
     from rich.console import Console
     from rich.table import Table
@@ -111,8 +113,8 @@ def list_keys_cmd(db: Path | None = DbOpt, database_url: str | None = UrlOpt) ->
 
 
 @app.command("revoke-key")
-def revoke_key_cmd(key_id: int = typer.Argument(..., help="The key's id (see list-keys)."),
-                   db: Path | None = DbOpt, database_url: str | None = UrlOpt) -> None:
+def revoke_key_cmd(key_id: Annotated[int, typer.Argument(help="The key's id (see list-keys).")],
+                   db: DbOpt = None, database_url: UrlOpt = None) -> None:
     """Revoke an API key (running services refuse it within their key-cache time, 30 s by default)."""
     from cloud.services.keys import revoke_key
 
@@ -121,7 +123,7 @@ def revoke_key_cmd(key_id: int = typer.Argument(..., help="The key's id (see lis
 
 
 @app.command()
-def migrate(db: Path | None = DbOpt, database_url: str | None = UrlOpt) -> None:
+def migrate(db: DbOpt = None, database_url: UrlOpt = None) -> None:
     """Create or upgrade the database schema to the newest Alembic revision."""
     settings = _settings(db, database_url)
     _session_factory(settings)
@@ -130,11 +132,12 @@ def migrate(db: Path | None = DbOpt, database_url: str | None = UrlOpt) -> None:
 
 @app.command()
 def export(
-    fmt: str = typer.Option("ecs", "--format", help="ecs (JSON lines) or stix (STIX 2.1 bundle)."),
-    out: Path | None = typer.Option(None, "--out", help="File to write (default: standard output).", dir_okay=False),
-    site_id: str | None = typer.Option(None, "--site", help="Only this site."),
-    db: Path | None = DbOpt,
-    database_url: str | None = UrlOpt,
+    fmt: Annotated[str, typer.Option("--format", help="ecs (JSON lines) or stix (STIX 2.1 bundle).")] = "ecs",
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).",
+                                             dir_okay=False)] = None,
+    site_id: Annotated[str | None, typer.Option("--site", help="Only this site.")] = None,
+    db: DbOpt = None,
+    database_url: UrlOpt = None,
 ) -> None:
     """Export stored alerts for a SIEM: ECS-style JSON lines or a STIX 2.1 bundle of sightings."""
     from sqlalchemy import select
@@ -168,9 +171,10 @@ def export(
 
 @app.command("build-attack-table")
 def build_attack_table(
-    source: Path = typer.Option(None, "--source", help="Folder with MITRE's STIX bundles and LICENSE.txt "
-                                                       "(default: ../shared/data/attack).", file_okay=False),
-    out: Path = typer.Option(None, "--out", help="Table to write (default: the one bundled in cloud/data)."),
+    source: Annotated[Path | None, typer.Option(
+        "--source", help="Folder with MITRE's STIX bundles and LICENSE.txt (default: ../shared/data/attack).",
+        file_okay=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Table to write (default: the one bundled in cloud/data).")] = None,
 ) -> None:
     """Rebuild the bundled ATT&CK technique table (and copy MITRE's licence beside it)."""
     from cloud.scripts.build_attack_table import DEFAULT_OUT, DEFAULT_SOURCE, write_table

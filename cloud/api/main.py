@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse
@@ -220,7 +220,7 @@ class BackgroundServer:
     def keys(self) -> dict[str, str]:
         return dict(self.app.state.bootstrap_keys)
 
-    def start(self) -> BackgroundServer:
+    def start(self) -> Self:
         """Start serving; return once connections are accepted.
 
         Raises
@@ -245,7 +245,7 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout)
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -61,8 +61,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "brute_force": ("Review the authentication logs of the targeted service for failed logins in the window.",
                     "Check whether any login from the same source succeeded afterwards."),
     "app_dos": ("Inspect the service's open-connection count, request timings and logs for the window.",
-                "Compare connection durations and the request rate per client with this device's benign "
-                "baseline."),
+                ("Compare connection durations and the request rate per client with this device's benign "
+                 "baseline.")),
     "arp_spoof": ("Compare the ARP tables of neighbouring hosts with the switch's MAC address table.",
                   "Check which MAC address currently answers for the gateway's IP address."),
 }
@@ -165,8 +165,8 @@ class BuiltinExplainer:
         cls, level, conf = alert["attack_class"], alert["level"], alert["confidence"]
         peaks = ev.get("attention_peaks", [])
         top_peak = max(range(len(peaks)), key=lambda i: peaks[i]["weight"]) if peaks else None
-        parts = [f"Level {level} alert: the defender policy classed device {alert['device_id']} at site "
-                 f"{alert['site_id']} as '{cls}' with confidence {conf:.2f}."]
+        parts = [(f"Level {level} alert: the defender policy classed device {alert['device_id']} at site "
+                  f"{alert['site_id']} as '{cls}' with confidence {conf:.2f}.")]
         if feats:
             parts.append("Strongest deviations from the benign baseline: " + "; ".join(
                 f"{f['name']} = {_fmt(f['value'])} (benign {_fmt(f['baseline'])})" for f in feats) + ".")
@@ -185,7 +185,7 @@ class BuiltinExplainer:
                    + (f", consistent with the deviation of {', '.join(f['name'] for f in feats)}." if feats else "."))
             techniques.append({"id": tid, "name": entry["name"], "tactic": tactic, "why": why,
                                "evidence_refs": ["attack_class", "technique_ids", *support]})
-        action_refs = ["attack_class", *feat_refs] or ["attack_class"]
+        action_refs = ["attack_class", *feat_refs]
         if cls == "benign" or level == 0:
             actions = [{"action": "No action needed; the window is within the benign profile. Keep observing.",
                         "evidence_refs": ["level", "attack_class"]}]

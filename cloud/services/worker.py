@@ -209,7 +209,7 @@ class ExplanationWorker:
             try:
                 if ids:
                     self.explain_many(ids)
-            except Exception:  # noqa: BLE001 - one bad batch must not stop the worker
+            except Exception:
                 log.exception("explaining alerts %s… failed", ids[:3])
             finally:
                 for _ in batch:

@@ -62,7 +62,7 @@ def fog_alert(**overrides: Any) -> dict[str, Any]:
     return alert
 
 
-def cloud_settings(db_path: Path, **overrides: Any):  # noqa: ANN201 - Settings
+def cloud_settings(db_path: Path, **overrides: Any):
     """Settings on a SQLite file; explanations in threads (no process spawn per test app)."""
     from cloud.core.config import Settings
 
@@ -88,10 +88,10 @@ class Api:
     def analyst(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.analyst_key}"}
 
-    def post(self, alert: dict[str, Any]):  # noqa: ANN201 - httpx.Response
+    def post(self, alert: dict[str, Any]):
         return self.client.post("/api/v1/alerts", json=alert, headers=self.ingest)
 
-    def get(self, path: str, **params: Any):  # noqa: ANN201 - httpx.Response
+    def get(self, path: str, **params: Any):
         return self.client.get(path, params=params, headers=self.analyst)
 
     def wait_explained(self, timeout: float = 30.0) -> None:

@@ -237,3 +237,23 @@ def test_openapi_document_needs_an_analyst_key(api):
         "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["ApiKey"]["description"]}
     assert {"/api/v1/alerts", "/api/v1/alerts/{alert_id}", "/api/v1/techniques/{technique_id}",
             "/healthz", "/metrics"} <= set(spec["paths"])
+
+
+def test_fog_coordinator_evidence_shape_is_accepted(api):
+    """fog.detect.feature_evidence/attention_evidence write ``baseline``, ``baseline_std`` and ``z`` (None when
+    the benign std is 0), peaks and the full series."""
+    evidence = {
+        "top_features": [{"name": "pkts_per_s", "value": 900.0, "baseline": 12.0, "baseline_std": 3.0, "z": 296.0},
+                         {"name": "arp_ip_mac_conflicts", "value": 4.0, "baseline": 0.0, "baseline_std": 0.0,
+                          "z": None}],
+        "attention_peaks": [{"t": 1764000000.0, "weight": 0.62}],
+        "attention": [{"t": 1763999995.0, "weight": 0.38}, {"t": 1764000000.0, "weight": 0.62}],
+        "protocol_summary": "ARP: dozens of replies from one MAC for the gateway address.",
+    }
+    alert = fog_alert(attack_class="arp_spoof", technique_ids=["T1557.002"], evidence=evidence)
+    r = api.post(alert)
+    assert r.status_code == 201, r.text
+    assert r.json()["evidence"]["top_features"][1]["z"] is None
+    api.wait_explained()
+    expl = api.get(f"{ALERTS}/{alert['alert_id']}").json()["explanation"]
+    assert expl["source"] == "builtin" and "arp_ip_mac_conflicts" in expl["summary"]

@@ -71,9 +71,8 @@ def test_every_class_maps_to_known_techniques(table, cls):
 
 
 def test_classes_match_the_fog(table):
-    from fog.attacks import ATTACK_CLASSES
-
     from cloud.schemas import ATTACK_CLASSES as CLOUD_CLASSES
+    from fog.attacks import ATTACK_CLASSES
 
     assert tuple(CLOUD_CLASSES) == tuple(ATTACK_CLASSES) and set(CLASS_TECHNIQUES) == set(ATTACK_CLASSES)
 

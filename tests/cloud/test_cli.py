@@ -15,7 +15,7 @@ from tests.conftest import SHARED_DATA
 runner = CliRunner()
 
 
-def run(*args: str):  # noqa: ANN201 - click Result
+def run(*args: str):
     result = runner.invoke(app, ["cloud", *args])
     assert result.exit_code == 0, (result.output, result.exception)
     return result

@@ -11,8 +11,14 @@ import pytest
 
 from cloud.schemas import ClaimAction, ClaimTechnique, ExplanationBody, evidence_keys
 from cloud.services.attack import get_attack_table
-from cloud.services.explain import (SYSTEM_PROMPT, BuiltinExplainer, LLMExplainer, build_messages,
-                                    check_explanation, parse_model_output)
+from cloud.services.explain import (
+    SYSTEM_PROMPT,
+    BuiltinExplainer,
+    LLMExplainer,
+    build_messages,
+    check_explanation,
+    parse_model_output,
+)
 from tests.chat_server import ChatServer
 from tests.cloud.conftest import fog_alert
 

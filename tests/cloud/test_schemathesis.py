@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e .[dev])")
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 
-from tests.cloud.conftest import cloud_settings, fog_alert  # noqa: E402
+from tests.cloud.conftest import cloud_settings, fog_alert
 
 EXAMPLES = 20
 
@@ -44,7 +44,7 @@ def _operations(schema) -> list:
     return [r.ok() for r in schema.get_all_operations()]
 
 
-def _fuzz(url: str, op, mode, headers: dict, calls: dict):  # noqa: ANN202 - a Hypothesis test
+def _fuzz(url: str, op, mode, headers: dict, calls: dict):
     from hypothesis import given
 
     @given(case=op.as_strategy(generation_mode=mode))

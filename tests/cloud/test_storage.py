@@ -160,7 +160,7 @@ def test_postgres_two_api_processes_race_on_one_alert(postgres_url, make_api):
     for _ in range(5):
         alert = fog_alert()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            codes = sorted(pool.map(lambda i: (a if i % 2 else b).post(alert).status_code, range(8)))
+            codes = sorted(pool.map(lambda i, al=alert: (a if i % 2 else b).post(al).status_code, range(8)))
         assert codes == [200] * 7 + [201]
     with make_session_factory(a.app.state.engine)() as s:
         n = s.execute(text("SELECT count(*) FROM alerts")).scalar()
