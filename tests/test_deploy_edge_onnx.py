@@ -1,6 +1,7 @@
 """Torch-free edge path: int8 ONNX MiniLM parity, the ONNX scorer inside the fusion pipeline, backend
 selection and its errors, and (slow) a fresh virtual environment with only ``.[edge]`` — the install
-steps of ``deploy/docker/edge.Dockerfile`` — running the pipeline on the bundled capture without torch.
+steps of ``deploy/docker/edge.Dockerfile`` — running the pipeline and the edge daemon on the bundled
+capture without torch.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def test_export_writes_a_self_contained_folder(edge_models):
     assert m["files"][MODEL_FILE]["bytes"] < 30e6
 
 
-def test_int8_embeddings_match_fp32_sentence_transformers(edge_models, embedder):
+def test_int8_embeddings_match_fp32_sentence_transformers(edge_models):
     texts = parity_texts()
     assert all(t.strip() and t.endswith(".") for t in texts)  # real protocol sentences (edge.proto_text)
     ref = TextEmbedder(cache_size=0).embed(texts)
@@ -268,6 +269,18 @@ print(json.dumps({{"windows": len(df), "obs": list(obs.shape)}}))
                         str(tmp_path / "w.parquet")], check=False, cwd=tmp_path, env=run_env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
+    # the daemon of the image's ENTRYPOINT, torch-free: replay into its on-disk buffer (no fog listening)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run([str(venv / "bin" / "marlids"), "edge", "run", "--pcap", str(CAPTURE), "--site", "site_a",
+                        "--fog", f"127.0.0.1:{port}", "--insecure", "--fusion", str(models), "--fast",
+                        "--drain-timeout", "1", "--buffer", str(tmp_path / "buffer.sqlite")], check=False,
+                       cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert (tmp_path / "buffer.sqlite").stat().st_size > 0
     # same Observations as the torch path, up to int8 MiniLM and float32 ONNX rounding
     ref_emb = TextEmbedder(cache_size=0).embed(windows["proto_text"].tolist())
     ref = FusionPipeline.load(edge_models / "policy", backend="torch").transform(windows, ref_emb)
