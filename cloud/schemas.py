@@ -293,15 +293,6 @@ class Health(BaseModel):
     database: Literal["ok", "error"]
 
 
-class ApiKeyCreated(BaseModel):
-    """A newly created key: ``key`` is shown once and never stored."""
-
-    id: int
-    name: str
-    role: str
-    key: str
-
-
 def evidence_keys(alert: AlertCreate | AlertPublic | dict[str, Any]) -> set[str]:
     """Every evidence key an explanation of ``alert`` may cite (see the module docstring)."""
     ev = alert["evidence"] if isinstance(alert, dict) else alert.evidence

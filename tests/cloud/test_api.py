@@ -257,3 +257,29 @@ def test_fog_coordinator_evidence_shape_is_accepted(api):
     api.wait_explained()
     expl = api.get(f"{ALERTS}/{alert['alert_id']}").json()["explanation"]
     assert expl["source"] == "builtin" and "arp_ip_mac_conflicts" in expl["summary"]
+
+
+def test_full_queue_answers_503_and_loses_nothing(make_api):
+    """The database stalls (another connection holds SQLite's write lock): the writer waits, its queue
+    fills, further alerts get 503 + Retry-After at once; once the lock goes, every 201 is stored."""
+    import concurrent.futures
+    import time
+
+    api = make_api(ingest_queue_max=2, explain=False)
+    db = api.app.state.settings.database_url.removeprefix("sqlite:///")
+    blocker = sqlite3.connect(db, isolation_level=None, timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")
+    alerts = [fog_alert() for _ in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(api.post, a) for a in alerts]
+        time.sleep(1.0)
+        blocker.execute("ROLLBACK")
+        responses = [f.result() for f in futures]
+    blocker.close()
+    codes = [r.status_code for r in responses]
+    assert codes.count(503) >= 1 and codes.count(201) >= 1 and set(codes) <= {201, 503}, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["Retry-After"] == "1" and "ingest queue full" in refused.json()["detail"]
+    with sqlite3.connect(db) as con:
+        stored = {row[0] for row in con.execute("SELECT alert_id FROM alerts")}
+    assert {a["alert_id"] for a, r in zip(alerts, responses, strict=True) if r.status_code == 201} == stored
