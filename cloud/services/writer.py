@@ -39,7 +39,8 @@ class QueueFullError(RuntimeError):
 class _Job:
     kind: str  # "alert" | "explanation"
     row: dict[str, Any]
-    done: Callable[[Any, BaseException | None], None]
+    done: Callable[[Any, BaseException | None], None] | None = None  # for threads
+    fut: asyncio.Future | None = None  # for request handlers: resolved on their loop, one wake-up per batch
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -111,13 +112,8 @@ class AlertWriter:
         (stored_row, created)
             The stored alert (the earlier one for a repeat) and whether this call created it.
         """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[dict[str, Any], bool]] = loop.create_future()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, result, exc)
-
-        self._put(_Job("alert", row, done))
+        fut: asyncio.Future[tuple[dict[str, Any], bool]] = asyncio.get_running_loop().create_future()
+        self._put(_Job("alert", row, fut=fut))
         return await fut
 
     def submit_alert_sync(self, row: dict[str, Any], timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
@@ -222,61 +218,93 @@ class AlertWriter:
                 self.on_alerts_committed(new_ids)
             except Exception:  # never let a listener stop the writer
                 log.exception("on_alerts_committed listener failed")
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
         for job, res in zip(batch, results, strict=True):
-            if isinstance(res, BaseException):
+            if job.fut is not None:
+                by_loop.setdefault(job.fut.get_loop(), []).append((job.fut, res))
+            elif isinstance(res, BaseException):
                 job.done(None, res)
             else:
                 job.done(res, None)
+        for loop, items in by_loop.items():  # one thread-safe wake-up per event loop and batch
+            try:
+                loop.call_soon_threadsafe(_resolve_all, items)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                pass
 
     @staticmethod
     def _write_batch(session: Session, batch: list[_Job]) -> tuple[list[Any], list[str]]:
-        # SQLAlchemy Core on the session's connection: the ORM's unit of work adds nothing here.
+        """Write one batch on the session's connection (SQLAlchemy Core: the ORM adds nothing here).
+
+        On SQLite and PostgreSQL one ``INSERT … ON CONFLICT DO NOTHING … RETURNING`` per table says
+        which alerts are new; only repeats are read back. Elsewhere existing IDs are read first.
+        """
         conn = session.connection()
         alerts, links, expls = AlertRow.__table__, AlertTechniqueRow.__table__, ExplanationRow.__table__
-        alert_ids = list({j.row["alert_id"] for j in batch if j.kind == "alert"})
-        stored: dict[str, dict[str, Any]] = {}
-        if alert_ids:
-            for row in conn.execute(select(alerts).where(alerts.c.alert_id.in_(alert_ids))):
-                stored[row.alert_id] = dict(row._mapping)
-        expl_ids = list({j.row["alert_id"] for j in batch if j.kind == "explanation"})
-        have_expl: set[str] = set()
-        if expl_ids:
-            have_expl = set(conn.scalars(select(expls.c.alert_id).where(expls.c.alert_id.in_(expl_ids))))
-        results: list[Any] = []
-        new_alerts: list[dict[str, Any]] = []
-        new_links: list[dict[str, str]] = []
-        new_expl: list[dict[str, Any]] = []
+        upsert = _insert_ignore(conn.dialect.name)
+        first: dict[str, dict[str, Any]] = {}
         for job in batch:
-            aid = job.row["alert_id"]
-            if job.kind == "alert":
-                if aid in stored:
-                    results.append((stored[aid], False))
-                    continue
-                row = {c: job.row[c] for c in ALERT_COLUMNS}
-                stored[aid] = row
-                new_alerts.append(row)
-                new_links += [{"alert_id": aid, "technique_id": t} for t in row["technique_ids"]]
-                results.append((row, True))
-            else:
-                if aid in have_expl:
-                    results.append(False)
-                    continue
-                have_expl.add(aid)
-                new_expl.append(job.row)
-                results.append(True)
-        if new_alerts:
-            conn.execute(insert(alerts), new_alerts)
+            if job.kind == "alert" and job.row["alert_id"] not in first:
+                first[job.row["alert_id"]] = {c: job.row[c] for c in ALERT_COLUMNS}
+        if upsert is not None:
+            new_ids = set(conn.execute(upsert(alerts).on_conflict_do_nothing(index_elements=["alert_id"])
+                                       .returning(alerts.c.alert_id), list(first.values())).scalars()) if first else set()
+        else:
+            existing = set(conn.scalars(select(alerts.c.alert_id).where(alerts.c.alert_id.in_(list(first))))) \
+                if first else set()
+            new_ids = set(first) - existing
+            if new_ids:
+                conn.execute(insert(alerts), [first[a] for a in first if a in new_ids])
+        stored = {a: first[a] for a in new_ids}
+        repeats = [a for a in first if a not in new_ids]
+        if repeats:
+            stored.update((r.alert_id, dict(r._mapping))
+                          for r in conn.execute(select(alerts).where(alerts.c.alert_id.in_(repeats))))
+        new_links = [{"alert_id": a, "technique_id": t} for a in first if a in new_ids for t in first[a]["technique_ids"]]
         if new_links:
             conn.execute(insert(links), new_links)
-        if new_expl:
-            conn.execute(insert(expls), new_expl)
-        return results, [r["alert_id"] for r in new_alerts]
+
+        expl_first: dict[str, dict[str, Any]] = {}
+        for job in batch:
+            if job.kind == "explanation":
+                expl_first.setdefault(job.row["alert_id"], job.row)
+        if upsert is not None:
+            new_expl = set(conn.execute(upsert(expls).on_conflict_do_nothing(index_elements=["alert_id"])
+                                        .returning(expls.c.alert_id), list(expl_first.values())).scalars()) \
+                if expl_first else set()
+        else:
+            have = set(conn.scalars(select(expls.c.alert_id).where(expls.c.alert_id.in_(list(expl_first))))) \
+                if expl_first else set()
+            new_expl = set(expl_first) - have
+            if new_expl:
+                conn.execute(insert(expls), [expl_first[a] for a in new_expl])
+
+        results: list[Any] = []
+        seen: set[tuple[str, str]] = set()
+        for job in batch:
+            aid = job.row["alert_id"]
+            created = aid in (new_ids if job.kind == "alert" else new_expl) and (job.kind, aid) not in seen
+            seen.add((job.kind, aid))
+            results.append((stored[aid], created) if job.kind == "alert" else created)
+        return results, [a for a in first if a in new_ids]
 
 
-def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
+def _insert_ignore(dialect: str) -> Callable[[Any], Any] | None:
+    """The dialect's ``insert`` construct that supports ``ON CONFLICT DO NOTHING`` (None if unknown)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
-        fut.set_result(result)
+        return None
+    return dialect_insert
+
+
+def _resolve_all(items: list[tuple[asyncio.Future, Any]]) -> None:
+    for fut, res in items:
+        if fut.done():  # the request was cancelled (client went away); the alert is stored all the same
+            continue
+        if isinstance(res, BaseException):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)
