@@ -20,12 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.metrics import Metrics
-from cloud.core.config import Settings
 from cloud.core.security import Role, hash_api_key
 from cloud.models import ApiKeyRow
 from cloud.services.attack import AttackTable
-from cloud.services.worker import ExplanationWorker
-from cloud.services.writer import AlertWriter
 
 COOKIE_NAME = "marlids_key"
 CSRF_HEADER = "X-Requested-With"
@@ -77,29 +74,14 @@ class KeyStore:
         return principal
 
 
-# The accessors below are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
-# pool, a thread hop per dependency per request that would cost the ingest path dearly.
-async def get_settings_dep(request: Request) -> Settings:
-    """The app's settings."""
-    return request.app.state.settings
-
-
 def get_session(request: Request) -> Iterator[Session]:
-    """A database session for one request."""
+    """A database session for one request (a sync dependency: it runs in the thread pool with the route)."""
     with request.app.state.session_factory() as session:
         yield session
 
 
-async def get_writer(request: Request) -> AlertWriter:
-    """The app's group-commit writer."""
-    return request.app.state.writer
-
-
-async def get_worker(request: Request) -> ExplanationWorker | None:
-    """The app's explanation worker (None when explanations are off)."""
-    return request.app.state.worker
-
-
+# The accessors below are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
+# pool, a thread hop per dependency per request.
 async def get_attack_table(request: Request) -> AttackTable:
     """The bundled ATT&CK table."""
     return request.app.state.attack_table
@@ -115,10 +97,7 @@ async def get_key_store(request: Request) -> KeyStore:
     return request.app.state.key_store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
-WriterDep = Annotated[AlertWriter, Depends(get_writer)]
-WorkerDep = Annotated[ExplanationWorker | None, Depends(get_worker)]
 AttackDep = Annotated[AttackTable, Depends(get_attack_table)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]

@@ -139,6 +139,7 @@ class ExplanationWorker:
         self._threads: list[threading.Thread] = []
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     @property
     def in_process(self) -> bool:
@@ -168,6 +169,7 @@ class ExplanationWorker:
         if pending:
             log.info("re-queueing %d alerts without explanation", len(pending))
             self.enqueue(list(pending))
+        self._stopping.clear()
         if self.in_process:
             self._pool = self._new_pool()
         for i in range(self.workers):
@@ -177,7 +179,9 @@ class ExplanationWorker:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the batches in progress (queued alerts are explained at the next start)."""
+        """Stop after the batches in progress; queued alerts are left for the next start (which
+        re-queues every alert without an explanation)."""
+        self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
@@ -207,14 +211,14 @@ class ExplanationWorker:
                     break
             ids = [a for a in batch if a is not None]
             try:
-                if ids:
+                if ids and not self._stopping.is_set():
                     self.explain_many(ids)
-            except Exception:
+            except Exception:  # one bad batch must not stop the worker
                 log.exception("explaining alerts %s… failed", ids[:3])
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            if len(ids) < len(batch):
+            if len(ids) < len(batch) or self._stopping.is_set():
                 return
 
     def explain_one(self, alert_id: str) -> None:
