@@ -14,9 +14,9 @@ windows (batch 1) + calibration + fusion into the Observation. Reported per path
   from Parquet (metering ran beforehand, in the parent);
 * ``torch_imported`` — whether torch ended up in the process (must be false for ONNX).
 
-The models: a small temporal scorer trained on the bundled site-A capture, a fusion pipeline, and
-``marlids edge export-onnx`` of both with MiniLM — built in a temporary folder first (needs the ``ml``
-extra in this environment). The figures are a *proxy* for an edge device: one core of this machine,
+The models: the bundled policy's fusion pipeline and temporal scorer (``models/defender``, or
+``--policy``), exported with MiniLM by ``marlids edge export-onnx`` into a temporary folder first (needs
+the ``ml`` extra in this environment) — exactly what the edge image ships. The figures are a *proxy* for an edge device: one core of this machine,
 not a Raspberry Pi or a Jetson.
 """
 
@@ -45,20 +45,12 @@ def site_windows():
                            idle_timeout_s=120, active_timeout_s=1800)
 
 
-def prepare(directory: Path) -> Path:
-    """Train the scorer, fit the fusion pipeline and export the edge models into ``directory``."""
-    from edge.observation import FusionPipeline
+def prepare(directory: Path, policy: Path) -> Path:
+    """Write the windows of site A and ``marlids edge export-onnx --fusion POLICY`` into ``directory``."""
     from edge.onnx_export import export_edge_models
-    from edge.scorer import save_checkpoint
-    from edge.scorer.train import TrainConfig, train_from_frame
 
-    df = site_windows()
-    df.to_parquet(directory / "windows.parquet")
-    scorer, threshold, _ = train_from_frame(df, TrainConfig(seq_len=20, epochs=5, hidden_size=32, n_heads=4,
-                                                            q=0.01, seed=0))
-    save_checkpoint(directory / "ckpt", scorer, threshold)
-    FusionPipeline(str(directory / "ckpt")).fit(df).save(directory / "policy")
-    export_edge_models(directory / "models", fusion=directory / "policy")
+    site_windows().to_parquet(directory / "windows.parquet")
+    export_edge_models(directory / "models", fusion=policy)
     return directory
 
 
@@ -78,7 +70,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def child(backend: str, directory: Path) -> dict:
+def child(backend: str, directory: Path, policy: Path) -> dict:
     """One path, in this (pinned) process: load, then time every window of site A, cold then warm."""
     t0 = time.perf_counter()
     import numpy as np
@@ -89,7 +81,7 @@ def child(backend: str, directory: Path) -> dict:
     from edge.onnx_embed import make_embedder
     from edge.scorer import build_sequences
 
-    source = directory / ("models" if backend == "onnx" else "policy")
+    source = directory / "models" if backend == "onnx" else policy
     pipe = FusionPipeline.load(source, backend=backend)
     embedder = make_embedder(backend, directory / "models", cache_size=4096, num_threads=1)
     if backend == "torch":
@@ -135,7 +127,8 @@ def child(backend: str, directory: Path) -> dict:
             "latency_ms": {"cold_cache": percentiles(cold), "warm_cache": percentiles(warm)},
             "rss_mib": {"after_load": round(rss_loaded, 1),
                         "peak": round(peak_rss_mib(), 1)},
-            "torch_imported": "torch" in sys.modules, "windows": len(df), "distinct_texts": len(set(texts)),
+            "torch_imported": "torch" in sys.modules, "seq_len": pipe.seq_len_, "windows": len(df),
+            "distinct_texts": len(set(texts)),
             "affinity": sorted(os.sched_getaffinity(0))}
 
 
@@ -143,33 +136,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "edge_onnx.json")
     ap.add_argument("--core", type=int, default=0, help="CPU core both paths are pinned to (taskset -c).")
+    ap.add_argument("--policy", type=Path, default=REPO / "models" / "defender",
+                    help="Exported policy folder (fusion.json + scorer); default: the bundled one.")
     ap.add_argument("--child", choices=("onnx", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.child:
-        print(json.dumps(child(args.child, args.dir)))
+        print(json.dumps(child(args.child, args.dir, args.policy)))
         return
     taskset = shutil.which("taskset")
     if taskset is None:
         raise SystemExit("bench_edge_onnx: taskset (util-linux) is needed to pin the runs to one core")
     with tempfile.TemporaryDirectory(prefix="marlids-bench-") as tmp:
-        d = prepare(Path(tmp))
+        d = prepare(Path(tmp), args.policy)
         manifest = json.loads((d / "models" / "manifest.json").read_text())
         results = {}
         for backend in ("onnx", "torch"):
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    "MARLIDS_EDGE_BACKEND": backend}
             r = subprocess.run([taskset, "-c", str(args.core), sys.executable, __file__, "--child", backend,
-                                "--dir", str(d)], check=True, capture_output=True, text=True, env=env)
+                                "--dir", str(d), "--policy", str(args.policy)], check=True, capture_output=True, text=True, env=env)
             results[backend] = json.loads(r.stdout.strip().splitlines()[-1])
     o, t = results["onnx"], results["torch"]
     report = {
         "label": "proxy: one pinned core of the benchmark machine (not a Raspberry Pi / Jetson)",
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "cores_visible": os.cpu_count(), "pinned_core": args.core},
-        "what": "per window after metering: MiniLM(text) + temporal scorer (T=20, batch 1) + calibration + fusion",
+        "what": "per window after metering: MiniLM(text) + temporal scorer (batch 1) + calibration + fusion",
+        "policy": str(args.policy), "scorer_seq_len": o["seq_len"],
         "models": {k: v["bytes"] for k, v in manifest["files"].items()},
         "parity_int8_vs_fp32": manifest["minilm"]["parity_int8_vs_fp32_torch"],
         "onnx_int8": o, "torch_fp32": t,

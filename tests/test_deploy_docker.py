@@ -86,8 +86,7 @@ def test_images_run_unprivileged_and_copy_existing_paths(dockerfile):
     for st in stages(dockerfile):
         for sources, _ in st["copies"]:
             for s in sources:
-                if s != "models":  # the bundled policy folder (models/defender) lands with the fog runtime
-                    assert (REPO / s).exists(), f"{dockerfile.name}: COPY {s} does not exist"
+                assert (REPO / s).exists(), f"{dockerfile.name}: COPY {s} does not exist"
                 ignored = (REPO / ".dockerignore").read_text().split()
                 assert s not in ignored, f"{dockerfile.name}: COPY {s} is excluded by .dockerignore"
 
@@ -194,8 +193,6 @@ def test_install_steps_resolve(dockerfile, tmp_path):
         src.mkdir()
         for sources, dst in copies:
             for s in sources:
-                if not (REPO / s).exists():
-                    continue
                 target = src / dst / Path(s).name if dst.endswith("/") or len(sources) > 1 else src / dst
                 (shutil.copytree if (REPO / s).is_dir() else shutil.copyfile)(REPO / s, target)
         for cmd in pips:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -214,8 +215,18 @@ def runtime_install_steps(dockerfile: Path = DOCKERFILE) -> tuple[list[tuple[lis
     return copies, pips
 
 
+def models_stage_export(dockerfile: Path = DOCKERFILE) -> list[str]:
+    """Arguments of the ``marlids edge export-onnx`` command the first (models) stage runs."""
+    from dockerfile_parse import DockerfileParser
+
+    runs = [ins["value"] for ins in DockerfileParser(path=str(dockerfile)).structure if ins["instruction"] == "RUN"]
+    cmds = [part.strip() for run in runs for part in run.split("&&") if "edge export-onnx" in part]
+    assert len(cmds) == 1, cmds
+    return shlex.split(cmds[0])
+
+
 @pytest.mark.slow
-def test_edge_extra_installs_and_runs_without_torch(edge_models, windows, tmp_path):
+def test_edge_extra_installs_and_runs_without_torch(windows, tmp_path):
     copies, pips = runtime_install_steps()
     assert pips and any("[edge]" in p for p in pips), pips
     assert not any("torch" in p or "ray" in p.split() for p in pips)
@@ -235,7 +246,15 @@ def test_edge_extra_installs_and_runs_without_torch(edge_models, windows, tmp_pa
         r = subprocess.run(["bash", "-c", cmd], check=False, cwd=src, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     py = str(venv / "bin" / "python")
-    models = edge_models / "models"
+    # the models stage's export, as the image runs it (with the bundled policy), into a local folder
+    export = models_stage_export()
+    assert export[:3] == ["marlids", "edge", "export-onnx"]
+    models = tmp_path / "models"
+    export[export.index("--out") + 1] = str(models)
+    policy = REPO / export[export.index("--fusion") + 1]
+    r = subprocess.run([str(Path(sys.executable).parent / "marlids"), *export[1:]], check=False, cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     run_env = {**env, "MARLIDS_EDGE_MODELS": str(models), "HF_HUB_OFFLINE": "1"}
     run_env.pop("MARLIDS_EDGE_BACKEND", None)
     script = f"""
@@ -283,9 +302,9 @@ print(json.dumps({{"windows": len(df), "obs": list(obs.shape)}}))
     assert (tmp_path / "buffer.sqlite").stat().st_size > 0
     # same Observations as the torch path, up to int8 MiniLM and float32 ONNX rounding
     ref_emb = TextEmbedder(cache_size=0).embed(windows["proto_text"].tolist())
-    ref = FusionPipeline.load(edge_models / "policy", backend="torch").transform(windows, ref_emb)
+    ref = FusionPipeline.load(policy, backend="torch").transform(windows, ref_emb)
     obs, e = np.load(tmp_path / "obs.npy"), np.load(tmp_path / "emb.npy")
     assert (ref_emb * e).sum(axis=1).min() >= 0.98
     np.testing.assert_array_equal(ref[:, OBS_SLICES["stats_z"]], obs[:, OBS_SLICES["stats_z"]])
-    step = 1.0 / FusionPipeline.load(edge_models / "models", backend="onnx").threshold_.sorted_scores_.size
+    step = 1.0 / FusionPipeline.load(models, backend="onnx").threshold_.sorted_scores_.size
     assert np.abs(ref[:, OBS_SLICES["score"]] - obs[:, OBS_SLICES["score"]]).max() <= step + 1e-6
