@@ -11,7 +11,7 @@ and records the ``alert_id`` of every acknowledged answer.
 Phases
 ------
 1. **warm-up** (discarded).
-2. **steady**: ``--connections`` keep-alive connections for ``--duration`` s, closed loop. Target:
+2. **steady**: ``--connections`` (16) keep-alive connections for ``--duration`` s, closed loop. Target:
    ≥ 1,000 alerts/s with p99 ≤ 50 ms.
 3. **burst 10×**: ten times the connections at once for ``--burst-duration`` s. Target: zero lost
    alerts — no error or non-2xx answer, and every acknowledged alert is in the database afterwards
@@ -103,7 +103,7 @@ def phase(summary: dict, name: str, connections: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cloud.json")
-    parser.add_argument("--connections", type=int, default=8, help="steady-phase connections")
+    parser.add_argument("--connections", type=int, default=16, help="steady-phase connections")
     parser.add_argument("--duration", type=int, default=15, help="steady-phase seconds")
     parser.add_argument("--burst-duration", type=int, default=6, help="burst-phase seconds")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
