@@ -149,6 +149,7 @@ def main() -> None:
     taskset = shutil.which("taskset")
     if taskset is None:
         raise SystemExit("bench_edge_onnx: taskset (util-linux) is needed to pin the runs to one core")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="marlids-bench-") as tmp:
         d = prepare(Path(tmp), args.policy)
         manifest = json.loads((d / "models" / "manifest.json").read_text())
@@ -163,7 +164,9 @@ def main() -> None:
     report = {
         "label": "proxy: one pinned core of the benchmark machine (not a Raspberry Pi / Jetson)",
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "cores_visible": os.cpu_count(), "pinned_core": args.core},
+                    "cores_visible": os.cpu_count(), "pinned_core": args.core,
+                    # other work on the machine inflates the tails: compare runs with similar load
+                    "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "what": "per window after metering: MiniLM(text) + temporal scorer (batch 1) + calibration + fusion",
         "policy": str(args.policy), "scorer_seq_len": o["seq_len"],
         "models": {k: v["bytes"] for k, v in manifest["files"].items()},
