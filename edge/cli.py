@@ -354,3 +354,63 @@ def export_onnx_models(
     Console().print(f"wrote {out} ({', '.join(m['files'])}; {size:.1f} MB); int8 MiniLM cosine to fp32: "
                     f"min {p['min_cosine']:.4f}, mean {p['mean_cosine']:.4f} on {p['n_texts']} protocol texts",
                     highlight=False)
+
+
+# --- runtime daemon (issue 7): stream Observations to the fog ---------------------------------------------
+
+
+@app.command("run")
+def run(
+    pcap: Path | None = typer.Option(None, "--pcap", help="Replay this pcap/pcapng capture on its own clock."),
+    iface: str | None = typer.Option(None, "--iface", help="Capture live on this interface (needs CAP_NET_RAW)."),
+    fog: str = typer.Option(..., "--fog", help="HOST:PORT of the fog coordinator (marlids fog serve)."),
+    site: str = typer.Option(..., "--site", help="Site id written into every window."),
+    replay_speed: float = typer.Option(1.0, "--replay-speed",
+                                       help="Replay clock = capture clock × X; 0 = as fast as possible."),
+    fast: bool = typer.Option(False, "--fast", help="Same as --replay-speed 0."),
+    fusion: Path | None = typer.Option(None, "--fusion",
+                                       help="Folder with fusion.json (default: the bundled policy models/defender)."),
+    window: float = typer.Option(5.0, "--window", help="Window length in seconds (as the policy was trained).",
+                                 min=0.001),
+    devices: str = typer.Option("local", "--devices", help="Which addresses are devices: 'local' or 'all'."),
+    buffer: Path | None = typer.Option(None, "--buffer",
+                                       help="On-disk buffer (default ~/.cache/marlids/edge/SITE.sqlite)."),
+    buffer_max: int = typer.Option(20000, "--buffer-max", help="Most buffered messages.", min=1),
+    buffer_policy: str = typer.Option("drop-oldest", "--buffer-policy",
+                                      help="When the buffer is full: 'drop-oldest' or 'block' (pause the input)."),
+    close_delay: float | None = typer.Option(None, "--close-delay",
+                                             help="Live capture: seconds after a window's end before it is closed."),
+    drain_timeout: float | None = typer.Option(None, "--drain-timeout",
+                                               help="After a replay, stop waiting for the fog's acks after S "
+                                                    "seconds (the rest stays buffered). Default: wait."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Client certificate (PEM) for mTLS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate that signed the fog's certificate."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext gRPC (test benches only; logs a warning)."),
+) -> None:
+    """Stream this site's Observations to the fog as its windows close; buffer on disk while the fog is away.
+
+    Example: marlids edge run --pcap data/captures/site_a.pcap --replay-speed 10 --fog 127.0.0.1:50051
+    --site site_a --insecure
+    """
+    from rich.console import Console
+
+    from edge.daemon import BUNDLED_FUSION, EdgeConfig, run_edge
+    from edge.transport.tls import resolve_security
+
+    tls = resolve_security(role="client", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
+    cfg = EdgeConfig(site_id=site, fog=fog, pcap=pcap, iface=iface, replay_speed=0.0 if fast else replay_speed,
+                     fusion_dir=fusion or BUNDLED_FUSION, window_s=window, devices=devices, buffer_path=buffer,
+                     buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay)
+    console = Console(stderr=True)
+    with console.status(f"edge {site}: starting (loading models)") as status:
+        def progress(st) -> None:
+            status.update(f"edge {site}: {st.slots} slots · {st.observations} observations · {st.sent} sent · "
+                          f"acked to #{st.acked_seq} · {st.buffered} buffered"
+                          + (f" · {st.dropped} dropped" if st.dropped else "")
+                          + ("" if st.connected else " · fog unreachable, retrying"))
+
+        st = run_edge(cfg, drain_timeout_s=drain_timeout, on_progress=progress)
+    Console().print(f"edge {site}: {st.slots} window slots, {st.observations} observations streamed; "
+                    f"{st.buffered} left in the buffer, {st.dropped} dropped, {st.reconnects} reconnects",
+                    highlight=False)

@@ -1,4 +1,5 @@
-"""``marlids fog``: the multi-agent core — run the exported defender policy over sites' windows."""
+"""``marlids fog``: the multi-agent core — run the exported defender policy over sites' windows (``detect``)
+or serve edge streams live (``serve``)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,47 @@ def detect(
             for rec in alerts.drop(columns=[c for c in ("alert",) if c in alerts.columns]).to_dict("records"):
                 fh.write(json.dumps(rec, default=str) + "\n")
         console.print(f"wrote {len(alerts)} alerts to {out}")
+
+
+@app.command()
+def serve(
+    listen: str = typer.Option("127.0.0.1:50051", "--listen", help="HOST:PORT of the gRPC endpoint for edges."),
+    policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported policy folder (or a training run folder)."),
+    cloud: str = typer.Option(..., "--cloud", envvar="MARLIDS_CLOUD_URL",
+                              help="Base URL of the cloud API, e.g. http://127.0.0.1:8080 (env MARLIDS_CLOUD_URL)."),
+    ingest_key: str = typer.Option(..., "--ingest-key", envvar="MARLIDS_INGEST_KEY",
+                                   help="Cloud API key with the ingest role (env MARLIDS_INGEST_KEY)."),
+    sites: str = typer.Option(..., "--sites", help="Number of sites, or their ids comma-separated (site_a,site_b)."),
+    tick_timeout: float = typer.Option(5.0, "--tick-timeout",
+                                       help="Close a tick this many seconds after it opened even if a site is "
+                                            "missing (it gets the idle observation)."),
+    outbox: Path | None = typer.Option(None, "--outbox",
+                                       help="Durable alert queue (default ~/.cache/marlids/fog/outbox.sqlite)."),
+    outbox_max: int = typer.Option(10000, "--outbox-max", min=1,
+                                   help="Alerts waiting for the cloud before the fog stops acknowledging edges."),
+    decisions: Path | None = typer.Option(None, "--decisions", help="Append every decision to this JSON-lines file."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate chain (PEM)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA of the edges' certificates: require mTLS."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext gRPC (test benches only; logs a warning)."),
+) -> None:
+    """Gather each tick's Observations from all sites, decide them with the shared defender actor and post
+    alerts (level ≥ 2) to the cloud. Runs until Ctrl-C / SIGTERM. Tick, idle and late rules: fog/README.md.
+
+    Example: marlids fog serve --listen 127.0.0.1:50051 --cloud http://127.0.0.1:8080 --sites site_a,site_b
+    --insecure
+    """
+    from rich.console import Console
+
+    from edge.transport.tls import resolve_security
+    from fog.server import FogConfig, parse_sites, serve_fog
+
+    tls = resolve_security(role="server", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
+    cfg = FogConfig(listen=listen, policy_dir=policy, cloud_url=cloud, ingest_key=ingest_key, sites=parse_sites(sites),
+                    tick_timeout_s=tick_timeout, outbox_path=outbox, outbox_capacity=outbox_max,
+                    decisions_path=decisions, tls=tls)
+    console = Console()
+    stats = serve_fog(cfg, on_started=lambda s: console.print(f"fog listening on port {s.port}", highlight=False))
+    console.print(f"fog stopped: {stats['ticks_closed']} ticks, {stats['decisions']} decisions, {stats['alerts']} "
+                  f"alerts ({stats['late_observations']} late observations), {stats['outbox_pending']} alerts still "
+                  f"waiting for the cloud", highlight=False)

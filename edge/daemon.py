@@ -1,0 +1,506 @@
+"""The edge daemon: packets → windows → Observations → on-disk buffer → gRPC stream to the fog.
+
+Two threads around one :class:`~edge.transport.buffer.DiskBuffer`:
+
+* the **producer** takes closed window slots from the source — a capture replayed on its own clock
+  (:class:`PcapReplay`) or a live interface (:class:`edge.live.LiveWindows`) — turns each slot's windows
+  into Observations (:class:`edge.online.OnlineFusion`) and appends them, followed by a Watermark for
+  the slot, to the buffer in one transaction;
+* the **sender** keeps one bidirectional stream open to the fog (``observation.proto``), sends the
+  buffered messages in sequence order and deletes those the fog acknowledges. When the fog is
+  unreachable it retries with exponential backoff (0.2 s doubling to 5 s) while the buffer fills; after
+  reconnecting it replays everything unacknowledged, oldest first. The fog drops what it had already
+  committed, so a replay never duplicates an alert.
+
+Use :func:`run_edge` from a command line, or :class:`EdgeDaemon` (``start`` / ``wait`` / ``stop``, or a
+``with`` block) to embed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import pandas as pd
+
+from edge.transport.buffer import BUFFER_POLICIES, DiskBuffer
+from edge.transport.tls import TlsFiles, parse_hostport
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+#: The bundled exported policy; its ``fusion.json`` is the edge's default fusion pipeline.
+BUNDLED_FUSION = REPO / "models" / "defender"
+#: Site and device ids the cloud accepts (``cloud/schemas.py`` ID_PATTERN).
+SITE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+
+
+def default_buffer_path(site_id: str) -> Path:
+    """``$XDG_CACHE_HOME/marlids/edge/<site_id>.sqlite`` (``~/.cache`` when unset)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "marlids" / "edge" / f"{site_id.replace('/', '_')}.sqlite"
+
+
+@dataclass
+class EdgeConfig:
+    """Settings of one edge daemon (one site).
+
+    Parameters
+    ----------
+    site_id : str
+        Site id written into every window (letters, digits, ``._:@/-``; ≤ 128 characters).
+    fog : str
+        ``HOST:PORT`` of the fog coordinator.
+    pcap : Path, optional
+        Capture to replay (exactly one of ``pcap`` and ``iface``).
+    iface : str, optional
+        Network interface to capture live (needs CAP_NET_RAW).
+    replay_speed : float, default 1.0
+        Replay clock = capture clock × speed; ``0`` sends every window as fast as possible.
+    fusion_dir : Path
+        Folder with ``fusion.json`` (scaler and scorer), normally the exported policy folder.
+    window_s : float, default 5.0
+        Window length in seconds (must match the fog's other sites and the trained policy).
+    devices : {"local", "all"}
+        Which addresses are devices (:mod:`edge.windows`).
+    buffer_path : Path, optional
+        The on-disk buffer (default :func:`default_buffer_path`).
+    buffer_capacity : int, default 20000
+        Most buffered messages.
+    buffer_policy : {"drop-oldest", "block"}
+        What happens when the buffer is full (:mod:`edge.transport.buffer`).
+    tls : TlsFiles or None
+        Client TLS files; ``None`` = plaintext (the caller has checked ``--insecure``).
+    reconnect_initial_s, reconnect_max_s : float
+        Backoff between connection attempts (doubles from the first to the second).
+    max_inflight : int, default 2048
+        Messages sent but not yet acknowledged before the sender waits.
+    live_close_delay_s : float, optional
+        Live capture only: seconds after a window's end before it is closed (default
+        :data:`edge.live.DEFAULT_CLOSE_DELAY_S`).
+    """
+
+    site_id: str
+    fog: str
+    pcap: Path | None = None
+    iface: str | None = None
+    replay_speed: float = 1.0
+    fusion_dir: Path = BUNDLED_FUSION
+    window_s: float = 5.0
+    devices: str = "local"
+    buffer_path: Path | None = None
+    buffer_capacity: int = 20000
+    buffer_policy: str = "drop-oldest"
+    tls: TlsFiles | None = None
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 5.0
+    max_inflight: int = 2048
+    live_close_delay_s: float | None = None
+
+    def validate(self) -> None:
+        """Check the settings (no I/O beyond file existence and the capture capability).
+
+        Raises
+        ------
+        ValueError
+            Naming the bad setting and what is allowed.
+        FileNotFoundError
+            If the capture or fusion folder is missing.
+        PermissionError
+            For live capture without CAP_NET_RAW.
+        """
+        if not SITE_ID_PATTERN.match(self.site_id or ""):
+            raise ValueError(f"--site {self.site_id!r} is invalid: 1–128 letters, digits or ._:@/- "
+                             "starting with a letter or digit")
+        parse_hostport(self.fog, "--fog")
+        if (self.pcap is None) == (self.iface is None):
+            raise ValueError("give exactly one of --pcap FILE and --iface IFACE")
+        if not (isinstance(self.replay_speed, (int, float)) and math.isfinite(self.replay_speed)
+                and self.replay_speed >= 0):
+            raise ValueError(f"--replay-speed must be ≥ 0 (0 = as fast as possible), got {self.replay_speed!r}")
+        if not self.window_s > 0:
+            raise ValueError(f"--window must be > 0 seconds, got {self.window_s!r}")
+        if self.buffer_policy not in BUFFER_POLICIES:
+            raise ValueError(f"--buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
+        if self.buffer_capacity < 1:
+            raise ValueError(f"--buffer-max must be ≥ 1 message, got {self.buffer_capacity!r}")
+        if self.max_inflight < 1:
+            raise ValueError(f"max_inflight must be ≥ 1, got {self.max_inflight!r}")
+        if not (Path(self.fusion_dir) / "fusion.json").is_file():
+            raise FileNotFoundError(f"--fusion {self.fusion_dir}: no fusion.json (expected an exported policy "
+                                    "folder made by `marlids train`, or a folder written by FusionPipeline.save)")
+        if self.pcap is not None:
+            from edge.capture import check_capture
+
+            if not Path(self.pcap).is_file():
+                raise FileNotFoundError(f"--pcap {self.pcap}: no such file")
+            check_capture(self.pcap)
+        else:
+            from edge.live import check_live_capture
+
+            check_live_capture(self.iface)
+
+
+class PcapReplay:
+    """The window slots of a capture, released on the capture's own clock scaled by ``speed``.
+
+    The capture is metered once with :func:`edge.windows.extract_windows` — the function that made the
+    training data, so the streamed windows are exactly the offline ones — and slot ``k`` (windows
+    ``[k·w, (k+1)·w)``) is released when the replay clock reaches its end:
+    ``wall_start + (min(t_end, last_packet_ts) - first_packet_ts) / speed``. Every slot between the
+    first and the last packet is released, empty ones too (as a watermark only).
+
+    Parameters
+    ----------
+    path : Path
+    site_id : str
+    window_s : float
+    speed : float
+        0 = no waiting.
+    devices : str
+    stop : threading.Event
+        Interrupts the waiting.
+    """
+
+    def __init__(self, path: Path, site_id: str, window_s: float, speed: float, devices: str,
+                 stop: threading.Event) -> None:
+        self.path, self.site_id, self.window_s, self.speed = Path(path), site_id, window_s, speed
+        self.devices, self.stop = devices, stop
+        self.first_ts = self.last_ts = None
+
+    def __iter__(self) -> Iterator[tuple[float, pd.DataFrame]]:
+        from edge.windows import extract_windows
+
+        scans = []
+        frame = extract_windows([self.path], window_s=self.window_s, site_id=self.site_id, devices=self.devices,
+                                on_scan=scans.append)
+        scan = scans[0]
+        if scan.first_ts is None:
+            log.warning("%s: capture holds no packets", self.path)
+            return
+        self.first_ts, self.last_ts = scan.first_ts, scan.last_ts
+        w_ms = max(1, round(self.window_s * 1000))
+        first_k = int(scan.first_ts * 1000) // w_ms
+        last_k = int(scan.last_ts * 1000) // w_ms
+        slot_of = (frame["t_start"].to_numpy() * 1000 / w_ms).round().astype("int64")
+        groups = {k: idx for k, idx in pd.Series(range(len(frame))).groupby(slot_of).groups.items()}
+        wall0 = time.monotonic()
+        for k in range(first_k, last_k + 1):
+            t_end = (k + 1) * w_ms / 1000.0
+            if self.speed > 0:
+                due = wall0 + (min(t_end, scan.last_ts) - scan.first_ts) / self.speed
+                if self.stop.wait(max(0.0, due - time.monotonic())):
+                    return
+            elif self.stop.is_set():
+                return
+            idx = groups.get(k)
+            yield t_end, frame.iloc[list(idx)] if idx is not None else frame.iloc[0:0]
+
+
+@dataclass
+class EdgeStats:
+    """Counters of one edge daemon (a snapshot)."""
+
+    slots: int = 0
+    observations: int = 0
+    sent: int = 0
+    acked_seq: int = 0
+    buffered: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    connected: bool = False
+    producer_done: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class EdgeDaemon:
+    """One site's edge daemon (module docstring).
+
+    Parameters
+    ----------
+    config : EdgeConfig
+    pipeline : FusionPipeline, optional
+        Already loaded fusion pipeline (default: ``FusionPipeline.load(config.fusion_dir)``).
+    embedder : object, optional
+        Text embedder with ``embed(texts)`` (default: :func:`edge.onnx_embed.make_embedder`).
+
+    Examples
+    --------
+    >>> cfg = EdgeConfig(site_id="site_a", fog="127.0.0.1:50051", pcap=Path("data/captures/site_a.pcap"),
+    ...                  replay_speed=0)                                   # doctest: +SKIP
+    >>> with EdgeDaemon(cfg) as edge:                                      # doctest: +SKIP
+    ...     edge.wait(timeout=120)
+    """
+
+    def __init__(self, config: EdgeConfig, *, pipeline=None, embedder=None) -> None:
+        self.config = config
+        self._pipeline = pipeline
+        self._embedder = embedder
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stats = EdgeStats()
+        self._error: BaseException | None = None
+        self._call = None
+        self._threads: list[threading.Thread] = []
+        self.buffer: DiskBuffer | None = None
+        self._hello: bytes | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> EdgeDaemon:
+        """Validate, load the models, open the buffer and start the producer and sender threads.
+
+        Raises
+        ------
+        ValueError, FileNotFoundError, PermissionError
+            From :meth:`EdgeConfig.validate` or when loading the fusion pipeline.
+        """
+        cfg = self.config
+        cfg.validate()
+        from edge.observation import FusionPipeline
+        from edge.online import OnlineFusion
+        from edge.transport.wire import hello_message
+
+        pipe = self._pipeline or FusionPipeline.load(cfg.fusion_dir)
+        if self._embedder is None:
+            from edge.onnx_embed import make_embedder  # ONNX when torch is absent (marlids[edge])
+
+            self._embedder = make_embedder(num_threads=1)
+        self._fusion = OnlineFusion(pipe, self._embedder)
+        self.buffer = DiskBuffer(cfg.buffer_path or default_buffer_path(cfg.site_id), cfg.buffer_capacity,
+                                 cfg.buffer_policy)
+        if len(self.buffer):
+            log.info("%s: %d messages left from an earlier run are sent first", self.buffer.path, len(self.buffer))
+        self._hello = hello_message(site_id=cfg.site_id, edge_id=self.buffer.edge_id, window_s=cfg.window_s,
+                                    baseline_mean=pipe.scaler_.raw_mean_,
+                                    baseline_std=pipe.scaler_.raw_std_).SerializeToString()
+        self._threads = [threading.Thread(target=self._produce, name=f"edge-producer-{cfg.site_id}", daemon=True),
+                         threading.Thread(target=self._send, name=f"edge-sender-{cfg.site_id}", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the source is exhausted and the fog acknowledged every buffered message.
+
+        A live capture never ends by itself: only :meth:`stop` ends it.
+
+        Returns
+        -------
+        bool
+            True when done; False on timeout.
+
+        Raises
+        ------
+        Exception
+            The producer's error (a capture that cannot be read, a broken model), if it failed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._stats.producer_done and self.buffer is not None and len(self.buffer) == 0:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._stop.wait(0.05 if left is None else min(0.05, left))
+            if self._stop.is_set() and self._error is None:
+                return self._stats.producer_done and len(self.buffer) == 0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both threads and close the stream and the buffer (what is unacknowledged stays on disk).
+
+        Idempotent.
+        """
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        for t in self._threads:
+            t.join(timeout)
+        if self.buffer is not None:
+            self.buffer.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stats(self) -> EdgeStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            s = EdgeStats(**{k: getattr(self._stats, k) for k in EdgeStats.__dataclass_fields__ if k != "extra"})
+        if self.buffer is not None:
+            s.buffered = len(self.buffer)
+            s.dropped = self.buffer.dropped
+        return s
+
+    # -- producer -----------------------------------------------------------------------------
+    def _source(self):
+        cfg = self.config
+        if cfg.pcap is not None:
+            return PcapReplay(cfg.pcap, cfg.site_id, cfg.window_s, cfg.replay_speed, cfg.devices, self._stop)
+        from edge.live import DEFAULT_CLOSE_DELAY_S, LiveWindows
+
+        return LiveWindows(cfg.iface, cfg.site_id, cfg.window_s, cfg.devices, self._stop,
+                           close_delay_s=cfg.live_close_delay_s or DEFAULT_CLOSE_DELAY_S)
+
+    def _produce(self) -> None:
+        from edge.transport.buffer import BufferClosedError
+        from edge.transport.wire import observation_messages, watermark_message
+
+        cfg = self.config
+        try:
+            for t_end, windows in self._source():
+                msgs = []
+                if len(windows):
+                    msgs = observation_messages(self._fusion.transform(windows))
+                msgs.append(watermark_message(cfg.site_id, t_end, len(msgs)))
+                self.buffer.put(msgs)
+                with self._lock:
+                    self._stats.slots += 1
+                    self._stats.observations += len(msgs) - 1
+                if self._stop.is_set():
+                    break
+        except BufferClosedError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - surfaced by wait()
+            if not self._stop.is_set():
+                log.error("edge %s: producer failed: %s", cfg.site_id, exc)
+                self._error = exc
+        finally:
+            with self._lock:
+                self._stats.producer_done = True
+
+    # -- sender -------------------------------------------------------------------------------
+    def _channel(self):
+        import grpc
+
+        from edge.transport.tls import channel_credentials
+        from edge.transport.wire import CHANNEL_OPTIONS
+
+        if self.config.tls is None:
+            return grpc.insecure_channel(self.config.fog, options=CHANNEL_OPTIONS)
+        return grpc.secure_channel(self.config.fog, channel_credentials(self.config.tls), options=CHANNEL_OPTIONS)
+
+    def _requests(self, call_over: threading.Event) -> Iterator[bytes]:
+        buf = self.buffer
+        yield self._hello
+        cursor = 0
+        limit = self.config.max_inflight
+        while not (self._stop.is_set() or call_over.is_set()):
+            rows = buf.read_after(cursor, 256)
+            if not rows:
+                buf.wait_for(lambda c=cursor: buf.last_seq > c, 0.2)
+                continue
+            for seq, body in rows:
+                while seq - self._stats.acked_seq > limit and not (self._stop.is_set() or call_over.is_set()):
+                    buf.wait_for(lambda s=seq: s - self._stats.acked_seq <= limit, 0.2)
+                if self._stop.is_set() or call_over.is_set():
+                    return
+                yield body
+                cursor = seq
+                with self._lock:
+                    self._stats.sent += 1
+
+    def _send(self) -> None:
+        import grpc
+
+        from edge.transport.wire import raw_stream_callable
+
+        cfg = self.config
+        backoff = cfg.reconnect_initial_s
+        warned = False
+        while not self._stop.is_set():
+            channel = self._channel()
+            call_over = threading.Event()
+            try:
+                call = raw_stream_callable(channel)(self._requests(call_over))
+                self._call = call
+                if self._stop.is_set():
+                    call.cancel()
+                for ack in call:
+                    if not self._stats.connected:
+                        log.info("edge %s: connected to fog %s", cfg.site_id, cfg.fog)
+                        warned = False
+                    with self._lock:
+                        self._stats.connected = True
+                        self._stats.acked_seq = max(self._stats.acked_seq, ack.ack_seq)
+                    self.buffer.ack(ack.ack_seq)
+                    backoff = cfg.reconnect_initial_s
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    break
+                code = exc.code() if hasattr(exc, "code") else None
+                msg = f"edge {cfg.site_id}: fog {cfg.fog} unreachable or stream ended ({code}: " \
+                      f"{exc.details() if hasattr(exc, 'details') else exc}); buffering, retrying"
+                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT,
+                            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED):
+                    log.error("edge %s: the fog refused the stream: %s", cfg.site_id, exc.details())
+                elif not warned:
+                    log.warning(msg)
+                    warned = True
+                else:
+                    log.debug(msg)
+            except Exception:
+                if self._stop.is_set():
+                    break
+                log.exception("edge %s: sender error; retrying", cfg.site_id)
+            finally:
+                call_over.set()
+                self._call = None
+                channel.close()
+                with self._lock:
+                    if self._stats.connected:
+                        self._stats.reconnects += 1
+                    self._stats.connected = False
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, cfg.reconnect_max_s)
+
+
+def run_edge(config: EdgeConfig, *, drain_timeout_s: float | None = None, on_progress=None) -> EdgeStats:
+    """Run an edge daemon until its source ends and the fog has acknowledged everything (blocking).
+
+    Parameters
+    ----------
+    config : EdgeConfig
+    drain_timeout_s : float, optional
+        After the source ended, give up waiting for acknowledgements after this many seconds (what is
+        left stays in the buffer for the next run). ``None`` waits forever; a live capture runs until
+        interrupted.
+    on_progress : callable, optional
+        Called about once a second with an :class:`EdgeStats` snapshot.
+
+    Returns
+    -------
+    EdgeStats
+        The final counters.
+    """
+    daemon = EdgeDaemon(config).start()
+    try:
+        drain_deadline = None
+        while True:
+            if daemon.wait(timeout=1.0):
+                break
+            st = daemon.stats()
+            if on_progress is not None:
+                on_progress(st)
+            if st.producer_done and drain_timeout_s is not None:
+                drain_deadline = drain_deadline or time.monotonic() + drain_timeout_s
+                if time.monotonic() > drain_deadline:
+                    log.warning("edge %s: %d messages still unacknowledged after %.0f s; they stay in %s",
+                                config.site_id, st.buffered, drain_timeout_s, daemon.buffer.path)
+                    break
+        return daemon.stats()
+    finally:
+        daemon.stop()

@@ -1,0 +1,329 @@
+"""The fog's durable alert outbox and the thread that posts it to the cloud with backoff.
+
+:class:`AlertOutbox` is one SQLite file (WAL journal) holding
+
+* the alerts waiting for the cloud, in the order they were decided, plus the ids of recently posted
+  ones (so an alert decided again after a restart or a replay is not posted twice), and
+* per edge stream (``edge_id``), the highest sequence number whose decisions are committed — written
+  in the same transaction as the alerts, which is what lets the coordinator acknowledge a message only
+  once its alerts can no longer be lost.
+
+The outbox is bounded: :meth:`AlertOutbox.commit` blocks while ``capacity`` alerts are waiting. The
+coordinator then stops committing, hence stops acknowledging, and the edges keep the observations in
+their own disk buffers: backpressure instead of loss.
+
+:class:`CloudPoster` sends waiting alerts one by one, oldest first, as ``POST {cloud}/api/v1/alerts``
+with ``Authorization: Bearer <ingest key>``. 201 (stored) and 200 (already stored: the API is
+idempotent by ``alert_id``) remove an alert from the queue; 400/409/422 mark it rejected (logged, kept
+in the file for inspection, never retried); connection errors, timeouts, 401/403 (key not yet valid),
+408, 429 and 5xx are retried, the wait doubling from ``backoff_initial_s`` to ``backoff_max_s`` (a
+``Retry-After`` header, when present and larger, is honoured) and resetting after a success.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PENDING, POSTED, REJECTED = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, n);
+CREATE TABLE IF NOT EXISTS edges (edge_id TEXT PRIMARY KEY, site_id TEXT NOT NULL, committed_seq INTEGER NOT NULL);
+"""
+
+
+class OutboxClosedError(RuntimeError):
+    """The outbox was closed while a commit waited for room."""
+
+
+class AlertOutbox:
+    """Durable, bounded queue of alerts plus the per-edge commit positions (module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+        SQLite file; created with its folder when missing.
+    capacity : int, default 10000
+        Most alerts waiting for the cloud before :meth:`commit` blocks.
+    keep_posted : int, default 100000
+        Ids of posted alerts remembered to skip re-decided duplicates (oldest forgotten first).
+
+    Raises
+    ------
+    ValueError
+        For ``capacity`` or ``keep_posted`` < 1.
+    """
+
+    def __init__(self, path: str | Path, capacity: int = 10000, keep_posted: int = 100_000) -> None:
+        if capacity < 1 or keep_posted < 1:
+            raise ValueError(f"capacity and keep_posted must be ≥ 1, got {capacity!r} and {keep_posted!r}")
+        self.path = Path(path)
+        self.capacity = capacity
+        self.keep_posted = keep_posted
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pending = self._db.execute("SELECT COUNT(*) FROM alerts WHERE state = 0").fetchone()[0]
+        self._finished = 0
+
+    def committed_positions(self) -> dict[str, int]:
+        """``edge_id → committed sequence number`` of every edge seen."""
+        with self._cond:
+            return {e: s for e, s in self._db.execute("SELECT edge_id, committed_seq FROM edges")}
+
+    def commit(self, alerts: list[dict], positions: dict[str, tuple[str, int]], timeout: float | None = None) -> int:
+        """Store new alerts and advance edge positions in one transaction.
+
+        Parameters
+        ----------
+        alerts : list of dict
+            Alert bodies (:func:`fog.detect.make_alert`); an ``alert_id`` already in the outbox (waiting,
+            posted or rejected) is skipped.
+        positions : dict
+            ``edge_id → (site_id, committed_seq)``; a position never moves backwards.
+        timeout : float, optional
+            Seconds to wait for room (``None`` = forever).
+
+        Returns
+        -------
+        int
+            Alerts actually added.
+
+        Raises
+        ------
+        TimeoutError
+            If the outbox stayed full for ``timeout`` seconds.
+        OutboxClosedError
+            If closed meanwhile.
+        """
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while alerts and self._pending + len(alerts) > self.capacity and self._pending > 0:
+                if self._closed:
+                    raise OutboxClosedError(f"{self.path}: outbox closed")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{self.path}: {self._pending} alerts waiting for the cloud (capacity "
+                                       f"{self.capacity})")
+                self._cond.wait(0.5 if left is None else min(0.5, left))
+            if self._closed:
+                raise OutboxClosedError(f"{self.path}: outbox closed")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                before = db.total_changes
+                db.executemany("INSERT OR IGNORE INTO alerts (alert_id, body) VALUES (?, ?)",
+                               [(a["alert_id"], json.dumps(a, separators=(",", ":"))) for a in alerts])
+                added = db.total_changes - before
+                db.executemany(
+                    "INSERT INTO edges VALUES (?, ?, ?) ON CONFLICT(edge_id) DO UPDATE SET "
+                    "committed_seq = MAX(committed_seq, excluded.committed_seq), site_id = excluded.site_id",
+                    [(e, site, int(seq)) for e, (site, seq) in positions.items()])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._pending += added
+            if added:
+                self._cond.notify_all()
+            return added
+
+    def next_pending(self, limit: int = 64) -> list[tuple[str, str]]:
+        """Up to ``limit`` waiting ``(alert_id, body JSON)``, oldest first."""
+        with self._cond:
+            if self._closed:
+                return []
+            return self._db.execute("SELECT alert_id, body FROM alerts WHERE state = 0 ORDER BY n LIMIT ?",
+                                    (limit,)).fetchall()
+
+    def wait_pending(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a waiting alert; returns whether there is one."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or self._pending > 0, timeout) and not self._closed
+
+    def _finish(self, alert_id: str, state: int, reason: str | None) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            cur = self._db.execute("UPDATE alerts SET state = ?, reason = ?, attempts = attempts + 1 "
+                                   "WHERE alert_id = ? AND state = 0", (state, reason, alert_id))
+            if cur.rowcount:
+                self._pending -= 1
+                self._cond.notify_all()
+            self._finished += 1
+            if state == POSTED and self._finished % 256 == 0:
+                self._db.execute("DELETE FROM alerts WHERE state = 1 AND n <= (SELECT n FROM alerts WHERE state = 1 "
+                                 "ORDER BY n DESC LIMIT 1 OFFSET ?)", (self.keep_posted,))
+
+    def mark_posted(self, alert_id: str) -> None:
+        """The cloud stored the alert (201) or already had it (200)."""
+        self._finish(alert_id, POSTED, None)
+
+    def mark_rejected(self, alert_id: str, reason: str) -> None:
+        """The cloud refused the alert for good (4xx other than auth/rate limits); kept with the reason."""
+        self._finish(alert_id, REJECTED, reason[:500])
+
+    def count(self, state: int | None = None) -> int:
+        """Alerts in the file (in ``state`` when given: 0 waiting, 1 posted, 2 rejected)."""
+        with self._cond:
+            if self._closed:
+                return 0
+            if state is None:
+                return self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM alerts WHERE state = ?", (state,)).fetchone()[0]
+
+    @property
+    def pending(self) -> int:
+        """Alerts waiting for the cloud."""
+        return self._pending
+
+    def close(self) -> None:
+        """Close the file; waiting callers get :class:`OutboxClosedError`. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            self._db.close()
+
+
+class CloudPoster:
+    """Thread posting the outbox to the cloud (module docstring).
+
+    Parameters
+    ----------
+    outbox : AlertOutbox
+    cloud_url : str
+        Base URL of the cloud API, e.g. ``http://127.0.0.1:8080``.
+    ingest_key : str
+        API key with the ``ingest`` role (sent as ``Authorization: Bearer <key>``).
+    timeout_s : float, default 10.0
+        Timeout of one request.
+    backoff_initial_s, backoff_max_s : float
+        Retry wait: doubles from the first to the second.
+
+    Raises
+    ------
+    ValueError
+        For a URL that is not http(s) or an empty key.
+    """
+
+    RETRY_STATUSES = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
+
+    def __init__(self, outbox: AlertOutbox, cloud_url: str, ingest_key: str, *, timeout_s: float = 10.0,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        if not cloud_url.startswith(("http://", "https://")):
+            raise ValueError(f"--cloud {cloud_url!r} is invalid: expected an http:// or https:// URL")
+        if not ingest_key:
+            raise ValueError("--ingest-key is empty: give the cloud API key with the ingest role "
+                             "(or set MARLIDS_INGEST_KEY)")
+        self.outbox = outbox
+        self.url = cloud_url.rstrip("/") + "/api/v1/alerts"
+        self._headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
+        self.timeout_s = timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.posted = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.failures = 0
+        self._last_error = ""
+
+    def start(self) -> CloudPoster:
+        """Start the posting thread."""
+        self._thread = threading.Thread(target=self._run, name="fog-cloud-poster", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop, after trying for up to ``drain_s`` seconds to empty the queue. Idempotent."""
+        deadline = time.monotonic() + drain_s
+        while drain_s > 0 and self.outbox.pending and time.monotonic() < deadline and self._thread is not None \
+                and self._thread.is_alive():
+            time.sleep(0.05)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout_s + 5)
+
+    def _run(self) -> None:
+        import httpx
+
+        backoff = self.backoff_initial_s
+        warned = False
+        with httpx.Client(timeout=self.timeout_s, headers=self._headers) as client:
+            while not self._stop.is_set():
+                batch = self.outbox.next_pending(64)
+                if not batch:
+                    self.outbox.wait_pending(0.5)
+                    continue
+                for alert_id, body in batch:
+                    if self._stop.is_set():
+                        return
+                    wait = self._post_one(client, alert_id, body)
+                    if wait is None:
+                        backoff = self.backoff_initial_s
+                        if warned:
+                            log.info("cloud %s reachable again", self.url)
+                            warned = False
+                        continue
+                    self.failures += 1
+                    delay = max(backoff, min(wait, self.backoff_max_s))
+                    if not warned:
+                        log.warning("cloud post failed (%s); %d alerts waiting; retrying with backoff", self._last_error,
+                                    self.outbox.pending)
+                        warned = True
+                    else:
+                        log.debug("cloud post failed (%s); retry in %.1f s", self._last_error, delay)
+                    self._stop.wait(delay)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    break
+
+    def _post_one(self, client, alert_id: str, body: str) -> float | None:
+        """Post one alert; None on success or permanent rejection, else the suggested wait (s)."""
+        import httpx
+
+        try:
+            r = client.post(self.url, content=body)
+        except httpx.HTTPError as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            return 0.0
+        if r.status_code in (200, 201):
+            self.outbox.mark_posted(alert_id)
+            if r.status_code == 200:
+                self.duplicates += 1
+            else:
+                self.posted += 1
+            return None
+        if r.status_code in self.RETRY_STATUSES:
+            self._last_error = f"HTTP {r.status_code}: {r.text[:200]}"
+            if r.status_code in (401, 403):
+                log.error("cloud refused the ingest key (HTTP %d); check --ingest-key; retrying", r.status_code)
+            try:
+                return float(r.headers.get("Retry-After", 0))
+            except ValueError:
+                return 0.0
+        self.rejected += 1
+        log.error("cloud rejected alert %s (HTTP %d): %s", alert_id, r.status_code, r.text[:300])
+        self.outbox.mark_rejected(alert_id, f"HTTP {r.status_code}: {r.text}")
+        return None

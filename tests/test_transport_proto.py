@@ -1,0 +1,127 @@
+"""Wire contract: generated code is current, messages round-trip, option checks give one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge.features import FEATURE_NAMES, N_FEATURES
+from edge.observation import OBS_DIM
+from edge.online import ObservationBatch
+from edge.transport import observation_pb2 as pb
+from edge.transport.tls import INSECURE_WARNING, parse_hostport, resolve_security
+from edge.transport.wire import hello_message, observation_arrays, observation_messages, watermark_message
+
+
+def test_generated_code_is_up_to_date():
+    from importlib.metadata import version
+
+    from edge.transport.codegen import GRPC_TOOLS_VERSION, stale_files
+
+    assert version("grpcio-tools") == GRPC_TOOLS_VERSION, "pin grpcio-tools to the version that made the files"
+    assert stale_files() == [], "run: python -m edge.transport.codegen"
+
+
+def test_codegen_check_detects_a_stale_file(tmp_path, monkeypatch):
+    import shutil
+
+    import edge.transport.codegen as cg
+
+    fake_root = tmp_path / "repo"
+    shutil.copytree(cg.ROOT / "edge" / "transport", fake_root / "edge" / "transport")
+    (fake_root / "edge" / "transport" / "observation_pb2.py").write_text("# edited by hand\n")
+    monkeypatch.setattr(cg, "ROOT", fake_root)
+    assert cg.stale_files() == ["observation_pb2.py"]
+    assert cg.main(["--check"]) == 1
+
+
+def _batch(n: int = 3, T: int = 4, scored: bool = True) -> ObservationBatch:
+    rng = np.random.default_rng(0)
+    keys = pd.DataFrame({"site_id": ["s1"] * n, "device_id": [f"10.0.0.{i}" for i in range(n)],
+                         "t_start": 1000.0 + 5 * np.arange(n), "t_end": 1005.0 + 5 * np.arange(n),
+                         "proto_text": [f"DNS out: {i} packets." for i in range(n)]})
+    scores = rng.uniform(size=n) if scored else np.full(n, np.nan)
+    if scored:
+        scores[1] = np.nan  # warm-up window
+    att = rng.dirichlet(np.ones(T), size=n).astype(np.float32)
+    return ObservationBatch(keys=keys, x=rng.uniform(0, 100, (n, N_FEATURES)).astype(np.float32),
+                            z=rng.normal(size=(n, N_FEATURES)).astype(np.float32),
+                            vectors=rng.normal(size=(n, OBS_DIM)).astype(np.float32), scores=scores,
+                            attention=att if scored else None,
+                            attention_t=np.tile(1000.0 + 5 * np.arange(T), (n, 1)) if scored else None)
+
+
+def test_observations_round_trip_through_bytes():
+    batch = _batch()
+    msgs = observation_messages(batch)
+    assert len(msgs) == 3
+    for i, m in enumerate(msgs):
+        o = pb.EdgeMessage.FromString(m.SerializeToString()).observation
+        arr = observation_arrays(o)
+        np.testing.assert_array_equal(arr["vector"], batch.vectors[i])
+        np.testing.assert_array_equal(arr["features"], batch.x[i])
+        np.testing.assert_array_equal(arr["features_z"], batch.z[i])
+        assert (o.site_id, o.device_id, o.t_start, o.t_end, o.proto_text) == tuple(batch.keys.iloc[i])
+        if i == 1:
+            assert not o.score_available and arr["attention"] is None
+        else:
+            assert o.score_available and o.anomaly_score == pytest.approx(batch.scores[i], rel=1e-6)
+            np.testing.assert_array_equal(arr["attention"], batch.attention[i])
+            np.testing.assert_array_equal(arr["attention_t"], batch.attention_t[i])
+
+
+def test_hello_and_watermark_messages():
+    h = hello_message(site_id="s1", edge_id="e", window_s=5.0, baseline_mean=np.arange(N_FEATURES),
+                      baseline_std=np.ones(N_FEATURES)).hello
+    assert h.obs_dim == OBS_DIM and list(h.feature_names) == list(FEATURE_NAMES) and h.baseline_mean[3] == 3
+    w = watermark_message("s1", 1005.0, 7).watermark
+    assert (w.site_id, w.t_end, w.n_observations) == ("s1", 1005.0, 7)
+
+
+@pytest.mark.parametrize("field, size, match", [("vector", OBS_DIM - 1, "vector has"),
+                                                ("features", N_FEATURES + 1, "features and"),
+                                                ("attention", 3, "attention and attention_t")])
+def test_observation_arrays_reject_other_layouts(field, size, match):
+    o = observation_messages(_batch(1, scored=False))[0].observation
+    getattr(o, field)[:] = [0.0] * size
+    if field == "attention":
+        o.attention_t[:] = [0.0] * 2
+    with pytest.raises(ValueError, match=match):
+        observation_arrays(o)
+
+
+@pytest.mark.parametrize("value, ok", [("127.0.0.1:50051", ("127.0.0.1", 50051)), ("[::1]:7", ("::1", 7)),
+                                       ("fog.local:0", ("fog.local", 0)), ("127.0.0.1", None), (":80", None),
+                                       ("h:99999", None), ("h:x", None)])
+def test_parse_hostport(value, ok):
+    if ok is None:
+        with pytest.raises(ValueError, match="expected HOST:PORT"):
+            parse_hostport(value, "--fog")
+    else:
+        assert parse_hostport(value, "--fog") == ok
+
+
+@pytest.mark.parametrize("role, given, insecure, match", [
+    ("server", {}, False, "the fog needs --tls-cert and --tls-key"),
+    ("client", {}, False, "the edge needs --tls-ca"),
+    ("server", {"cert": "c"}, False, "go together"),
+    ("client", {"ca": "a"}, True, "contradicts"),
+    ("client", {"ca": "missing.pem"}, False, "--tls-ca missing.pem: no such file"),
+])
+def test_tls_option_errors(tmp_path, monkeypatch, role, given, insecure, match):
+    monkeypatch.chdir(tmp_path)
+    for name in ("c", "k", "a"):
+        Path(name).write_text("x")
+    args = {"cert": None, "key": None, "ca": None} | {k: Path(v) for k, v in given.items()}
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        resolve_security(role=role, insecure=insecure, **args)
+
+
+def test_insecure_is_explicit_and_warns(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_security(role="server", cert=None, key=None, ca=None, insecure=True) is None
+    assert INSECURE_WARNING in caplog.text
