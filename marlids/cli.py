@@ -17,9 +17,9 @@ import typer
 from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
 from fog.cli import app as fog_app
+from marlids import __version__
 from training.cli import app as train_app
 from training.range.cli import app as range_app
-from marlids import __version__
 
 app = typer.Typer(
     name="marlids",
@@ -59,42 +59,72 @@ def _root(
 
 
 BUNDLED_CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
+BUNDLED_POLICY = Path(__file__).resolve().parents[1] / "models" / "defender"
 
 
 @app.command()
 def demo(
     captures: Path = typer.Option(BUNDLED_CAPTURES, "--captures",
-                                  help="Folder of <site>.pcap captures (default: the bundled range recordings)."),
-    out: Path = typer.Option(Path("out/demo"), "--out", help="Where the window Parquet files are written."),
-    window: float = typer.Option(5.0, "--window", help="Window length in seconds.", min=0.001),
-    embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed protocol texts with MiniLM."),
+                                  help="Folder of <site>.pcap captures with <site>.groundtruth.csv beside them "
+                                       "(default: the bundled range recordings)."),
+    policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported defender policy folder "
+                                                                 "(default: the bundled models/defender)."),
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Working folder: logs, SQLite store, keys, buffers."),
+    keep_running: bool = typer.Option(False, "--keep-running",
+                                      help="Leave the cloud API, dashboard and fog up until Ctrl-C."),
+    show: int = typer.Option(15, "--show", min=0, help="Alerts listed in the table (highest level first)."),
 ) -> None:
-    """The main job, on the bundled real captures: per site, meter flows, build windows, embed texts,
-    write Parquet and print a readable summary (devices, protocol texts, widest-spread features).
-    """
-    from rich.console import Console
-    from rich.rule import Rule
+    """The main job: cloud API + fog coordinator + one edge daemon per site on the bundled real captures.
 
-    from edge.cli import extract_with_progress, summary_tables
-    from edge.io import write_windows
+    Each edge meters flows, builds windows, embeds protocol texts with MiniLM, scores them with the
+    temporal scorer and streams Observations over gRPC; the fog decides them with the trained MAPPO
+    defender and posts alerts; the cloud stores, maps to ATT&CK and explains them. Ends with the alerts,
+    per-site detection metrics against the captures' ground truth and the dashboard URL.
+    """
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from marlids.demo import run_demo
 
     pcaps = sorted(p for p in captures.glob("*.pcap*") if p.is_file())
     if not pcaps:
         raise FileNotFoundError(f"no .pcap/.pcapng captures in {captures}")
     console = Console()
-    for pcap in pcaps:
-        site = pcap.name.split(".")[0]
-        console.print(Rule(f"site {site} — {pcap.name}"))
-        df, emb, fig = extract_with_progress([pcap], window_s=window, site_id=site, devices="local",
-                                             idle_timeout_s=120, active_timeout_s=1800, embed=embed)
-        path = write_windows(df, out / f"windows_{site}.parquet", window_s=window, embeddings=emb)
-        for table in summary_tables(df):
-            console.print(table)
-        cache = fig["cache"]
-        console.print(f"{fig['packets']:,} packets → {len(df):,} windows in {fig['total_s']:.1f} s; "
-                      f"{df['proto_text'].nunique():,} distinct protocol texts"
-                      + (f" (MiniLM cache: {cache['misses']:,} encoded, {cache['hits']:,} hits)" if cache else "")
-                      + f"; written to {path}")
+    result = run_demo(pcaps, policy, out, console=console, keep_running=keep_running)
+    alerts = sorted(result.alerts, key=lambda a: (-a["level"], a["ts"]))
+    t = Table(title=f"{len(alerts)} alerts stored in the cloud (showing {min(show, len(alerts))}, highest level first)")
+    for c in ("time (UTC)", "site", "device", "level", "technique", "explanation summary"):
+        t.add_column(c, overflow="fold")
+    for a in alerts[:show]:
+        expl = (a.get("explanation") or {}).get("summary", "(pending)")
+        t.add_row(datetime.fromisoformat(a["ts"]).strftime("%H:%M:%S"), a["site_id"], a["device_id"], str(a["level"]),
+                  ", ".join(a["technique_ids"]) or a["attack_class"], expl if len(expl) <= 110 else expl[:107] + "…")
+    console.print(t)
+    m = Table(title="per-site detection (a window counts as detected when an alert was stored for it)")
+    for c in ("site", "windows", "malicious", "precision", "recall", "F1", "FPR"):
+        m.add_column(c, justify="right" if c != "site" else "left")
+    for site, r in result.metrics.items():
+        m.add_row(site, str(r["windows"]), str(r["malicious"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                  f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
+    console.print(m)
+    console.print("The bundled policy was trained on the first ~70 % of each capture (models/README.md), so these "
+                  "figures mix seen and held-out windows; `marlids train eval` gives held-out-only figures.")
+    console.print(f"finished in {result.seconds:.0f} s; metrics in {out / 'demo_metrics.json'}, logs in {out}/")
+    console.print(f"dashboard: {result.dashboard_url}  (analyst key in {out / 'keys.json'})")
+    if keep_running:
+        import time as _time
+
+        console.print("services keep running; Ctrl-C stops them")
+        try:
+            while all(s.alive() for s in result.services if not s.name.startswith("edge_")):
+                _time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for s in reversed(result.services):
+                s.stop()
 
 
 @app.command()

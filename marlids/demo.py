@@ -1,0 +1,289 @@
+"""``marlids demo``: the whole product on one machine, on the bundled real range captures.
+
+It starts, as separate processes exactly as a deployment runs them:
+
+1. the cloud analyst API (``marlids cloud serve``, SQLite, built-in explainer, fresh API keys),
+2. the fog coordinator (``marlids fog serve``, the bundled defender policy ``models/defender``),
+3. one edge daemon per site (``marlids edge run --pcap <site>.pcap --fast``),
+
+waits until every window of every site has been decided and every alert stored and explained, then
+prints the alerts, per-site detection metrics against each capture's ground truth (``<site>.groundtruth.csv``
+→ labeled windows, :func:`training.range.label.label_capture`) and the dashboard URL. The services stop
+at the end (``keep_running`` leaves them up until Ctrl-C). All state lives under the output folder,
+which is cleared at the start so a rerun never sees an earlier run's buffers or positions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Seconds each stage may take before the demo gives up with a clear error.
+STARTUP_TIMEOUT_S = 120.0
+EDGE_TIMEOUT_S = 600.0
+SETTLE_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """One child process with its log file."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 8) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; only this process (by PID)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured: the alerts stored in the cloud and per-site metrics."""
+
+    alerts: list[dict]
+    metrics: dict[str, dict]
+    dashboard_url: str
+    analyst_key: str
+    seconds: float
+    services: list[Service] = field(default_factory=list)
+
+
+def _spawn(name: str, args: list[str], out: Path, env: dict) -> Service:
+    log = out / f"{name}.log"
+    fh = log.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "marlids", *args], stdout=fh, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    return Service(name, proc, log)
+
+
+def _wait(predicate, timeout: float, what: str, services: list[Service], poll: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        for s in services:
+            if not s.alive() and s.proc.returncode not in (0, None):
+                raise RuntimeError(f"{s.name} exited with code {s.proc.returncode} while waiting for {what}; "
+                                   f"last lines of {s.log}:\n{s.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+def fetch_alerts(client, key: str) -> list[dict]:
+    """Every alert in the cloud (all pages), newest first."""
+    items, cursor = [], None
+    while True:
+        params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        r = client.get("/api/v1/alerts", params=params, headers={"Authorization": f"Bearer {key}"})
+        r.raise_for_status()
+        page = r.json()
+        items += page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+
+
+def site_metrics(labeled, alerted_ids: set[str]) -> dict:
+    """Per-window precision, recall, F1, FPR of "an alert was raised for this window" vs its label.
+
+    Parameters
+    ----------
+    labeled : DataFrame
+        Labeled windows of one site (``site_id``, ``device_id``, ``t_start``, ``label``).
+    alerted_ids : set of str
+        ``alert_id`` of every alert stored for the site (:func:`fog.detect.alert_id`).
+    """
+    from fog.detect import alert_id
+
+    y = labeled["label"].to_numpy().astype(bool)
+    pred = np.array([alert_id(s, d, t) in alerted_ids
+                     for s, d, t in zip(labeled["site_id"], labeled["device_id"], labeled["t_start"])])
+    tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
+    fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"windows": len(y), "malicious": int(y.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "fpr": fp / (fp + tn) if fp + tn else 0.0,
+            "unmatched_alerts": len(alerted_ids) - tp - fp}
+
+
+def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_running: bool = False,
+             tick_timeout_s: float = 5.0) -> DemoResult:
+    """Run cloud + fog + one edge per capture; return the stored alerts and per-site metrics.
+
+    Parameters
+    ----------
+    captures : list of Path
+        ``<site>.pcap`` files, each with ``<site>.groundtruth.csv`` beside it (the site id is the stem).
+    policy : Path
+        Exported defender policy folder (``actor.pt``, ``fusion.json``, ``scorer/``).
+    out : Path
+        Working folder (cleared of earlier demo state): logs, SQLite database, keys, buffers, outbox.
+    console : rich.console.Console
+        Where progress goes.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a capture, its ground truth or the policy is missing.
+    RuntimeError
+        If a service fails to start or a stage times out (the message holds the service's last log lines).
+    """
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.range.label import label_capture
+
+    t0 = time.monotonic()
+    if not (policy / "actor.pt").is_file():
+        raise FileNotFoundError(f"{policy}: no exported defender policy (actor.pt); see models/README.md")
+    sites = {}
+    for pcap in captures:
+        gt = pcap.with_name(pcap.name.split(".")[0] + ".groundtruth.csv")
+        if not gt.is_file():
+            raise FileNotFoundError(f"{gt}: ground truth of {pcap.name} missing (needed for the metrics)")
+        sites[pcap.name.split(".")[0]] = (pcap, gt)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ["cloud.db", "cloud.db-wal", "cloud.db-shm", "keys.json", "outbox.sqlite", "decisions.jsonl",
+                  *(f"buffer_{s}.sqlite" for s in sites)]:
+        (out / stale).unlink(missing_ok=True)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cloud_port, fog_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{cloud_port}"
+    services: list[Service] = []
+    try:
+        with console.status("starting the cloud API (SQLite, built-in explainer) …"):
+            services.append(_spawn("cloud", ["cloud", "serve", "--db", str(out / "cloud.db"), "--port", str(cloud_port),
+                                             "--bootstrap-keys", str(out / "keys.json"), "--log-level", "warning"],
+                                   out, env))
+            client = httpx.Client(base_url=base, timeout=10.0)
+
+            def healthy():
+                try:
+                    return client.get("/healthz").status_code == 200 and (out / "keys.json").is_file()
+                except httpx.HTTPError:
+                    return False
+            _wait(healthy, STARTUP_TIMEOUT_S, "the cloud API", services)
+            keys = json.loads((out / "keys.json").read_text())
+        console.print(f"[green]✓[/] cloud API on {base}")
+
+        with console.status("starting the fog coordinator …"):
+            services.append(_spawn("fog", ["fog", "serve", "--listen", f"127.0.0.1:{fog_port}", "--policy", str(policy),
+                                           "--cloud", base, "--ingest-key", keys["ingest"], "--sites", ",".join(sites),
+                                           "--tick-timeout", str(tick_timeout_s), "--outbox", str(out / "outbox.sqlite"),
+                                           "--decisions", str(out / "decisions.jsonl"), "--insecure"], out, env))
+            _wait(lambda: "listening on port" in services[-1].log.read_text(errors="replace"),
+                  STARTUP_TIMEOUT_S, "the fog coordinator", services)
+        console.print(f"[green]✓[/] fog coordinator on 127.0.0.1:{fog_port} (policy {policy})")
+
+        edges = []
+        for site, (pcap, _) in sites.items():
+            edges.append(_spawn(f"edge_{site}", ["edge", "run", "--pcap", str(pcap), "--site", site, "--fast",
+                                                 "--fog", f"127.0.0.1:{fog_port}", "--fusion", str(policy),
+                                                 "--buffer", str(out / f"buffer_{site}.sqlite"), "--insecure"],
+                                out, env))
+        services += edges
+        console.print(f"[green]✓[/] {len(edges)} edge daemons replaying {', '.join(p.name for p, _ in sites.values())}")
+
+        labeled = {site: label_capture(pcap) for site, (pcap, gt) in sites.items()}
+        total = sum(len(f) for f in labeled.values())
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("windows decided by the fog", total=total)
+
+            def decided() -> int:
+                try:
+                    with (out / "decisions.jsonl").open() as fh:
+                        return sum(1 for _ in fh)
+                except OSError:
+                    return 0
+
+            def edges_done():
+                progress.update(task, completed=min(decided(), total))
+                return all(not e.alive() for e in edges)
+            _wait(edges_done, EDGE_TIMEOUT_S, "the edge daemons", services, poll=0.5)
+            for e in edges:
+                if e.proc.returncode != 0:
+                    raise RuntimeError(f"{e.name} exited with code {e.proc.returncode}; last lines of {e.log}:\n{e.tail()}")
+            # The edges have delivered everything (they exit after the fog acknowledged their last message,
+            # which it does only once the alerts are in its outbox); now the outbox drains into the cloud.
+            task2 = progress.add_task("alerts stored and explained", total=None)
+
+            def settled():
+                progress.update(task, completed=min(decided(), total))
+                alerts = fetch_alerts(client, keys["analyst"])
+                progress.update(task2, completed=len(alerts))
+                stats = client.get("/metrics", headers={"Authorization": f"Bearer {keys['analyst']}"}).text
+                outbox_empty = _outbox_pending(out / "outbox.sqlite") == 0
+                done = outbox_empty and all(a["explanation_status"] == "ready" for a in alerts)
+                return alerts if done and stats else None
+            alerts = _wait(settled, SETTLE_TIMEOUT_S, "alerts to be stored and explained", services, poll=1.0)
+            progress.update(task2, total=len(alerts), completed=len(alerts))
+
+        details = [client.get(f"/api/v1/alerts/{a['alert_id']}", headers={"Authorization": f"Bearer {keys['analyst']}"}).json()
+                   for a in alerts]
+        metrics = {}
+        for site, frame in labeled.items():
+            ids = {a["alert_id"] for a in details if a["site_id"] == site}
+            metrics[site] = site_metrics(frame, ids)
+        result = DemoResult(alerts=details, metrics=metrics, dashboard_url=f"{base}/dashboard",
+                            analyst_key=keys["analyst"], seconds=time.monotonic() - t0, services=services)
+        (out / "demo_metrics.json").write_text(json.dumps({"metrics": metrics, "alerts": len(details),
+                                                           "seconds": result.seconds}, indent=1))
+        return result
+    finally:
+        if not keep_running:
+            for s in reversed(services):
+                s.stop()
+
+
+def _outbox_pending(path: Path) -> int:
+    """Alerts the fog has not yet delivered to the cloud (``-1`` when the outbox cannot be read yet)."""
+    import sqlite3
+
+    if not path.is_file():
+        return -1
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0) as con:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+            if "alerts" not in tables:
+                return -1
+            return int(con.execute("select count(*) from alerts where state = 0").fetchone()[0])
+    except sqlite3.Error:
+        return -1
