@@ -134,9 +134,6 @@ class EdgeConfig:
             raise ValueError(f"--buffer-max must be ≥ 1 message, got {self.buffer_capacity!r}")
         if self.max_inflight < 1:
             raise ValueError(f"max_inflight must be ≥ 1, got {self.max_inflight!r}")
-        if not (Path(self.fusion_dir) / "fusion.json").is_file():
-            raise FileNotFoundError(f"--fusion {self.fusion_dir}: no fusion.json (expected an exported policy "
-                                    "folder made by `marlids train`, or a folder written by FusionPipeline.save)")
         if self.pcap is not None:
             from edge.capture import check_capture
 
@@ -147,6 +144,9 @@ class EdgeConfig:
             from edge.live import check_live_capture
 
             check_live_capture(self.iface)
+        if not (Path(self.fusion_dir) / "fusion.json").is_file():
+            raise FileNotFoundError(f"--fusion {self.fusion_dir}: no fusion.json (expected an exported policy "
+                                    "folder made by `marlids train`, or a folder written by FusionPipeline.save)")
 
 
 class PcapReplay:

@@ -20,7 +20,11 @@ SYN-ACK arriving in a later piece than its SYN counts as a failed connection; AR
 checked against the bindings learnt so far rather than over the whole capture.
 
 NFStream runs in a forked child process of its own (it cannot be stopped from another thread while it
-waits for packets), which :meth:`close` terminates together with its meter. Live capture needs CAP_NET_RAW (:func:`check_live_capture`).
+waits for packets), which :meth:`close` terminates together with its meter. On an interface that child
+captures the frames itself and feeds NFStream through a FIFO with clock ticks
+(:func:`_interface_child`): NFStream's clock only moves with packets, so without ticks the last packets of
+a window would wait for the next packet on the wire. Live capture needs CAP_NET_RAW
+(:func:`check_live_capture`) and an Ethernet-framed interface (Ethernet, Wi-Fi, veth, bridge, loopback).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections import deque
@@ -100,6 +105,10 @@ def check_live_capture(iface: str, *, status_text: str | None = None) -> None:
     if net.is_dir() and not (net / iface).exists():
         have = ", ".join(sorted(p.name for p in net.iterdir()))
         raise ValueError(f"--iface {iface!r}: no such network interface (this host has: {have})")
+    kind = net / iface / "type"
+    if kind.is_file() and int(kind.read_text().strip() or 0) not in _ETHERNET_ARPHRD:
+        raise ValueError(f"--iface {iface!r}: not an Ethernet-framed interface (type {kind.read_text().strip()}); "
+                         "capture on the bridge or physical port instead")
     if not has_cap_net_raw(status_text):
         raise PermissionError(
             f"live capture on {iface} needs CAP_NET_RAW, which this process lacks (uid {os.getuid()}): run as root, "
@@ -119,33 +128,139 @@ def _piece(flow) -> tuple:
             dict(u.slices))
 
 
-def _meter_child(source: str, window_ms: int, out) -> None:
-    """Child process: meter ``source`` in pieces and put them (lists of :func:`_piece`) on ``out``."""
-    import signal
-
+def _file_child(source: str, window_ms: int, out) -> None:
+    """Child process: meter a capture file in pieces and put them (lists of :func:`_piece`) on ``out``."""
     from nfstream import NFStreamer
 
-    def _terminate(*_):
-        for child in mp.active_children():
-            child.terminate()
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, _terminate)
+    os.setpgrp()  # own process group with NFStream's meter: the parent ends both with one killpg
     try:
         streamer = NFStreamer(source=source, decode_tunnels=True, promiscuous_mode=True, snapshot_length=1536,
                               idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S, accounting_mode=1,
                               udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
                               statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
-        batch, last = [], time.monotonic()
-        for flow in streamer:
-            batch.append(_piece(flow))
-            if len(batch) >= 64 or time.monotonic() - last > 0.1:
-                out.put(("pieces", batch))
-                batch, last = [], time.monotonic()
-        out.put(("pieces", batch))
-        out.put(("end", None))
+        _pump(streamer, out)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         out.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+#: Interface types (/sys/class/net/IF/type, ARPHRD_*) whose frames are Ethernet: ether, loopback.
+_ETHERNET_ARPHRD = {1, 772}
+#: Meter clock tick: a packet NFStream meters but no window can use (group source MAC, 0.0.0.0 → 0.0.0.0,
+#: IP protocol 253 "experimentation", RFC 3692), written when the interface is quiet for :data:`TICK_S`.
+TICK_S = 0.5
+_TICK_PROTO = 253
+
+
+def _tick_frame() -> bytes:
+    import struct
+
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20, 0, 0, 1, _TICK_PROTO, 0, bytes(4), bytes(4)))
+    csum = sum(struct.unpack("!10H", ip))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    struct.pack_into("!H", ip, 10, ~csum & 0xFFFF)
+    return b"\xff" * 6 + b"\x03\x00\x00\x00\x00\x00" + b"\x08\x00" + bytes(ip)
+
+
+def _is_tick(p: tuple) -> bool:
+    return p[4] == _TICK_PROTO and p[0] == "0.0.0.0" and p[2] == "0.0.0.0"
+
+
+def _l2_frame(data: bytes, ts: float, size: int):
+    """An :class:`~edge.capture.ArpFrame` or :class:`~edge.capture.L2Frame` of a non-IP Ethernet frame, else None."""
+    from edge.capture import L2Frame, _parse_arp
+
+    if len(data) < 14:
+        return None
+    off, ethertype = 12, int.from_bytes(data[12:14], "big")
+    while ethertype in (0x8100, 0x88A8) and len(data) >= off + 6:
+        off += 4
+        ethertype = int.from_bytes(data[off:off + 2], "big")
+    if ethertype == 0x0806:
+        return _parse_arp(data[off + 2:], ts, size)
+    if ethertype in (0x0800, 0x86DD):
+        return None
+    return L2Frame(ts, data[6:12].hex(":"), data[0:6].hex(":"), ethertype if ethertype >= 0x0600 else 0, size)
+
+
+def _interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> None:
+    """Child process for a live interface.
+
+    NFStream's clock is the time of the packets it meters and it has no timer of its own, so on a quiet
+    interface a finished flow would wait for the next packet to expire. This process therefore captures
+    the interface itself (an AF_PACKET socket, promiscuous) and feeds NFStream a pcap stream through a FIFO,
+    adding a *tick* packet (:func:`_tick_frame`) whenever the interface was quiet for :data:`TICK_S`;
+    the stitcher drops the tick flows. Non-IP frames (ARP, EAPOL, …) go straight to the parent.
+    """
+    import shutil
+    import socket
+    import struct
+    import tempfile
+
+    from nfstream import NFStreamer
+
+    os.setpgrp()  # own process group with NFStream's meter: the parent ends both with one killpg
+    tmp = tempfile.mkdtemp(prefix="marlids-live-")
+    out.put(("tmpdir", tmp))
+    try:
+        fifo = os.path.join(tmp, "capture.pcap")
+        os.mkfifo(fifo, 0o600)
+        header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # pcap, µs, LINKTYPE_ETHERNET
+        placeholder = os.path.join(tmp, "placeholder.pcap")
+        with open(placeholder, "wb") as fh:
+            fh.write(header)
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+        sock.bind((iface, 0))
+        mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), 1, 0, b"")  # PACKET_MR_PROMISC
+        sock.setsockopt(263, 1, mreq)  # SOL_PACKET, PACKET_ADD_MEMBERSHIP
+        sock.settimeout(TICK_S)
+        tick = _tick_frame()
+
+        def capture() -> None:
+            with open(fifo, "wb", buffering=0) as pipe:  # blocks until NFStream's meter opens it
+                pipe.write(header)
+                l2, last_l2 = [], time.monotonic()
+                while True:
+                    try:
+                        data = sock.recv(65535)
+                        ts = time.time()
+                    except TimeoutError:
+                        data, ts = tick, time.time()
+                    n = min(len(data), snaplen)
+                    sec = int(ts)
+                    pipe.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), n, len(data)) + data[:n])
+                    if data is not tick:
+                        fr = _l2_frame(data, ts, len(data))
+                        if fr is not None:
+                            l2.append(fr)
+                    if l2 and time.monotonic() - last_l2 > 0.1:
+                        out.put(("l2", l2))
+                        l2, last_l2 = [], time.monotonic()
+
+        threading.Thread(target=capture, daemon=True).start()
+        streamer = NFStreamer(source=placeholder, decode_tunnels=True, promiscuous_mode=True,
+                              snapshot_length=snaplen, idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S,
+                              accounting_mode=1, udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
+                              statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
+        streamer._source = fifo  # NFStream accepts only regular files; libpcap reads the FIFO as a pcap stream
+        _pump(streamer, out)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pump(streamer, out) -> None:
+    """Put the pieces of ``streamer`` on ``out`` in small batches (at most 0.1 s old), then ``end``."""
+    batch, last = [], time.monotonic()
+    for flow in streamer:
+        p = _piece(flow)
+        if not _is_tick(p):
+            batch.append(p)
+        if batch and (len(batch) >= 64 or time.monotonic() - last > 0.1):
+            out.put(("pieces", batch))
+            batch, last = [], time.monotonic()
+    out.put(("pieces", batch))
+    out.put(("end", None))
 
 
 # -- stitching ---------------------------------------------------------------------------------------------
@@ -321,40 +436,17 @@ class LiveWindows:
         self.window_ms = max(1, round(window_s * 1000))
         self.late_packets = 0
         self._proc = None
-        self._sniffer = None
+        self._tmpdir: str | None = None
 
-    def _start_l2(self, sink: deque, lock: threading.Lock):
-        """ARP and other non-IP frames: from the file's scan, or a scapy sniffer on the interface."""
-        from edge.capture import L2Frame, _parse_arp, scan_capture
+    def _start_l2(self, sink: deque) -> float | None:
+        """Capture start (epoch s); for a file, also its ARP and other non-IP frames, in time order."""
+        from edge.capture import scan_capture
 
-        if self.is_file:
-            scan = scan_capture(self.source)
-            sink.extend(sorted(scan.arp + scan.l2, key=lambda f: f.ts))
-            return scan.first_ts
-        from scapy.sendrecv import AsyncSniffer
-
-        def on_frame(pkt) -> None:
-            data, ts = bytes(pkt), float(pkt.time)
-            if len(data) < 14:
-                return
-            off, ethertype = 12, int.from_bytes(data[12:14], "big")
-            while ethertype in (0x8100, 0x88A8) and len(data) >= off + 6:
-                off += 4
-                ethertype = int.from_bytes(data[off:off + 2], "big")
-            size = int(getattr(pkt, "wirelen", None) or len(data))
-            if ethertype == 0x0806:
-                fr = _parse_arp(data[off + 2:], ts, size)
-            elif ethertype not in (0x0800, 0x86DD):
-                fr = L2Frame(ts, data[6:12].hex(":"), data[0:6].hex(":"), ethertype if ethertype >= 0x0600 else 0, size)
-            else:
-                fr = None
-            if fr is not None:
-                with lock:
-                    sink.append(fr)
-
-        self._sniffer = AsyncSniffer(iface=self.source, filter="not ip and not ip6", prn=on_frame, store=False)
-        self._sniffer.start()
-        return time.time()
+        if not self.is_file:
+            return time.time()
+        scan = scan_capture(self.source)
+        sink.extend(sorted(scan.arp + scan.l2, key=lambda f: f.ts))
+        return scan.first_ts
 
     def __iter__(self) -> Iterator[tuple[float, pd.DataFrame]]:
         from edge.windows import windows_frame
@@ -363,7 +455,8 @@ class LiveWindows:
         out = ctx.Queue(maxsize=1024)
         # not daemonic: NFStream's own meter is a (daemonic) child of it; the atexit hook ends it if the
         # caller never closes this object (it runs before multiprocessing joins its children)
-        self._proc = ctx.Process(target=_meter_child, args=(self.source, self.window_ms, out), daemon=False,
+        target = _file_child if self.is_file else _interface_child
+        self._proc = ctx.Process(target=target, args=(self.source, self.window_ms, out), daemon=False,
                                  name=f"marlids-meter-{self.site_id}")
         self._proc.start()
         atexit.register(self.close)
@@ -374,7 +467,7 @@ class LiveWindows:
         mac_ip: dict = {}
         ip_mac: dict = {}
         try:
-            t0 = self._start_l2(l2, l2_lock)
+            t0 = self._start_l2(l2)
             next_k = None if t0 is None else int(t0 * 1000) // self.window_ms
             ended = False
             while not self.stop.is_set():
@@ -389,6 +482,11 @@ class LiveWindows:
                         stitcher.add(p)
                         if next_k is None:
                             next_k = int(p[8]) // self.window_ms
+                elif kind == "l2":
+                    with l2_lock:
+                        l2.extend(payload)
+                elif kind == "tmpdir":
+                    self._tmpdir = payload
                 elif kind == "end":
                     ended = True
                 if next_k is None:
@@ -444,19 +542,25 @@ class LiveWindows:
         return df[df["t_start"] >= start_s - 1e-9].reset_index(drop=True)
 
     def close(self) -> None:
-        """Stop the sniffer and terminate the metering process (and its meter). Idempotent."""
-        if self._sniffer is not None:
-            try:
-                self._sniffer.stop()
-            except Exception as exc:  # noqa: BLE001 - it may have stopped on its own (interface gone)
-                log.debug("sniffer stop: %s", exc)
-            self._sniffer = None
+        """Terminate the capture process (and NFStream's meter). Idempotent."""
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.terminate()
-            self._proc.join(10)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(5)
+            for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+                if self._proc.exitcode is not None:
+                    break
+                pid = self._proc.pid
+                try:
+                    if os.getpgid(pid) == pid:
+                        os.killpg(pid, sig)  # the child and NFStream's meter
+                    else:  # the child has not made its group yet, so it has no meter yet either
+                        os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                self._proc.join(wait)
+            self._proc.join(1)
             self._proc = None
             atexit.unregister(self.close)
+        if self._tmpdir is not None:  # the FIFO of a killed interface child
+            import shutil
+
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None

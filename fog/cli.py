@@ -106,6 +106,8 @@ def serve(
     outbox_max: int = typer.Option(10000, "--outbox-max", min=1,
                                    help="Alerts waiting for the cloud before the fog stops acknowledging edges."),
     decisions: Path | None = typer.Option(None, "--decisions", help="Append every decision to this JSON-lines file."),
+    retry_max: float = typer.Option(30.0, "--retry-max", min=0.1,
+                                    help="Longest wait (s) between retries of a failed cloud post (doubling from 0.5)."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate chain (PEM)."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA of the edges' certificates: require mTLS."),
@@ -125,7 +127,7 @@ def serve(
     tls = resolve_security(role="server", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
     cfg = FogConfig(listen=listen, policy_dir=policy, cloud_url=cloud, ingest_key=ingest_key, sites=parse_sites(sites),
                     tick_timeout_s=tick_timeout, outbox_path=outbox, outbox_capacity=outbox_max,
-                    decisions_path=decisions, tls=tls)
+                    decisions_path=decisions, tls=tls, backoff_max_s=retry_max)
     console = Console()
     stats = serve_fog(cfg, on_started=lambda s: console.print(f"fog listening on port {s.port}", highlight=False))
     console.print(f"fog stopped: {stats['ticks_closed']} ticks, {stats['decisions']} decisions, {stats['alerts']} "

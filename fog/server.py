@@ -242,6 +242,7 @@ class FogServer:
 
         cfg = self.config
         host, port = parse_hostport(cfg.listen, "--listen")
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))  # a line per POST
         sites = parse_sites(cfg.sites) if isinstance(cfg.sites, str) else cfg.sites
         policy = Path(cfg.policy_dir)
         if (policy / "policy" / "actor.json").is_file():
