@@ -105,8 +105,9 @@ class EdgeConfig:
     max_inflight: int = 2048
     live_close_delay_s: float | None = None
 
-    def validate(self) -> None:
-        """Check the settings (no I/O beyond file existence and the capture capability).
+    def validate(self, *, source: bool = True) -> None:
+        """Check the settings (no I/O beyond file existence and the capture capability); ``source=False``
+        skips the ``pcap``/``iface`` checks (a caller-provided source).
 
         Raises
         ------
@@ -121,7 +122,7 @@ class EdgeConfig:
             raise ValueError(f"--site {self.site_id!r} is invalid: 1–128 letters, digits or ._:@/- "
                              "starting with a letter or digit")
         parse_hostport(self.fog, "--fog")
-        if (self.pcap is None) == (self.iface is None):
+        if source and (self.pcap is None) == (self.iface is None):
             raise ValueError("give exactly one of --pcap FILE and --iface IFACE")
         if not (isinstance(self.replay_speed, (int, float)) and math.isfinite(self.replay_speed)
                 and self.replay_speed >= 0):
@@ -134,7 +135,9 @@ class EdgeConfig:
             raise ValueError(f"--buffer-max must be ≥ 1 message, got {self.buffer_capacity!r}")
         if self.max_inflight < 1:
             raise ValueError(f"max_inflight must be ≥ 1, got {self.max_inflight!r}")
-        if self.pcap is not None:
+        if not source:
+            pass
+        elif self.pcap is not None:
             from edge.capture import check_capture
 
             if not Path(self.pcap).is_file():
@@ -240,8 +243,9 @@ class EdgeDaemon:
     ...     edge.wait(timeout=120)
     """
 
-    def __init__(self, config: EdgeConfig, *, pipeline=None, embedder=None) -> None:
+    def __init__(self, config: EdgeConfig, *, pipeline=None, embedder=None, source=None) -> None:
         self.config = config
+        self._given_source = source
         self._pipeline = pipeline
         self._embedder = embedder
         self._stop = threading.Event()
@@ -263,7 +267,7 @@ class EdgeDaemon:
             From :meth:`EdgeConfig.validate` or when loading the fusion pipeline.
         """
         cfg = self.config
-        cfg.validate()
+        cfg.validate(source=self._given_source is None)
         from edge.observation import FusionPipeline
         from edge.online import OnlineFusion
         from edge.transport.wire import hello_message
@@ -347,6 +351,8 @@ class EdgeDaemon:
     # -- producer -----------------------------------------------------------------------------
     def _source(self):
         cfg = self.config
+        if self._given_source is not None:
+            return self._given_source
         if cfg.pcap is not None:
             return PcapReplay(cfg.pcap, cfg.site_id, cfg.window_s, cfg.replay_speed, cfg.devices, self._stop)
         from edge.live import DEFAULT_CLOSE_DELAY_S, LiveWindows
