@@ -22,8 +22,18 @@ from edge.live import check_live_capture, has_cap_net_raw
 from edge.observation import OBS_SLICES, FusionPipeline
 from edge.online import OnlineFusion
 from fog.server import FogConfig, FogServer
-from tests.transport_support import (CAPTURES, KEY, REPO, Receiver, bundled_windows, expected_alerts, make_policy,
-                                     port_is_free, read_store, shared_embedder)
+from tests.transport_support import (
+    CAPTURES,
+    KEY,
+    REPO,
+    Receiver,
+    bundled_windows,
+    expected_alerts,
+    make_policy,
+    port_is_free,
+    read_store,
+    shared_embedder,
+)
 
 MARLIDS = str(Path(sys.executable).with_name("marlids"))
 
@@ -149,7 +159,7 @@ def _marlids(*args: str, user: str | None = None, env: dict | None = None) -> su
     cmd = [MARLIDS, *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO,
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
                           env={**os.environ, "HOME": "/tmp", **(env or {})})
 
 
@@ -183,7 +193,7 @@ def test_live_capture_as_an_unprivileged_user_is_a_clear_error():
 def test_edge_run_errors_are_one_line(tmp_path, args, message):
     policy = make_policy(tmp_path / "policy", bundled_windows("site_a"))
     base = {"--fog": "127.0.0.1:1", "--site": "s", "--fusion": str(policy)}
-    for i in range(0, len(args) - 1):
+    for i in range(len(args) - 1):
         if args[i] in base:
             base[args[i]] = args[i + 1]
     rest = [a for i, a in enumerate(args) if a not in base and (i == 0 or args[i - 1] not in base)]

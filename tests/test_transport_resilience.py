@@ -24,8 +24,20 @@ import psutil
 import pytest
 
 from edge.daemon import EdgeConfig, EdgeDaemon
-from tests.transport_support import (CAPTURES, KEY, REPO, bundled_windows, expected_alerts, free_port, kill,
-                                     make_policy, port_is_free, read_store, shared_embedder, wait_port)
+from tests.transport_support import (
+    CAPTURES,
+    KEY,
+    REPO,
+    bundled_windows,
+    expected_alerts,
+    free_port,
+    kill,
+    make_policy,
+    port_is_free,
+    read_store,
+    shared_embedder,
+    wait_port,
+)
 
 MARLIDS = str(Path(sys.executable).with_name("marlids"))
 ANALYST_KEY = "test-analyst-key-0123456789abcdef"
@@ -182,8 +194,8 @@ def test_kill_fog_then_cloud_mid_stream_loses_and_duplicates_nothing(tmp_path):
                (w["site_id"], w["device_id"], w["level"], w["attack_class"])
     assert all(s.dropped == 0 and s.buffered == 0 and s.reconnects >= 1 for s in edge_stats), edge_stats
     # every window was decided (some twice: the restarted fog re-decides what the killed one had not acked)
-    decided = {(r["site_id"], r["device_id"], r["t_start"]) for r in map(json.loads, open(tmp_path / "decisions.jsonl"))
-               if not r.get("idle")}
+    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    decided = {(r["site_id"], r["device_id"], r["t_start"]) for r in map(json.loads, lines) if not r.get("idle")}
     assert decided == set(zip(both["site_id"], both["device_id"], both["t_start"]))
     # clean shutdown: the fog exits 0 on SIGTERM, processes reaped, ports released
     assert fog_rc == 0, (tmp_path / "fog.log").read_text()[-2000:]
