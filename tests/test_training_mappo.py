@@ -109,3 +109,31 @@ def test_split_command_cuts_between_attack_episodes(tmp_path: Path, bundled_capt
     res = CliRunner().invoke(app, ["train", "split", str(tmp_path / "missing.parquet"),
                                    "--train-out", str(tr), "--test-out", str(te)])
     assert res.exit_code != 0
+
+
+def test_league_keeps_the_random_attacker_in_the_pool():
+    """Frozen attackers are drawn from recent snapshots plus the random initial attacker, which never leaves."""
+    from types import SimpleNamespace
+
+    from training.mappo.callbacks import ATTACKER, ATTACKER_LEAGUE, DEFENDER, DEFENDER_LEAGUE, LeagueSelfPlay
+
+    it = {"n": 0}
+    loaded: list[dict] = []
+
+    def module(name):
+        return SimpleNamespace(get_state=lambda inference_only=False: {"module": name, "iteration": it["n"]})
+
+    algo = SimpleNamespace(
+        get_module=module,
+        set_state=lambda s: loaded.append(s["learner_group"]["learner"]["rl_module"]),
+        env_runner_group=SimpleNamespace(sync_weights=lambda **kw: None), learner_group=None)
+    league = LeagueSelfPlay(self_play=True, snapshot_every=2, league_size=3, seed=0)
+    for i in range(1, 61):
+        it["n"] = i
+        sizes = league.after_iteration(algo, i)
+    assert sizes == {f"{DEFENDER}_league_size": 3, f"{ATTACKER}_league_size": 3}
+    attackers = [s[ATTACKER_LEAGUE] for s in loaded]
+    assert len(attackers) == 30
+    random_draws = sum(a == {"module": ATTACKER_LEAGUE, "iteration": 2} for a in attackers)
+    assert 0 < random_draws < 30  # the initial (untrained) attacker keeps being drawn, among snapshots
+    assert all(s[DEFENDER_LEAGUE]["module"] == DEFENDER for s in loaded)

@@ -58,7 +58,10 @@ class LeagueSelfPlay:
     ``attacker_league``) or *train_attacker* (defenders → frozen ``defender_league``, attacker → trained
     ``attacker``), chosen from the episode id. Every ``snapshot_every`` iterations the current weights of
     both trained modules join their league (at most ``league_size`` each, oldest dropped) and each frozen
-    module is loaded with a snapshot drawn uniformly from its league. Without self-play every episode is
+    module is loaded with a snapshot drawn uniformly from its league; the attacker's pool also keeps the
+    random initial attacker for good, so the defender keeps meeting techniques the trained attacker has
+    learned to avoid (without it, easily detected floods vanish from training and their class is never
+    learned). Without self-play every episode is
     *train_defender* and ``attacker_league`` stays at its random initial weights (a random attacker).
 
     Parameters
@@ -77,6 +80,7 @@ class LeagueSelfPlay:
         self.league_size = league_size
         self.rng = np.random.default_rng(seed)
         self.leagues: dict[str, list] = {DEFENDER: [], ATTACKER: []}
+        self.random_attacker = None
 
     @property
     def mapping_fn(self):
@@ -86,12 +90,15 @@ class LeagueSelfPlay:
     def after_iteration(self, algo, iteration: int) -> dict[str, int]:
         """Snapshot and refresh the frozen modules when the schedule says so; returns league sizes."""
         if self.self_play and iteration % self.snapshot_every == 0:
+            if self.random_attacker is None:  # the frozen attacker still holds its random initial weights
+                self.random_attacker = algo.get_module(ATTACKER_LEAGUE).get_state(inference_only=False)
             states = {}
             for trained, frozen in ((DEFENDER, DEFENDER_LEAGUE), (ATTACKER, ATTACKER_LEAGUE)):
                 league = self.leagues[trained]
                 league.append(algo.get_module(trained).get_state(inference_only=False))
                 del league[:-self.league_size]
-                states[frozen] = league[int(self.rng.integers(len(league)))]
+                pool = league + [self.random_attacker] if trained == ATTACKER else league
+                states[frozen] = pool[int(self.rng.integers(len(pool)))]
             algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
                                                policies=list(states), inference_only=True)

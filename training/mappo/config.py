@@ -28,6 +28,8 @@ class MappoArgs:
     """ticks (windows) per episode"""
     attack_budget: int = 3
     """attacks the attacker may launch per episode"""
+    class_bonus: float = 0.5
+    """defender reward for naming the right attack class on a detected window (``fog.env.RewardConfig``)"""
     iterations: int = 30
     """training iterations (one rollout + learner update each)"""
     train_batch_size: int = 4000

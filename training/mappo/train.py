@@ -86,7 +86,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     from ray.tune.registry import register_env
     from torch.utils.tensorboard import SummaryWriter
 
-    from fog.env import MarlIdsEnv
+    from fog.env import MarlIdsEnv, RewardConfig
     from training.mappo.callbacks import LeagueSelfPlay, detection_scores
     from training.mappo.config import build_config
     from training.mappo.env import RllibIdsEnv
@@ -99,7 +99,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
 
     def make_env(_cfg=None):
         return RllibIdsEnv({"env": MarlIdsEnv(train_ts, n_defenders=args.n_defenders, max_steps=args.max_steps,
-                                              attack_budget=args.attack_budget)})
+                                              attack_budget=args.attack_budget,
+                                              rewards=RewardConfig(class_bonus=args.class_bonus))})
 
     if not ray.is_initialized():
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
