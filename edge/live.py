@@ -451,7 +451,10 @@ class LiveWindows:
     def __iter__(self) -> Iterator[tuple[float, pd.DataFrame]]:
         from edge.windows import windows_frame
 
-        ctx = mp.get_context("fork")  # as NFStream itself; spawn would re-run an unguarded __main__
+        # spawn, not fork: the caller (a daemon with gRPC threads, a test process with Ray threads) may hold
+        # locks at fork time, and a forked child can then deadlock; NFStream forks its meter from this clean
+        # child. The targets are module-level functions, and every entry point guards its __main__.
+        ctx = mp.get_context("spawn")
         out = ctx.Queue(maxsize=1024)
         # not daemonic: NFStream's own meter is a (daemonic) child of it; the atexit hook ends it if the
         # caller never closes this object (it runs before multiprocessing joins its children)

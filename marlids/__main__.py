@@ -2,4 +2,5 @@
 
 from marlids.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: spawned children (edge.live) re-import the main module
+    main()
