@@ -16,6 +16,7 @@ import typer
 
 from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
+from experiments.cli import app as experiment_app
 from fog.cli import app as fog_app
 from marlids import __version__
 from training.cli import app as train_app
@@ -31,6 +32,7 @@ app = typer.Typer(
         "  train   MAPPO with a self-play attacker on Ray RLlib; evaluate policies; attack schedules\n\n"
         "  fog     run the trained shared defender policy over sites' windows and raise alerts\n\n"
         "  cloud   analyst API: store alerts, map to ATT&CK, explain them, dashboard, SIEM export\n\n"
+        "  experiment  drift, cross-site generalization, self-play benefit, ablations → results/, docs/results.md\n\n"
         "Run `marlids demo` for the end-to-end job on the bundled captures, and\n"
         "`marlids COMMAND --help` for what each group does."
     ),
@@ -43,6 +45,7 @@ app.add_typer(range_app, name="range")
 app.add_typer(fog_app, name="fog")
 app.add_typer(train_app, name="train")
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.callback()
@@ -138,8 +141,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
                                                  IsADirectoryError, RuntimeError)
 
 
+#: Command groups whose results must not depend on Python's per-process string-hash seed.
+SEEDED_GROUPS = ("train", "experiment")
+
+
+def fix_hash_seed(argv: list[str]) -> None:
+    """Re-execute as ``python -m marlids …`` with ``PYTHONHASHSEED=0`` for :data:`SEEDED_GROUPS`.
+
+    RLlib iterates over sets of module IDs (string hashes, salted per process), so two MAPPO runs with
+    the same ``--seed`` drew random numbers in different orders; a fixed hash seed makes them identical.
+    No-op when ``PYTHONHASHSEED`` is already set.
+    """
+    if os.environ.get("PYTHONHASHSEED") is None and any(a in SEEDED_GROUPS for a in argv[1:3]):
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, "-m", "marlids", *argv[1:]])
+
+
 def main() -> None:
     """Console-script entry point: user errors become one ``marlids: error: …`` line and exit code 2."""
+    fix_hash_seed(sys.argv)
     try:
         rc = app(standalone_mode=False)
     except click.exceptions.Exit as exc:

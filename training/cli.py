@@ -26,6 +26,9 @@ def mappo(
     minibatch_size: int = typer.Option(1000, "--minibatch-size", min=10, help="SGD minibatch (agent steps)."),
     num_epochs: int = typer.Option(4, "--num-epochs", min=1, help="SGD passes per batch."),
     lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+    train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.01, max=1.0,
+                                         help="Share of each capture's attack episodes (in time order) to train on; "
+                                              "1.0 trains on everything."),
     class_bonus: float = typer.Option(0.5, "--class-bonus", min=0.0,
                                       help="Defender reward for the right attack class on a detected window."),
     centralized_critic: bool = typer.Option(True, "--centralized-critic/--no-centralized-critic",
@@ -58,7 +61,7 @@ def mappo(
     args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], scorer=str(scorer) if scorer else None,
                      n_defenders=n_defenders, max_steps=max_steps, iterations=iterations,
                      train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
-                     class_bonus=class_bonus,
+                     class_bonus=class_bonus, train_fraction=train_fraction,
                      centralized_critic=centralized_critic, self_play=self_play, snapshot_every=snapshot_every,
                      num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs_per_env_runner,
                      num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner, address=address,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import zlib
 
 import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -43,12 +41,32 @@ def detection_scores(counts: dict) -> dict[str, float]:
             "class_accuracy": float(counts.get("class_correct", 0)) / tp if tp else 0.0}
 
 
-def league_mapping(agent_id, episode, *, self_play: bool, **kwargs) -> str:
-    """Module of an agent: half of the episodes (by episode id) train the attacker when ``self_play``."""
-    train_attacker = self_play and zlib.crc32(str(episode.id_).encode()) % 2 == 1
-    if str(agent_id).startswith("attacker"):
-        return ATTACKER if train_attacker else ATTACKER_LEAGUE
-    return DEFENDER_LEAGUE if train_attacker else DEFENDER
+class LeagueMapping:
+    """RLlib ``policy_mapping_fn``: alternate episodes between *train_defender* and *train_attacker*.
+
+    Episodes are numbered in the order this env runner first sees them and odd ones train the attacker
+    (when ``self_play``); with ``attacker_only`` every episode trains the attacker against the frozen
+    ``defender_league`` (an adaptive attacker's best response to a fixed defender). RLlib's episode ids are random UUIDs, so a hash of the id made reruns with the
+    same seed differ; a per-runner counter keeps them identical. Only the last 4,096 ids are remembered.
+    """
+
+    def __init__(self, self_play: bool, attacker_only: bool = False) -> None:
+        self.self_play = self_play
+        self.attacker_only = attacker_only
+        self.count = 0
+        self.modes: dict[str, bool] = {}
+
+    def __call__(self, agent_id, episode, **kwargs) -> str:  # noqa: D102
+        key = str(episode.id_)
+        if key not in self.modes:
+            self.modes[key] = self.attacker_only or (self.self_play and self.count % 2 == 1)
+            self.count += 1
+            if len(self.modes) > 4096:
+                self.modes.pop(next(iter(self.modes)))
+        train_attacker = self.modes[key]
+        if str(agent_id).startswith("attacker"):
+            return ATTACKER if train_attacker else ATTACKER_LEAGUE
+        return DEFENDER_LEAGUE if train_attacker else DEFENDER
 
 
 class LeagueSelfPlay:
@@ -56,7 +74,7 @@ class LeagueSelfPlay:
 
     Each episode is either *train_defender* (defenders → trained ``defender``, attacker → frozen
     ``attacker_league``) or *train_attacker* (defenders → frozen ``defender_league``, attacker → trained
-    ``attacker``), chosen from the episode id. Every ``snapshot_every`` iterations the current weights of
+    ``attacker``), alternating in the order episodes start (:class:`LeagueMapping`). Every ``snapshot_every`` iterations the current weights of
     both trained modules join their league (at most ``league_size`` each, oldest dropped) and each frozen
     module is loaded with a snapshot drawn uniformly from its league; the attacker's pool also keeps the
     random initial attacker for good, so the defender keeps meeting techniques the trained attacker has
@@ -84,8 +102,8 @@ class LeagueSelfPlay:
 
     @property
     def mapping_fn(self):
-        """RLlib ``policy_mapping_fn`` (a small picklable function, without the league weights)."""
-        return functools.partial(league_mapping, self_play=self.self_play)
+        """RLlib ``policy_mapping_fn`` (a small picklable object, without the league weights)."""
+        return LeagueMapping(self.self_play)
 
     def after_iteration(self, algo, iteration: int) -> dict[str, int]:
         """Snapshot and refresh the frozen modules when the schedule says so; returns league sizes."""
@@ -99,9 +117,9 @@ class LeagueSelfPlay:
                 del league[:-self.league_size]
                 pool = league + [self.random_attacker] if trained == ATTACKER else league
                 states[frozen] = pool[int(self.rng.integers(len(pool)))]
-            algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
-            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
-                                               policies=list(states), inference_only=True)
+            from training.mappo.train import set_module_states
+
+            set_module_states(algo, states)
             log.info("league refreshed at iteration %d: %d defender / %d attacker snapshots", iteration,
                      len(self.leagues[DEFENDER]), len(self.leagues[ATTACKER]))
         return {f"{k}_league_size": len(v) for k, v in self.leagues.items()}

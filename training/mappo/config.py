@@ -21,7 +21,8 @@ class MappoArgs:
     scorer: str | None = None
     """temporal-scorer checkpoint feeding the score part of the Observation (none: score unavailable)"""
     train_fraction: float = 0.7
-    """share of each capture's attack episodes (in time order) used for training; the rest is held out"""
+    """share of each capture's attack episodes (in time order) used for training; the rest is held out
+    (1.0: all of it trains)"""
     n_defenders: int = 4
     """defender agents (edge sites) per environment"""
     max_steps: int = 200
@@ -58,6 +59,9 @@ class MappoArgs:
     """hidden sizes of the critic"""
     self_play: bool = True
     """train the attacker with PPO against a league of frozen defender snapshots and vice versa"""
+    attacker_only: bool = False
+    """freeze the defenders at ``train(initial_state=…)`` and train only the attacker (an adaptive
+    attacker's best response, used by ``marlids experiment selfplay``); implies no league snapshots"""
     snapshot_every: int = 5
     """iterations between league snapshots"""
     league_size: int = 5
@@ -111,7 +115,7 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
                          observation_space=spaces["defender"][0], action_space=spaces["defender"][1])
     aspec = RLModuleSpec(model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"},
                          observation_space=spaces["attacker"][0], action_space=spaces["attacker"][1])
-    trained = [DEFENDER, ATTACKER] if args.self_play else [DEFENDER]
+    trained = [ATTACKER] if args.attacker_only else [DEFENDER, ATTACKER] if args.self_play else [DEFENDER]
     return (
         PPOConfig()
         .environment(env_name)
@@ -122,7 +126,7 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
                   num_epochs=args.num_epochs, lr=args.lr, gamma=args.gamma, lambda_=args.lambda_,
                   clip_param=args.clip_param, entropy_coeff=args.entropy_coeff, vf_loss_coeff=args.vf_loss_coeff,
                   use_kl_loss=False)
-        .multi_agent(policies={DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE},
+        .multi_agent(policies=[DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE],  # a list: set order varies per process
                      policy_mapping_fn=mapping_fn, policies_to_train=trained)
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={
             DEFENDER: dspec, DEFENDER_LEAGUE: dspec, ATTACKER: aspec, ATTACKER_LEAGUE: aspec}))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.observation import FusionPipeline
-from training.mappo.config import DEFENDER, MappoArgs
+from training.mappo.config import DEFENDER, DEFENDER_LEAGUE, MappoArgs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ def prepare_data(args: MappoArgs):
     frame = load_labeled(sources)
     emb = embed_texts(frame)
     frame = frame.assign(_row=np.arange(len(frame)))
-    train_df, test_df = split_by_time(frame, args.train_fraction)
+    if args.train_fraction >= 1.0:  # everything trains; nothing is held out
+        train_df, test_df = frame, frame.iloc[:0]
+    else:
+        train_df, test_df = split_by_time(frame, args.train_fraction)
     pipe = FusionPipeline(args.scorer).fit(train_df)
     train_ts = build_traces(train_df, pipe, emb[train_df["_row"].to_numpy()])
     test_ts = build_traces(test_df, pipe, emb[test_df["_row"].to_numpy()]) if (test_df["label"] == 1).any() else None
@@ -73,28 +76,53 @@ def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Pa
     return directory
 
 
-def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = None) -> dict:
+def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = None, *,
+          prepared: tuple | None = None, initial_state: dict | None = None) -> dict:
     """Run MAPPO (with league self-play unless disabled); return the final metrics and output paths.
+
+    Parameters
+    ----------
+    args : MappoArgs
+    on_iteration : callable, optional
+        ``(iteration, metrics)`` after every iteration (progress display).
+    prepared : tuple, optional
+        ``(FusionPipeline, TraceSet)`` to train on instead of loading ``args.data`` (experiments).
+    initial_state : dict, optional
+        RLModule state of the defender module (``final["defender_state"]`` of an earlier run) to start
+        from: fine-tuning, e.g. online adaptation in ``marlids experiment drift``.
+
+    Returns
+    -------
+    dict
+        Last iteration's metrics, ``run_dir``, ``checkpoint``, ``policy_dir``, ``train_seconds`` and
+        ``defender_state`` (not written to ``final_metrics.json``).
 
     Raises
     ------
     FileNotFoundError
         Without training data.
     """
+    if args.attacker_only and initial_state is None:
+        raise ValueError("attacker_only needs initial_state: the defender the attacker trains against")
     single_thread()
     import ray
     from ray.tune.registry import register_env
     from torch.utils.tensorboard import SummaryWriter
 
     from fog.env import MarlIdsEnv, RewardConfig
-    from training.mappo.callbacks import LeagueSelfPlay, detection_scores
+    from training.mappo.callbacks import LeagueMapping, LeagueSelfPlay, detection_scores
     from training.mappo.config import build_config
     from training.mappo.env import RllibIdsEnv
 
-    pipe, train_ts, _, _ = prepare_data(args)
+    pipe, train_ts = prepared if prepared is not None else prepare_data(args)[:2]
     run_name = f"{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.out_dir) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while run_dir.exists():  # two runs started within the same second
+        n += 1
+        run_dir = Path(args.out_dir) / f"{run_name}_{n}"
+    run_name = run_dir.name
+    run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=2, default=str))
 
     def make_env(_cfg=None):
@@ -108,14 +136,18 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
                  **({} if args.address else {"num_cpus": max(2, args.num_env_runners + 1)}))
     env_name = f"marlids_ids_v0__{run_name}"
     register_env(env_name, make_env)
-    league = LeagueSelfPlay(args.self_play, args.snapshot_every, args.league_size, args.seed)
+    league = LeagueSelfPlay(args.self_play and not args.attacker_only, args.snapshot_every, args.league_size,
+                            args.seed)
+    mapping_fn = LeagueMapping(args.self_play, attacker_only=args.attacker_only)
     probe = make_env()
     spaces = {"defender": (probe.observation_spaces["defender_0"], probe.action_spaces["defender_0"]),
               "attacker": (probe.observation_spaces["attacker_0"], probe.action_spaces["attacker_0"])}
-    algo = build_config(args, env_name, league.mapping_fn, spaces).build_algo()
+    algo = build_config(args, env_name, mapping_fn, spaces).build_algo()
     if args.resume:
         algo.restore_from_path(str(Path(args.resume).resolve()))
         log.info("resumed from %s at iteration %d", args.resume, algo.iteration)
+    if initial_state is not None:
+        set_module_states(algo, {DEFENDER_LEAGUE if args.attacker_only else DEFENDER: initial_state})
     writer = SummaryWriter(str(run_dir))
     final: dict = {}
     t_start = time.perf_counter()
@@ -128,7 +160,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
             er = result.get("env_runners", {})
             lr = result.get("learners", {})
             det = detection_scores({k.split("/", 1)[1]: v for k, v in er.items()
-                                    if str(k).startswith("train_defender/")})
+                                    if str(k).startswith("train_attacker/" if args.attacker_only
+                                                         else "train_defender/")})
             atk = detection_scores({k.split("/", 1)[1]: v for k, v in er.items()
                                     if str(k).startswith("train_attacker/")})
             steps = er.get("num_env_steps_sampled", 0) or 0
@@ -137,7 +170,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
                 "charts/env_steps_per_s": steps / dt if dt else 0.0,
                 "detection/f1": det["f1"], "detection/fpr": det["fpr"], "detection/precision": det["precision"],
                 "detection/recall": det["recall"], "detection/class_accuracy": det["class_accuracy"],
-                "detection/attacker_success_rate": atk["attacker_success_rate"] if args.self_play
+                "detection/attacker_success_rate": atk["attacker_success_rate"]
+                if args.self_play or args.attacker_only
                 else det["attacker_success_rate"],
             }
             for mid in ("defender", "attacker"):
@@ -157,14 +191,26 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
         ckpt = run_dir / "checkpoints" / f"iter_{algo.iteration:04d}"
         if not ckpt.exists():
             algo.save_to_path(str(ckpt.resolve()))
-        policy_dir = export_policy(algo, pipe, run_dir / "policy",
-                                   meta={"run": run_name, "iteration": algo.iteration, "seed": args.seed,
-                                         "centralized_critic": args.centralized_critic,
-                                         "self_play": args.self_play})
+        if args.attacker_only:  # the defender was frozen: nothing new to export
+            defender_state, policy_dir = initial_state, None
+        else:
+            defender_state = algo.get_module(DEFENDER).get_state(inference_only=False)
+            policy_dir = export_policy(algo, pipe, run_dir / "policy",
+                                       meta={"run": run_name, "iteration": algo.iteration, "seed": args.seed,
+                                             "centralized_critic": args.centralized_critic,
+                                             "self_play": args.self_play})
     finally:
         writer.close()
         algo.stop()
-    final.update({"run_dir": str(run_dir), "checkpoint": str(ckpt), "policy_dir": str(policy_dir),
+    final.update({"run_dir": str(run_dir), "checkpoint": str(ckpt), "policy_dir": str(policy_dir) if policy_dir else None,
                   "train_seconds": time.perf_counter() - t_start})
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=float))
+    final["defender_state"] = defender_state
     return final
+
+
+def set_module_states(algo, states: dict) -> None:
+    """Load RLModule ``states`` (module ID → state) into the learner and sync them to the env runners."""
+    algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                       policies=list(states), inference_only=True)
