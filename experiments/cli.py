@@ -32,8 +32,7 @@ def _run(title: str, fn, **kwargs) -> None:
             console.log(msg)
 
         md = fn(progress=progress, **kwargs)
-    console.print(f"{title}: done in {time.perf_counter() - t0:.0f} s → {md.parent}/")
-    console.print(md.read_text().split("\n\n### ", 2)[1].join(("### ", "")) if "\n\n### " in md.read_text() else "")
+    console.print(f"{title}: done in {time.perf_counter() - t0:.0f} s → {md.parent}/ (Markdown: {md.name})")
 
 
 @app.command()
@@ -51,3 +50,47 @@ def generalization(
     from experiments.generalization import run
 
     _run("generalization", run, quick=quick, seed=seed, with_mixes=with_mixes, out_root=out)
+
+
+SEEDS = typer.Option(None, "--seeds", min=1, help="Number of seeds (seed, seed+1, …); default: quick 1–2, full 2–3.")
+
+
+@app.command()
+def ablation(quick: bool = QUICK, seed: int = SEED, seeds: int = SEEDS, out: Path = OUT) -> None:
+    """Observation parts (statistics / + MiniLM / + temporal score / full) and MAPPO vs IPPO vs single-agent PPO.
+
+    Held-out part of both range sites; mean and 95 % interval over seeds.
+
+    Example: marlids experiment ablation --quick
+    """
+    from experiments.ablation import run
+
+    _run("ablation", run, quick=quick, seed=seed, seeds=seeds, out_root=out)
+
+
+@app.command()
+def selfplay(quick: bool = QUICK, seed: int = SEED, seeds: int = SEEDS, out: Path = OUT) -> None:
+    """With vs without the self-play attacker: held-out captures and a freshly trained adaptive attacker.
+
+    Robustness gain as a paired per-seed difference with a 95 % interval.
+
+    Example: marlids experiment selfplay --quick --seeds 3
+    """
+    from experiments.selfplay import run
+
+    _run("selfplay", run, quick=quick, seed=seed, seeds=seeds, out_root=out)
+
+
+@app.command()
+def drift(quick: bool = QUICK, seed: int = SEED, out: Path = OUT) -> None:
+    """Prequential (test-then-train) evaluation over a real stream with drift at known points.
+
+    Benign behaviour change, new device types (IoT Sentinel), an unseen technique (amplification);
+    MAPPO with online fine-tuning vs static MAPPO, RandomForest (static and retrained) and the temporal
+    scorer; prequential-F1 plot and windows to recover after each drift.
+
+    Example: marlids experiment drift --quick
+    """
+    from experiments.drift import run
+
+    _run("drift", run, quick=quick, seed=seed, out_root=out)
