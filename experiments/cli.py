@@ -94,3 +94,19 @@ def drift(quick: bool = QUICK, seed: int = SEED, out: Path = OUT) -> None:
     from experiments.drift import run
 
     _run("drift", run, quick=quick, seed=seed, out_root=out)
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(None, "--results", help="Results root (default: results/ in the repository)."),
+    out: Path = typer.Option(None, "--out", help="Markdown file (default: docs/results.md)."),
+) -> None:
+    """Build docs/results.md from results/<experiment>/ (tables, plots, seeds, runtimes, dataset citations).
+
+    Example: marlids experiment report
+    """
+    from experiments.common import RESULTS
+    from experiments.report import build
+
+    path = build(results or RESULTS, out)
+    typer.echo(f"wrote {path}")

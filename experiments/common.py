@@ -118,8 +118,11 @@ class Output:
 
     def config(self, seed: int, quick: bool, settings: dict, sources: dict[str, str]) -> None:
         """Write ``config.json``: the seed, the mode, every setting and the data sources with citations."""
+        import os
+
         cfg = {"experiment": self.name, "seed": seed, "mode": "quick" if quick else "full", "settings": settings,
-               "sources": sources, "versions": _versions()}
+               "sources": sources, "versions": _versions(),
+               "machine": f"a {os.cpu_count()}-core {platform.machine()} machine (CPU only)"}
         (self.dir / "config.json").write_text(json.dumps(cfg, indent=2, default=_jsonable))
 
     def table(self, stem: str, df: pd.DataFrame, caption: str, digits: int = 3) -> Path:

@@ -189,8 +189,13 @@ def load_source(name: str) -> Source:
             frame["device_type"] = frame["device_id"]
         frame = frame.drop(columns=[c for c in ("peers", "embedding") if c in frame.columns])
         emb = embed_texts(frame).astype(np.float32)
-        frame.to_parquet(fp, index=False)
-        np.save(ep, emb)
+        # atomic: a concurrent run never reads a half-written entry
+        tmp_f, tmp_e = fp.with_suffix(f".{os.getpid()}.tmp"), ep.with_suffix(f".{os.getpid()}.tmp")
+        frame.to_parquet(tmp_f, index=False)
+        with open(tmp_e, "wb") as fh:
+            np.save(fh, emb)
+        os.replace(tmp_e, ep)
+        os.replace(tmp_f, fp)
     return Source(name, frame, emb, CITATIONS[name])
 
 

@@ -161,7 +161,7 @@ def main() -> None:
     """Console-script entry point: user errors become one ``marlids: error: …`` line and exit code 2."""
     fix_hash_seed(sys.argv)
     try:
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="marlids")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

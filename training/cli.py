@@ -35,6 +35,9 @@ def mappo(
                                             help="MAPPO (default) or IPPO (critic on the own Observation)."),
     self_play: bool = typer.Option(True, "--self-play/--no-self-play",
                                    help="League self-play attacker (default) or a fixed random attacker."),
+    random_attacker_share: float = typer.Option(0.0, "--random-attacker-share", min=0.0, max=1.0,
+                                                help="Share of defender-training episodes against a never-trained "
+                                                     "(random) attacker, on top of the league."),
     snapshot_every: int = typer.Option(5, "--snapshot-every", min=1, help="Iterations between league snapshots."),
     num_env_runners: int = typer.Option(0, "--num-env-runners", min=0, help="Remote env runners (0: in the driver)."),
     num_envs_per_env_runner: int = typer.Option(4, "--num-envs-per-env-runner", min=1, help="Vectorised envs per runner."),
@@ -63,6 +66,7 @@ def mappo(
                      train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
                      class_bonus=class_bonus, train_fraction=train_fraction,
                      centralized_critic=centralized_critic, self_play=self_play, snapshot_every=snapshot_every,
+                     random_attacker_share=random_attacker_share,
                      num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs_per_env_runner,
                      num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner, address=address,
                      checkpoint_every=checkpoint_every, out_dir=str(out_dir),

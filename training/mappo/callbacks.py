@@ -8,7 +8,7 @@ import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from fog.env import STAT_KEYS
-from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, DEFENDER, DEFENDER_LEAGUE
+from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,42 @@ class LeagueMapping:
 
     Episodes are numbered in the order this env runner first sees them and odd ones train the attacker
     (when ``self_play``); with ``attacker_only`` every episode trains the attacker against the frozen
-    ``defender_league`` (an adaptive attacker's best response to a fixed defender). RLlib's episode ids are random UUIDs, so a hash of the id made reruns with the
-    same seed differ; a per-runner counter keeps them identical. Only the last 4,096 ids are remembered.
+    ``defender_league`` (an adaptive attacker's best response to a fixed defender). With
+    ``random_attacker_share`` > 0, that share of the *train_defender* episodes (spread evenly) meets
+    ``attacker_random``, an attacker module kept at its random initial weights, so the defenders keep
+    seeing every recorded technique (and learn its class) while the league attacker avoids the easily
+    detected ones. RLlib's episode ids are random UUIDs, so a hash of the id made reruns with the same
+    seed differ; per-runner counters keep them identical. Only the last 4,096 ids are remembered.
     """
 
-    def __init__(self, self_play: bool, attacker_only: bool = False) -> None:
+    def __init__(self, self_play: bool, attacker_only: bool = False, random_attacker_share: float = 0.0) -> None:
+        if not 0.0 <= random_attacker_share <= 1.0:
+            raise ValueError(f"random_attacker_share must be in [0, 1], got {random_attacker_share!r}")
         self.self_play = self_play
         self.attacker_only = attacker_only
+        self.share = random_attacker_share
         self.count = 0
-        self.modes: dict[str, bool] = {}
+        self.defender_count = 0
+        self.modes: dict[str, str] = {}
+
+    def _mode(self) -> str:
+        if self.attacker_only or (self.self_play and self.count % 2 == 1):
+            return "train_attacker"
+        j = self.defender_count
+        self.defender_count += 1
+        return "vs_random" if int((j + 1) * self.share) > int(j * self.share) else "train_defender"
 
     def __call__(self, agent_id, episode, **kwargs) -> str:  # noqa: D102
         key = str(episode.id_)
         if key not in self.modes:
-            self.modes[key] = self.attacker_only or (self.self_play and self.count % 2 == 1)
+            self.modes[key] = self._mode()
             self.count += 1
             if len(self.modes) > 4096:
                 self.modes.pop(next(iter(self.modes)))
-        train_attacker = self.modes[key]
+        mode = self.modes[key]
         if str(agent_id).startswith("attacker"):
-            return ATTACKER if train_attacker else ATTACKER_LEAGUE
-        return DEFENDER_LEAGUE if train_attacker else DEFENDER
+            return {"train_attacker": ATTACKER, "vs_random": ATTACKER_RANDOM}.get(mode, ATTACKER_LEAGUE)
+        return DEFENDER_LEAGUE if mode == "train_attacker" else DEFENDER
 
 
 class LeagueSelfPlay:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 #: Module IDs. The ``*_league`` modules are frozen snapshots, refreshed on a schedule (self-play).
 DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE = "defender", "attacker", "defender_league", "attacker_league"
+#: A never-trained attacker (random initial weights), used when ``MappoArgs.random_attacker_share`` > 0.
+ATTACKER_RANDOM = "attacker_random"
 
 
 @dataclass
@@ -59,6 +61,9 @@ class MappoArgs:
     """hidden sizes of the critic"""
     self_play: bool = True
     """train the attacker with PPO against a league of frozen defender snapshots and vice versa"""
+    random_attacker_share: float = 0.0
+    """share of the defender-training episodes played against a never-trained (random) attacker, on top
+    of the league; 0 keeps the plain league (see ``training.mappo.callbacks.LeagueMapping``)"""
     attacker_only: bool = False
     """freeze the defenders at ``train(initial_state=…)`` and train only the attacker (an adaptive
     attacker's best response, used by ``marlids experiment selfplay``); implies no league snapshots"""
@@ -116,6 +121,9 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
     aspec = RLModuleSpec(model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"},
                          observation_space=spaces["attacker"][0], action_space=spaces["attacker"][1])
     trained = [ATTACKER] if args.attacker_only else [DEFENDER, ATTACKER] if args.self_play else [DEFENDER]
+    modules = {DEFENDER: dspec, DEFENDER_LEAGUE: dspec, ATTACKER: aspec, ATTACKER_LEAGUE: aspec}
+    if args.random_attacker_share > 0:  # only then, so runs without it keep their exact module set
+        modules[ATTACKER_RANDOM] = aspec
     return (
         PPOConfig()
         .environment(env_name)
@@ -126,10 +134,10 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
                   num_epochs=args.num_epochs, lr=args.lr, gamma=args.gamma, lambda_=args.lambda_,
                   clip_param=args.clip_param, entropy_coeff=args.entropy_coeff, vf_loss_coeff=args.vf_loss_coeff,
                   use_kl_loss=False)
-        .multi_agent(policies=[DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE],  # a list: set order varies per process
+        .multi_agent(policies=[DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE,  # a list: set order is per process
+                               *([ATTACKER_RANDOM] if ATTACKER_RANDOM in modules else [])],
                      policy_mapping_fn=mapping_fn, policies_to_train=trained)
-        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={
-            DEFENDER: dspec, DEFENDER_LEAGUE: dspec, ATTACKER: aspec, ATTACKER_LEAGUE: aspec}))
+        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=modules))
         .callbacks(DetectionMetrics)
         .debugging(seed=args.seed, log_level="WARN")
     )

@@ -138,7 +138,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     register_env(env_name, make_env)
     league = LeagueSelfPlay(args.self_play and not args.attacker_only, args.snapshot_every, args.league_size,
                             args.seed)
-    mapping_fn = LeagueMapping(args.self_play, attacker_only=args.attacker_only)
+    mapping_fn = LeagueMapping(args.self_play, attacker_only=args.attacker_only,
+                               random_attacker_share=args.random_attacker_share)
     probe = make_env()
     spaces = {"defender": (probe.observation_spaces["defender_0"], probe.action_spaces["defender_0"]),
               "attacker": (probe.observation_spaces["attacker_0"], probe.action_spaces["attacker_0"])}

@@ -1,0 +1,198 @@
+"""marlids experiment: metric helpers, drift bookkeeping, and every experiment's quick mode run twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.common import markdown_table, mean_ci, window_metrics
+from experiments.detectors import FEATURE_SETS, obs_mask
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ("generalization", "drift", "selfplay", "ablation")
+
+
+def test_window_metrics_counts_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    a = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    m = window_metrics(y, a)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3) and m["fpr"] == pytest.approx(1 / 5)
+    assert (m["windows"], m["malicious"]) == (8, 3)
+    assert window_metrics(np.zeros(4), np.zeros(4))["f1"] == 0.0  # never NaN
+
+
+def test_mean_ci_matches_student_t():
+    m, h = mean_ci([0.5, 0.7, 0.6])
+    assert m == pytest.approx(0.6)
+    assert h == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(mean_ci([0.4])[1])
+
+
+def test_markdown_table_formats_floats_and_nan():
+    md = markdown_table(pd.DataFrame({"a": ["x"], "b": [0.12345], "c": [float("nan")]}))
+    assert md.splitlines() == ["| a | b | c |", "|---|---|---|", "| x | 0.123 | – |"]
+
+
+def test_feature_set_masks_nest_and_full_keeps_everything():
+    full = obs_mask("full")
+    assert full.all()
+    assert obs_mask("stats").sum() == 62
+    assert obs_mask("stats+minilm").sum() == 62 + 384
+    assert (obs_mask("stats+score") <= full).all() and set(FEATURE_SETS) == {"stats", "stats+minilm", "stats+score",
+                                                                             "full"}
+    with pytest.raises(ValueError, match="feature set"):
+        obs_mask("everything")
+
+
+def test_prequential_f1_restarts_at_drift_points():
+    from experiments.drift import adaptation_times, prequential_f1
+
+    y = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 1])
+    a = np.array([1, 1, 1, 0, 0, 0, 0, 1, 0, 1])
+    seg = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    c = prequential_f1(y, a, seg, width=100)
+    assert np.isnan(c[:2]).all() and c[2] == 1.0
+    assert np.isnan(c[4:6]).all()  # the window restarted: fewer than 3 attack windows after the drift
+    assert c[6] == 0.0  # nothing of segment 0 counts after the drift
+    assert c[9] == pytest.approx(window_metrics(y[4:], a[4:])["f1"])
+    rows = adaptation_times(c, y, a, seg)
+    assert rows[0]["pre-drift F1"] == 1.0
+    assert rows[0]["windows to recover"] == "not recovered"  # at most 0.57 < 0.9 · 1.0
+    ones = np.ones_like(a)
+    rows = adaptation_times(prequential_f1(y, ones, seg, width=100), y, ones, seg)
+    assert rows[0]["windows to recover"] == 2  # F1 1.0 ≥ 0.9 · 0.857 at the 3rd attack window
+
+
+def test_merge_interleaves_by_relative_position():
+    from experiments.data import Source
+    from experiments.drift import merge
+
+    def src(name, ts):
+        f = pd.DataFrame({"t_start": ts, "device_id": [f"{name}/d"] * len(ts), "label": 0})
+        return Source(name, f, np.zeros((len(ts), 384), np.float32), "")
+
+    m = merge([src("a", [0.0, 10.0, 20.0]), src("b", [1000.0, 1001.0])], "ab")
+    assert m.frame["device_id"].tolist() == ["a/d", "b/d", "a/d", "a/d", "b/d"]
+
+
+def test_league_mapping_alternates_in_episode_order_and_attacker_only():
+    from training.mappo.callbacks import LeagueMapping
+    from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, DEFENDER, DEFENDER_LEAGUE
+
+    class Ep:
+        def __init__(self, i):
+            self.id_ = i
+
+    m = LeagueMapping(self_play=True)
+    got = [(m("defender_0", Ep(e)), m("attacker_0", Ep(e))) for e in ("u1", "u2", "u3")]
+    assert got == [(DEFENDER, ATTACKER_LEAGUE), (DEFENDER_LEAGUE, ATTACKER), (DEFENDER, ATTACKER_LEAGUE)]
+    assert m("defender_1", Ep("u2")) == DEFENDER_LEAGUE  # same episode, same mode
+    assert LeagueMapping(self_play=False)("defender_0", Ep("x")) == DEFENDER
+    assert {LeagueMapping(False, attacker_only=True)("attacker_0", Ep(i)) for i in "abc"} == {ATTACKER}
+
+
+def test_league_mapping_random_attacker_share_is_spread_evenly():
+    from training.mappo.callbacks import LeagueMapping
+    from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM
+
+    class Ep:
+        def __init__(self, i):
+            self.id_ = i
+
+    m = LeagueMapping(self_play=True, random_attacker_share=0.5)
+    got = [m("attacker_0", Ep(i)) for i in range(8)]
+    # even episodes train the defender (half of them against the random attacker), odd ones the attacker
+    assert got == [ATTACKER_LEAGUE, ATTACKER, ATTACKER_RANDOM, ATTACKER, ATTACKER_LEAGUE, ATTACKER,
+                   ATTACKER_RANDOM, ATTACKER]
+    with pytest.raises(ValueError, match="random_attacker_share"):
+        LeagueMapping(True, random_attacker_share=1.5)
+
+
+def test_attacker_only_training_needs_a_defender():
+    from training.mappo.config import MappoArgs
+    from training.mappo.train import train
+
+    with pytest.raises(ValueError, match="initial_state"):
+        train(MappoArgs(attacker_only=True))
+
+
+def test_report_needs_results(tmp_path: Path):
+    from experiments.report import build
+
+    with pytest.raises(FileNotFoundError, match="no experiment results"):
+        build(tmp_path / "results", tmp_path / "results.md")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Quick mode, twice per experiment (two processes side by side): identical metrics, every output file.
+
+
+def _launch(name: str, out: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}  # the CLI must fix it itself
+    return subprocess.Popen([sys.executable, "-m", "marlids", "experiment", name, "--quick", "--seed", "0",
+                             "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    from experiments.data import SOURCE_NAMES, load_source
+
+    for s in SOURCE_NAMES:  # fill the window cache once, before the parallel runs
+        if s != "oconnor_benign":
+            load_source(s)
+    root = tmp_path_factory.mktemp("experiments")
+    runs = {}
+    for name in EXPERIMENTS:
+        a, b = root / "a", root / "b"
+        procs = [_launch(name, a), _launch(name, b)]
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+        for p, o in zip(procs, outs):
+            assert p.returncode == 0, f"marlids experiment {name} --quick failed:\n{o[-4000:]}"
+        runs[name] = (a / name, b / name)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_quick_mode_is_deterministic_and_writes_everything(quick_runs, name: str):
+    a, b = quick_runs[name]
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma and ma == mb, "rerunning quick mode with the same seed changed the metrics"
+    cfg = json.loads((a / "config.json").read_text())
+    assert cfg["seed"] == 0 and cfg["mode"] == "quick" and cfg["sources"]
+    assert list(a.glob("*.csv")) and list(a.glob("*.png")) and (a / f"{name}.md").is_file()
+    assert json.loads((a / "runtime.json").read_text())["seconds"] < 300  # the issue's quick-mode budget
+    md = (a / f"{name}.md").read_text()
+    for csv in a.glob("*.csv"):
+        if csv.name != "stream.csv":
+            assert f"`{csv.name}`" in md
+    values = [v for v in ma.values() if isinstance(v, float)]
+    assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 1  # real, varied metrics
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+def test_report_is_generated_from_the_results(quick_runs, tmp_path: Path):
+    from experiments.report import build
+
+    results = quick_runs["generalization"][0].parent
+    out = build(results, tmp_path / "docs" / "results.md")
+    text = out.read_text()
+    overall = pd.read_csv(results / "generalization" / "overall.csv")
+    row = overall[(overall["test set"] == "site_b") & (overall["detector"] == "RandomForest")].iloc[0]
+    assert f"| site_b | RandomForest | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |" in text
+    assert "quick-mode runs" in text and "IoT Sentinel" in text and "--seed 0" in text
+    for img in ("f1_per_test_set.png", "prequential_f1.png"):
+        ref = next(line for line in text.splitlines() if img in line)
+        rel = ref.split("](", 1)[1].rstrip(")")
+        assert (out.parent / rel).is_file()
