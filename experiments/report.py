@@ -72,7 +72,9 @@ def build(results: Path = RESULTS, out: Path | None = None) -> Path:
            "Some sections are quick-mode runs (CI settings): their numbers show the pipeline works, not how "
            "good the detector can be."),
         "Read the caveats: the data are small real captures, so differences of a few points between detectors "
-        "are often within seed noise; intervals are given where several seeds were run.",
+        "are often within seed noise; intervals are given where several seeds were run (with 2 seeds a 95 % "
+        "Student-t interval is ±12.7 standard errors, so it is wide). Runtimes are wall-clock on the machine "
+        "named; they were measured with other jobs on the same cores, so they are upper bounds.",
         DATASETS,
         *(_section(d, out.parent) for d in found),
     ]
