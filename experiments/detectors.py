@@ -94,10 +94,10 @@ class _SequenceAnomalyDetector:
     def __init__(self, seed: int = 0, epochs: int = 15, seq_len: int = 10, q: float = 1e-3) -> None:
         self.seed, self.epochs, self.seq_len, self.q = seed, epochs, seq_len, q
 
-    def _sequences(self, src: Source):
+    def _sequences(self, frame):
         from edge.scorer.sequences import build_sequences
 
-        return build_sequences(src.frame, self.seq_len)
+        return build_sequences(frame, self.seq_len)
 
 
 class KitsuneDetector(_SequenceAnomalyDetector):
@@ -111,7 +111,7 @@ class KitsuneDetector(_SequenceAnomalyDetector):
         from edge.scorer.threshold import SPOTThreshold
 
         benign = src.frame[src.frame["label"] == 0].reset_index(drop=True)
-        seqs = self._sequences(Source(src.name, benign, src.embeddings[:0], src.citation))
+        seqs = self._sequences(benign)
         order = np.argsort(benign["t_start"].to_numpy()[seqs.rows], kind="stable")
         cut = int(0.8 * len(order))
         X = seqs.X[order]
@@ -120,7 +120,7 @@ class KitsuneDetector(_SequenceAnomalyDetector):
         return self
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
-        seqs = self._sequences(src)
+        seqs = self._sequences(src.frame)
         out = np.zeros(len(src.frame), dtype=bool)
         out[seqs.rows] = self.threshold_.predict(self.model_.score_samples(seqs.X)).astype(bool)
         return out

@@ -146,7 +146,8 @@ def run(*, quick: bool = False, seed: int = 0, out_root: Path | None = None, pro
             obs = np.concatenate([warm_obs, stream_obs[:hi]])
             has_benign = frame.groupby("site")["label"].transform(lambda s: (s == 0).any()).to_numpy()
             _fine_tune(marl, frame[has_benign].reset_index(drop=True), obs[has_benign], adapt_iters)
-            rf_online = RandomForestDetector(seed=seed).fit(Source("seen", frame, np.zeros((len(frame), 0)), ""))
+            rf_online = RandomForestDetector(seed=seed).fit(
+                Source("seen", frame, np.concatenate([warm.embeddings, stream.embeddings[:hi]]), ""))
     curves, seg_rows, drift_rows = {}, [], []
     for name, a in alerts.items():
         curves[name] = prequential_f1(y, a, seg_of, width)
