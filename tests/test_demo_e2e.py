@@ -64,11 +64,12 @@ def test_alerts_match_ground_truth(demo_run):
                 continue
             family = str(w.technique_id).split(".")[0]
             hits.setdefault(family, []).append(any(t.split(".")[0] == family for t in a["technique_ids"]))
-        # Network scans (T1046) and SSH brute force (T1110) are recognised at both sites: every one of these
-        # scheduled attacks produced alerts, most of them of the right family.
-        for family in ("T1046", "T1110"):
+        # Network scans (T1046), SSH brute force (T1110) and network floods (T1498) are recognised at both
+        # sites: every one of these scheduled attacks produced alerts, most of them of the right family.
+        # (App-layer DoS T1499 is mostly named a flood, and ARP spoofing T1557 is missed: see models/README.md.)
+        for family in ("T1046", "T1110", "T1498"):
             assert family in hits and any(hits[family]), f"{site}: no {family} alert"
-        assert sum(hits["T1046"]) / len(hits["T1046"]) > 0.5
+            assert sum(hits[family]) / len(hits[family]) > 0.5, f"{site}: {family} alerts mostly of another family"
         m = result.metrics[site]
         assert m["fpr"] <= 0.02
         assert m["recall"] >= 0.5
