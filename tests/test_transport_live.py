@@ -129,7 +129,9 @@ def test_live_interface_windows_close_while_traffic_flows(veth, tmp_path):
     b = got[got["device_id"] == "10.99.0.3"]
     assert a["out_pkts"].sum() == 240 + 3 and a["in_pkts"].sum() == 120 and a["arp_pkts"].sum() == 3
     assert b["in_pkts"].sum() == 240 and b["out_pkts"].sum() == 120
-    assert (a["udp_pkt_fraction"] > 0.9).all() and len(a) >= 2
+    # every request and reply is UDP, the 3 ARP requests are not (by count: a window that holds only a few
+    # packets next to an ARP request has a UDP share below 0.9, depending on where the clock cut fell)
+    assert round(float((a["udp_pkt_fraction"] * a["pkts"]).sum())) == 240 + 120 and len(a) >= 2
     assert live.late_packets == 0
     # windows closed while the traffic went on, each within the close delay (+ a second of polling)
     closed_at = {t_end: wall for wall, t_end, _ in seen}
