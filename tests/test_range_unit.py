@@ -30,10 +30,10 @@ def _ci_raw() -> dict:
     return yaml.safe_load((SCEN_DIR / "ci_short.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["site_a", "site_b", "ci_short"])
+@pytest.mark.parametrize("name", ["site_a", "site_b", "ci_short", "site_a_train", "site_b_train"])
 def test_bundled_scenarios_load(name):
     s = load_scenario(SCEN_DIR / f"{name}.yaml")
-    assert s.site == name and s.attacks and s.devices
+    assert s.site == name.removesuffix("_train") and s.attacks and s.devices
     assert all(s.warmup_s <= a.start_s and a.start_s + a.duration_s <= s.duration_s for a in s.attacks)
 
 
@@ -47,6 +47,27 @@ def test_sites_differ_and_cover_every_technique():
     assert [d.name for d in a.devices] != [d.name for d in b.devices]
     assert {x.technique for x in a.attacks} | {x.technique for x in b.attacks} == set(TECHNIQUES)
     assert load_scenario("ci_short").duration_s <= 60
+
+
+@pytest.mark.parametrize("site", ["site_a", "site_b"])
+def test_training_day_extends_its_site(site):
+    base, train = load_scenario(site), load_scenario(f"{site}_train")
+    assert train.devices == base.devices and train.subnet == base.subnet
+    assert train.seed != base.seed and train.attacks != base.attacks
+    assert {x.technique for x in train.attacks} == set(TECHNIQUES)
+
+
+def test_extends_errors_name_the_problem(tmp_path):
+    (tmp_path / "base.yaml").write_text((SCEN_DIR / "ci_short.yaml").read_text())
+    (tmp_path / "day2.yaml").write_text("extends: base\nseed: 5\n")
+    day2 = load_scenario(tmp_path / "day2.yaml")
+    assert day2.seed == 5 and day2.attacks == load_scenario(tmp_path / "base.yaml").attacks
+    (tmp_path / "bad.yaml").write_text("extends: nothing-here\n")
+    with pytest.raises(ValueError, match=r"extends='nothing-here'; expected the name of another scenario file.*base"):
+        load_scenario(tmp_path / "bad.yaml")
+    (tmp_path / "day3.yaml").write_text("extends: day2\n")
+    with pytest.raises(ValueError, match="one level only"):
+        load_scenario(tmp_path / "day3.yaml")
 
 
 def _mutate(path: str, value):
@@ -92,7 +113,7 @@ def test_scenario_validation_names_key_value_and_allowed(path, value, match):
 
 
 def test_missing_scenario_file_lists_bundled(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bundled: ci_short, site_a, site_b"):
+    with pytest.raises(FileNotFoundError, match="bundled: ci_short, site_a, site_a_train, site_b, site_b_train"):
         load_scenario(tmp_path / "nope.yaml")
 
 

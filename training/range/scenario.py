@@ -22,6 +22,9 @@ A scenario is one YAML mapping (see ``training/range/scenarios/site_a.yaml``)::
     attacks:
       - {technique: nmap_syn_scan, target: subnet, start_s: 25, duration_s: 15, intensity: 1.0}
 
+A file may start with ``extends: site_a``: the keys of that scenario file (beside it) are taken, and
+the keys given here replace them whole (e.g. the same devices with another ``seed`` and ``attacks``).
+
 ``target`` is ``subnet``, ``gateway``, a device name, or an address inside the subnet. Every key is
 checked: an unknown key, an unknown technique, a target that does not run the service a technique
 needs (``ssh``, ``http``, ``coap``, ``mqtt``) or an attack outside ``[warmup_s, duration_s]`` raises
@@ -364,6 +367,17 @@ def load_scenario(path: str | Path) -> Scenario:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"scenario {str(path)!r} is not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and "extends" in raw:
+        base_name = raw.pop("extends")
+        base_path = path.parent / f"{str(base_name).removesuffix('.yaml')}.yaml"
+        if not isinstance(base_name, str) or not base_path.is_file() or base_path.resolve() == path.resolve():
+            raise ValueError(f"scenario {path.name}: extends={base_name!r}; expected the name of another "
+                             f"scenario file beside it ({', '.join(p.stem for p in sorted(path.parent.glob('*.yaml')))})")
+        base = yaml.safe_load(base_path.read_text())
+        if isinstance(base, dict) and "extends" in base:
+            raise ValueError(f"scenario {path.name}: extends={base_name!r}, which itself extends another; "
+                             "one level only")
+        raw = {**base, **raw}
     try:
         return parse_scenario(raw, source=str(path))
     except ValueError as exc:
