@@ -109,6 +109,13 @@ def test_split_command_cuts_between_attack_episodes(tmp_path: Path, bundled_capt
     res = CliRunner().invoke(app, ["train", "split", str(tmp_path / "missing.parquet"),
                                    "--train-out", str(tr), "--test-out", str(te)])
     assert res.exit_code != 0
+    # --train-fraction 1.0 joins files into one training file and needs no --test-out; below 1 it does.
+    both = tmp_path / "both.parquet"
+    res = CliRunner().invoke(app, ["train", "split", str(tr), str(te), "--train-fraction", "1.0", "--train-out", str(both)])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(both)) == len(frame)
+    res = CliRunner().invoke(app, ["train", "split", str(labeled), "--train-out", str(both)])
+    assert res.exit_code != 0 and "--test-out is needed" in str(res.exception)
 
 
 def test_league_keeps_the_random_attacker_in_the_pool():

@@ -148,8 +148,11 @@ def eval_(
 def split(
     labeled: list[Path] = typer.Argument(..., help="Labeled window Parquet files (from `marlids range label`)."),
     train_out: Path = typer.Option(..., "--train-out", help="Parquet for the earlier (training) part."),
-    test_out: Path = typer.Option(..., "--test-out", help="Parquet for the later (held-out) part."),
-    train_fraction: float = typer.Option(0.7, "--train-fraction", help="Share of attack episodes before the cut."),
+    test_out: Path = typer.Option(None, "--test-out", help="Parquet for the later (held-out) part (needed "
+                                                            "unless --train-fraction is 1)."),
+    train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.01, max=1.0,
+                                         help="Share of attack episodes before the cut; 1.0 writes every window "
+                                              "to --train-out (joins files)."),
 ) -> None:
     """Split labeled windows in time, between attack episodes, exactly as `train mappo` and `train eval` do.
 
@@ -157,6 +160,8 @@ def split(
 
     Example: marlids train split site_a.parquet site_b.parquet --train-out train.parquet --test-out test.parquet
     """
+    if test_out is None and train_fraction < 1.0:
+        raise ValueError(f"--test-out is needed with --train-fraction {train_fraction} (< 1: a held-out part exists)")
     import pandas as pd
 
     from training.data import split_by_time
@@ -169,7 +174,9 @@ def split(
         if "label" not in frames[-1].columns:
             raise ValueError(f"{path}: not a labeled window file (no 'label' column); run `marlids range label`")
     frame = pd.concat(frames, ignore_index=True)
-    for part, out in zip(split_by_time(frame, train_fraction), (train_out, test_out)):
+    parts = [(frame, train_out)] if train_fraction >= 1.0 else zip(split_by_time(frame, train_fraction),
+                                                                     (train_out, test_out))
+    for part, out in parts:
         out.parent.mkdir(parents=True, exist_ok=True)
         part.to_parquet(out, index=False)
         typer.echo(f"{out}: {len(part)} windows, {int(part['label'].sum())} malicious")
