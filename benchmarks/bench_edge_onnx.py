@@ -77,7 +77,7 @@ def child(backend: str, directory: Path, policy: Path) -> dict:
     import psutil
 
     from edge.features import FEATURE_NAMES
-    from edge.observation import FusionPipeline, build_observations
+    from edge.observation import OBS_DIM, FusionPipeline, build_observations
     from edge.onnx_embed import make_embedder
     from edge.scorer import build_sequences
 
@@ -113,7 +113,7 @@ def child(backend: str, directory: Path, policy: Path) -> dict:
             else:
                 raw, att = pipe.scorer_.score_with_attention(seqs.X[j:j + 1])
                 obs = build_observations(z, emb, pipe.threshold_.calibrate(raw), att)
-            assert obs.shape == (1, 452)
+            assert obs.shape == (1, OBS_DIM)
             out.append((time.perf_counter() - t) * 1e3)
         return out
 

@@ -142,6 +142,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
                                                  IsADirectoryError, RuntimeError)
 
 
+# Typer ≥ 0.2x carries its own copy of click, whose exceptions are not the installed click's: catch both.
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
+
 #: Command groups whose results must not depend on Python's per-process string-hash seed.
 SEEDED_GROUPS = ("train", "experiment")
 
@@ -163,12 +169,12 @@ def main() -> None:
     fix_hash_seed(sys.argv)
     try:
         rc = app(standalone_mode=False, prog_name="marlids")
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:  # unknown option, bad value, missing argument: click's usage message
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except USER_ERRORS as exc:

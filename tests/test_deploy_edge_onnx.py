@@ -26,7 +26,7 @@ pytest.importorskip("tokenizers")
 from typer.testing import CliRunner
 
 from edge.embed import EmbeddingModelError, TextEmbedder
-from edge.observation import OBS_SLICES, FusionPipeline
+from edge.observation import OBS_DIM, OBS_SLICES, FusionPipeline
 from edge.onnx_embed import MODEL_FILE, OnnxTextEmbedder, make_embedder, models_dir, resolve_backend
 from edge.onnx_export import MIN_PARITY_COSINE, parity_texts
 from edge.scorer import CheckpointError
@@ -282,7 +282,7 @@ print(json.dumps({{"windows": len(df), "obs": list(obs.shape)}}))
 """
     r = subprocess.run([py, "-c", script], check=False, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"windows": len(windows), "obs": [len(windows), 452]}
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"windows": len(windows), "obs": [len(windows), OBS_DIM]}
     # the console script, torch-free: windows with ONNX embeddings into Parquet
     r = subprocess.run([str(venv / "bin" / "marlids"), "edge", "extract", str(CAPTURE), "--out",
                         str(tmp_path / "w.parquet")], check=False, cwd=tmp_path, env=run_env, capture_output=True, text=True,

@@ -59,3 +59,13 @@ def test_help_teaches_every_command():
     for args in ([], ["edge"], ["edge", "extract"], ["edge", "inspect"], ["demo"]):
         res = runner.invoke(app, [*args, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_usage_errors_are_one_message_not_a_traceback():
+    import subprocess
+    import sys
+
+    for args in (["edge", "--bogus"], ["train", "eval"]):
+        res = subprocess.run([sys.executable, "-m", "marlids", *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr and "Usage: marlids" in res.stderr, res.stderr

@@ -144,3 +144,32 @@ def test_league_keeps_the_random_attacker_in_the_pool():
     random_draws = sum(a == {"module": ATTACKER_LEAGUE, "iteration": 2} for a in attackers)
     assert 0 < random_draws < 30  # the initial (untrained) attacker keeps being drawn, among snapshots
     assert all(s[DEFENDER_LEAGUE]["module"] == DEFENDER for s in loaded)
+
+
+def test_discount_and_entropy_flags_reach_the_rllib_config(monkeypatch, tmp_path: Path):
+    import gymnasium as gym
+    from typer.testing import CliRunner
+
+    import training.mappo.train as mappo_train
+    from edge.observation import OBS_DIM
+    from marlids.cli import app
+    from training.mappo.config import build_config
+
+    captured = {}
+
+    def record(args, on_iteration=None):  # stands in for the (minutes-long) run; the CLI → args mapping is tested
+        captured["args"] = args
+        return {"run_dir": "r", "checkpoint": "c", "policy_dir": "p"}
+
+    monkeypatch.setattr(mappo_train, "train", record)
+    res = CliRunner().invoke(app, ["train", "mappo", "--gamma", "0.5", "--entropy-coeff", "0.03",
+                                   "--iterations", "1", "--out-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    args = captured["args"]
+    assert (args.gamma, args.entropy_coeff) == (0.5, 0.03)
+    box = gym.spaces.Box(-1, 1, (OBS_DIM,))
+    cfg = build_config(args, "env", lambda *a, **k: "defender",
+                       {"defender": (box, gym.spaces.MultiDiscrete([5, 7])), "attacker": (box, gym.spaces.Discrete(3))})
+    assert (cfg.gamma, cfg.entropy_coeff) == (0.5, 0.03)
+    bad = CliRunner().invoke(app, ["train", "mappo", "--gamma", "1.5"])
+    assert bad.exit_code != 0 and "gamma" in bad.output
