@@ -142,7 +142,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
                                                  IsADirectoryError, RuntimeError)
 
 
-# Typer ≥ 0.2x carries its own copy of click, whose exceptions are not the installed click's: catch both.
+# Recent Typer releases vendor their own copy of click, whose exceptions are not the installed click's: catch both.
 _EXITS = (click.exceptions.Exit, typer.Exit)
 _USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 _ABORTS = (click.exceptions.Abort, typer.Abort)

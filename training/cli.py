@@ -29,7 +29,7 @@ def mappo(
     gamma: float = typer.Option(0.95, "--gamma", min=0.0, max=1.0,
                                 help="Discount factor of the returns (GAE) of every trained module."),
     entropy_coeff: float = typer.Option(0.01, "--entropy-coeff", min=0.0,
-                                        help="Entropy bonus: higher keeps exploring alerts on rare windows longer."),
+                                        help="Entropy bonus of the PPO loss (weight of the exploration term)."),
     train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.01, max=1.0,
                                          help="Share of each capture's attack episodes (in time order) to train on; "
                                               "1.0 trains on everything."),
