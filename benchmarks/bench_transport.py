@@ -1,7 +1,7 @@
 """Throughput of the edge → fog transport: Observations per second streamed over gRPC, decided and acked.
 
-An edge buffer is pre-filled with N synthetic Observations of the real layout (452-d vector, 62 raw and
-62 standardised statistics, a protocol sentence, 20-step attention), 20 devices per 5 s slot with a
+An edge buffer is pre-filled with N synthetic Observations of the real layout (453-d vector, 63 raw and
+63 standardised statistics, a protocol sentence, 20-step attention), 20 devices per 5 s slot with a
 Watermark after each slot; an :class:`edge.daemon.EdgeDaemon` then streams the buffer to an in-process
 :class:`fog.server.FogServer` (one site, plaintext or mTLS) which closes every tick, runs the defender
 actor, commits to its outbox and acks. The time from start to "everything acked" gives the rate. The actor

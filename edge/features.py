@@ -91,6 +91,10 @@ FEATURES: tuple[Feature, ...] = (
     _F("in_distinct_src_addrs", "count", "distinct initiators of flows towards the device"),
     _F("in_distinct_dst_ports", "count", "distinct local ports of the device that peers contacted"),
     _F("in_dst_port_entropy_bits", "bits", "Shannon entropy of local ports over peer-initiated flows"),
+    _F("in_src_max_fanout", "count",
+       "largest fan-out among the peers that contacted the device in the window (initiated a flow to it or "
+       "sent an ARP request it answered): the distinct site addresses that peer contacted in the same window. "
+       "A scan reaches every host, so its bystanders see tens to hundreds"),
     # transport mix
     _F("tcp_pkt_fraction", "fraction", "TCP packets / pkts"),
     _F("udp_pkt_fraction", "fraction", "UDP packets / pkts"),

@@ -1,8 +1,8 @@
 """The fused Observation: one function builds it for training (the fog env) and at run time (the edge).
 
-Layout of the float32 vector (``OBS_DIM`` = 62 + 384 + 2 + 4 = 452)::
+Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 = 453)::
 
-    [ stats_z (62) | embedding (384) | score (1) | score_available (1) | attention summary (4) ]
+    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) ]
 
 * ``stats_z`` — the window statistics of :data:`edge.features.FEATURE_NAMES`, signed-log1p
   compressed and standardised on benign windows (:class:`edge.scorer._common.FeatureScaler`),

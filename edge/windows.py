@@ -79,7 +79,8 @@ _EPHEMERAL_PORT = 49152  # RFC 6335 dynamic/private port range start
 class _Acc:
     """Accumulator of one (device, window): a raw counter list plus lazily created sets and maps."""
 
-    __slots__ = ("apps", "groups", "in_ports", "in_src_addrs", "out_dst_addrs", "out_ports", "peers", "r")
+    __slots__ = ("apps", "arp_answered", "arp_asked", "groups", "in_ports", "in_src_addrs", "out_dst_addrs",
+                 "out_ports", "peers", "r")
 
     def __init__(self) -> None:
         self.r = _RAW_INIT.copy()
@@ -89,6 +90,8 @@ class _Acc:
         self.out_ports: dict[int, int] | None = None
         self.in_src_addrs: set[str] | None = None
         self.in_ports: dict[int, int] | None = None
+        self.arp_asked: set[str] | None = None  # addresses the device sent ARP requests for
+        self.arp_answered: set[str] | None = None  # addresses the device sent ARP replies to
         self.apps: dict[str, float] = {}
         self.groups: dict[tuple[str, bool], ProtoGroup] = {}
 
@@ -291,6 +294,15 @@ class WindowBuilder:
             if fr.psrc != "0.0.0.0" and bound.setdefault(fr.psrc, fr.hwsrc) != fr.hwsrc:
                 r[ARP_CONFLICTS] += 1
             peer = fr.pdst if fr.pdst != "0.0.0.0" else ""
+            if peer and peer != dev and fr.op in (1, 2):
+                if fr.op == 1:
+                    if a.arp_asked is None:
+                        a.arp_asked = set()
+                    a.arp_asked.add(peer)
+                else:
+                    if a.arp_answered is None:
+                        a.arp_answered = set()
+                    a.arp_answered.add(peer)
             self._add_l2(a, fr.ts, fr.size_bytes, peer, "ARP reply" if fr.op == 2 else "ARP")
         for fr in scan.l2:
             dev = self._mac_ip.get(fr.src_mac, fr.src_mac)
@@ -328,7 +340,9 @@ class WindowBuilder:
         keys = list(self._acc)
         accs = list(self._acc.values())
         raw = np.array([a.r for a in accs], dtype=np.float64).reshape(len(accs), RAW_LEN)
-        feats = _features(raw, accs, self.window_s).astype(np.float32)
+        feats = _features(raw, accs, self.window_s)
+        feats[:, FEATURE_NAMES.index("in_src_max_fanout")] = _in_src_max_fanout(keys, accs)
+        feats = feats.astype(np.float32)
         idx = np.array([k[1] for k in keys], dtype=np.float64)
         cols: dict[str, object] = {
             "site_id": [self.site_id] * len(keys),
@@ -425,6 +439,34 @@ def _features(raw: np.ndarray, accs: Sequence[_Acc], window_s: float) -> np.ndar
     for g in APP_GROUP_NAMES:
         k = c[f"app_{g}_pkt_fraction"]
         out[:, k] = _div(out[:, k], pkts)
+    return out
+
+
+def _in_src_max_fanout(keys: Sequence[tuple[str, int]], accs: Sequence[_Acc]) -> np.ndarray:
+    """``in_src_max_fanout`` of each (device, window) key: site-level context a single window lacks.
+
+    A peer's fan-out in window *k* is the larger of (a) the devices of the site it initiated contact
+    with — new flows towards them, or ARP requests they answered — and (b) when the peer is itself a
+    device, the distinct addresses it initiated flows to or sent ARP requests for (RFC 826), answered or
+    not. Each device gets the largest fan-out among its own initiators. A horizontal scan or host
+    discovery (ATT&CK T1046) thus marks every host it touched, even one whose only trace is an ARP reply;
+    in the spirit of the distinct-destination scan counters of Bro/Zeek (Paxson, 1999).
+    Returns an array ``(len(keys),)`` of counts.
+    """
+    initiated: dict[int, dict[str, int]] = {}  # window → peer → devices it contacted
+    own: dict[tuple[str, int], int] = {}  # (device, window) → addresses it contacted
+    sources: list[set[str]] = []
+    for (dev, idx), a in zip(keys, accs):
+        src = (a.in_src_addrs or set()) | (a.arp_answered or set())
+        sources.append(src)
+        cnt = initiated.setdefault(idx, {})
+        for p in src:
+            cnt[p] = cnt.get(p, 0) + 1
+        own[(dev, idx)] = len((a.out_dst_addrs or set()) | (a.arp_asked or set()))
+    out = np.zeros(len(keys), dtype=np.float64)
+    for j, ((_, idx), src) in enumerate(zip(keys, sources)):
+        cnt = initiated[idx]
+        out[j] = max((max(cnt[p], own.get((p, idx), 0)) for p in src), default=0)
     return out
 
 

@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 #: The shared public captures (``../shared/data/pcaps`` beside the repository).
 SHARED_PCAPS = REPO.parent / "shared" / "data" / "pcaps"
-#: Bump when labeling or embedding changes, so stale cache entries are not reused.
-CACHE_VERSION = "1"
+#: Bump when windowing, labeling or embedding changes, so stale cache entries are not reused
+#: (2: the in_src_max_fanout feature).
+CACHE_VERSION = "2"
 #: Window length of every source, seconds.
 WINDOW_S = 5.0
 
@@ -66,7 +67,7 @@ class Source:
     name : str
     frame : DataFrame
         Labeled windows (``label``, ``attack``, ``technique_id``, ``site``, ``device_id``, ``t_start``,
-        the 62 features, ``proto_text``), ordered by ``t_start``.
+        the 63 features, ``proto_text``), ordered by ``t_start``.
     embeddings : ndarray, shape (len(frame), 384)
     citation : str
         Where the packets come from (for tables and ``docs/results.md``).

@@ -148,6 +148,36 @@ def test_window_length_is_configurable(pcaps: Path):
     assert ((w30["t_end"] - w30["t_start"]).round(6) == 30).all()
 
 
+def test_scan_bystanders_carry_the_scanners_fan_out(tmp_path: Path):
+    """A host whose only trace of a sweep is one ARP reply gets the scanner's fan-out (in_src_max_fanout)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    att, att_mac, poller, poller_mac = "10.9.0.66", "02:00:00:00:00:66", "10.9.0.2", "02:00:00:00:00:02"
+    hosts = {f"10.9.0.{k}": f"02:00:00:00:00:{k:02x}" for k in (10, 11, 12)}
+    pkts = []
+    for ip, mac in hosts.items():  # a poller reads every host over UDP (it initiates: fan-out 3)
+        pkts += [Ether(src=poller_mac, dst=mac) / IP(src=poller, dst=ip) / UDP(sport=40000, dport=5683),
+                 Ether(src=mac, dst=poller_mac) / IP(src=ip, dst=poller) / UDP(sport=5683, dport=40000)]
+    for k in range(1, 41):  # host discovery: 40 ARP requests, the live hosts answer
+        pdst = f"10.9.0.{k + 100}" if k > 3 else list(hosts)[k - 1]
+        pkts.append(Ether(src=att_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=att_mac, psrc=att, pdst=pdst))
+        if pdst in hosts:
+            pkts.append(Ether(src=hosts[pdst], dst=att_mac) / ARP(op=2, hwsrc=hosts[pdst], psrc=pdst, pdst=att))
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i * 0.01
+    path = tmp_path / "sweep.pcap"
+    wrpcap(str(path), pkts)
+    fan = extract_windows([path]).set_index("device_id")["in_src_max_fanout"]
+    assert all(fan[h] == 40 for h in hosts), fan  # the scanner asked for 40 addresses
+    assert fan[att] == 0 and fan[poller] == 0  # nobody initiated contact with them
+    # without the sweep the hosts carry only the poller's fan-out
+    wrpcap(str(path), pkts[:6])
+    fan = extract_windows([path]).set_index("device_id")["in_src_max_fanout"]
+    assert all(fan[h] == 3 for h in hosts), fan
+
+
 def test_golden_features_of_mirai_capture(pcaps: Path):
     """pcap → features golden test (NFStream style): tests/golden/mirai2000_windows.csv."""
     got = extract_windows([pcaps / "kitsune" / "mirai2000.pcap"])
