@@ -191,7 +191,7 @@ def load_source(name: str) -> Source:
         frame = frame.drop(columns=[c for c in ("peers", "embedding") if c in frame.columns])
         emb = embed_texts(frame).astype(np.float32)
         # atomic: a concurrent run never reads a half-written entry
-        tmp_f, tmp_e = fp.with_suffix(f".{os.getpid()}.tmp"), ep.with_suffix(f".{os.getpid()}.tmp")
+        tmp_f, tmp_e = (p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (fp, ep))  # distinct per file
         frame.to_parquet(tmp_f, index=False)
         with open(tmp_e, "wb") as fh:
             np.save(fh, emb)

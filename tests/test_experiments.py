@@ -44,8 +44,10 @@ def test_markdown_table_formats_floats_and_nan():
 def test_feature_set_masks_nest_and_full_keeps_everything():
     full = obs_mask("full")
     assert full.all()
-    assert obs_mask("stats").sum() == 62
-    assert obs_mask("stats+minilm").sum() == 62 + 384
+    from edge.features import N_FEATURES
+
+    assert obs_mask("stats").sum() == N_FEATURES
+    assert obs_mask("stats+minilm").sum() == N_FEATURES + 384
     assert (obs_mask("stats+score") <= full).all() and set(FEATURE_SETS) == {"stats", "stats+minilm", "stats+score",
                                                                              "full"}
     with pytest.raises(ValueError, match="feature set"):
@@ -122,6 +124,19 @@ def test_attacker_only_training_needs_a_defender():
 
     with pytest.raises(ValueError, match="initial_state"):
         train(MappoArgs(attacker_only=True))
+
+
+def test_cold_cache_is_written_then_read_back(tmp_path: Path, monkeypatch):
+    """A first load labels and embeds the source and stores it (no temporary file left); the next one reads it."""
+    from experiments.data import load_source
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_source("site_b")
+    files = sorted(p.name for p in (tmp_path / "marlids" / "experiments").iterdir())
+    assert [f.rsplit(".", 1)[1] for f in files] == ["npy", "parquet"], files
+    again = load_source("site_b")
+    pd.testing.assert_frame_equal(first.frame, again.frame, check_dtype=False)  # parquet reads text as str
+    np.testing.assert_array_equal(first.embeddings, again.embeddings)
 
 
 def test_report_needs_results(tmp_path: Path):
