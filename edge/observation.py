@@ -5,11 +5,12 @@ Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 = 453)::
     [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) ]
 
 * ``stats_z`` — the window statistics of :data:`edge.features.FEATURE_NAMES`, signed-log1p
-  compressed and standardised on benign windows (:class:`edge.scorer._common.FeatureScaler`),
-  clipped to ±:data:`Z_CLIP`.
+  compressed and standardised against the window's **site baseline** (:mod:`edge.baseline`: its
+  device's statistics, or its site's), clipped to ±:data:`Z_CLIP`.
 * ``embedding`` — MiniLM of the window's protocol text (unit norm).
 * ``score`` — the temporal scorer's calibrated anomaly probability in [0, 1] for the sequence
-  ending at this window; ``score_available`` is 1 when the scorer had enough history (warm-up gives
+  of site-standardised windows ending at this window (its raw score standardised by the site's score
+  baseline, then the scorer's threshold); ``score_available`` is 1 when the scorer had enough history (warm-up gives
   ``score = 0, score_available = 0`` — never a fake "normal" score).
 * attention summary — from the scorer's attention weights ``(heads, T)`` averaged over heads:
   the largest weight, the normalised entropy (0 = one window, 1 = uniform), the relative position of
@@ -38,6 +39,10 @@ OBS_SLICES: dict[str, slice] = {
 }
 #: Length of the Observation vector.
 OBS_DIM: int = OBS_SLICES["attention"].stop
+#: Version of ``fusion.json`` (2: site baselines; 1 had one scaler fitted on the training networks).
+FUSION_FORMAT = 2
+#: What the temporal scorer reads, recorded in its checkpoint: windows standardised by their site baseline.
+SCORER_INPUT = "site_z"
 
 
 def attention_summary(attention: np.ndarray) -> np.ndarray:
@@ -66,8 +71,9 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
 
     Parameters
     ----------
-    stats_z : ndarray, shape (n, 62)
-        Scaled window statistics (``FeatureScaler.transform``); clipped to ±10 here.
+    stats_z : ndarray, shape (n, 63)
+        Window statistics standardised by their site baseline (:meth:`edge.baseline.SiteBaseline.transform`);
+        clipped to ±10 here.
     embeddings : ndarray, shape (n, 384)
         MiniLM embeddings of the windows' protocol texts.
     scores : ndarray, shape (n,), optional
@@ -120,50 +126,78 @@ def build_observation(stats_z: np.ndarray, embedding: np.ndarray, score: float |
 
 
 class FusionPipeline:
-    """Fitted parts that turn windows into Observations: benign scaler, optional temporal scorer.
+    """The fitted assets that turn a site's windows into Observations: site-baseline settings and the scorer.
 
-    Used by training (``training.data``) and, with the same saved files, by the edge runtime, so the
-    Observation layout and scaling cannot drift apart.
+    The Observation of a window is built against its **site baseline** (:mod:`edge.baseline`), learned
+    from the site's own traffic in a grace period, never against the training networks' statistics; this
+    object carries what is common to every site — the baseline settings, the per-feature scale floor and
+    the temporal scorer with its threshold — and :class:`edge.online.SiteFusion` holds one site's state.
+    Training (``training.data``), evaluation, ``marlids fog detect`` and the edge daemon all use the
+    same saved files, so the Observation layout and its standardisation cannot drift apart.
 
     Parameters
     ----------
     scorer_dir : str or Path, optional
-        Checkpoint of the temporal scorer (``marlids edge train-scorer``); without one the score part
-        of every Observation is "unavailable".
+        Checkpoint of the temporal scorer (``marlids edge train-scorer``), trained on site-standardised
+        windows; without one the score part of every Observation is "unavailable".
     backend : {"auto", "onnx", "torch"}, optional
         How the scorer runs (:func:`edge.onnx_embed.resolve_backend`; default ``$MARLIDS_EDGE_BACKEND``
-        or ``"auto"``: torch when importable, else onnxruntime on the checkpoint's ``scorer.onnx``).
+        or ``"auto"``).
+    baseline : dict, optional
+        Settings of every site's :class:`edge.baseline.SiteBaseline` (``grace_s``, ``min_grace_windows``,
+        ``min_device_windows``, ``half_life_windows``, ``device_scale_floor``, ``min_scale``).
+    scale_floor_factor : float, default 0.5
+        The scale of each statistic is floored at this share of its spread over the training sites' benign
+        windows (``fit``), so a site whose grace period was unusually regular does not turn ordinary
+        variation into large deviations; only the spread is taken from the training networks, never
+        their level.
 
     Attributes
     ----------
-    scaler_ : FeatureScaler
-        Fitted on benign windows.
+    scale_floor_ : ndarray, shape (F,)
+        Per-feature scale floor (compressed units), set by ``fit`` or ``load``.
     """
 
-    def __init__(self, scorer_dir: str | None = None, backend: str | None = None) -> None:
+    def __init__(self, scorer_dir: str | None = None, backend: str | None = None, baseline: dict | None = None,
+                 scale_floor_factor: float = 0.5) -> None:
         self.scorer_dir = scorer_dir
         self.backend = backend
+        self.baseline = dict(baseline or {})
+        self.scale_floor_factor = scale_floor_factor
 
     def fit(self, frame) -> FusionPipeline:
-        """Fit the scaler on the benign windows of ``frame`` (``label == 0`` when labeled).
+        """Set the scale floor from the benign windows of ``frame`` (``label == 0`` when labeled) and load
+        the scorer. With a scorer, its checkpoint's scale floor and baseline settings are used instead
+        (``edge.scorer.train``): the scorer must see windows standardised as in its training.
 
         Raises
         ------
         ValueError
-            If ``frame`` has no benign window.
+            If ``frame`` has no benign window or the factor is negative.
         """
+        from edge.baseline import compress
         from edge.features import FEATURE_NAMES
-        from edge.scorer._common import FeatureScaler
 
+        if not (isinstance(self.scale_floor_factor, (int, float)) and self.scale_floor_factor >= 0):
+            raise ValueError(f"scale_floor_factor={self.scale_floor_factor!r} is invalid: expected a number >= 0")
         benign = frame[frame["label"] == 0] if "label" in frame.columns else frame
         if benign.empty:
-            raise ValueError("no benign window to fit the scaler on")
-        self.scaler_ = FeatureScaler().fit(benign[list(FEATURE_NAMES)].to_numpy(np.float64))
+            raise ValueError("no benign window to fit the scale floor on")
+        c = compress(benign[list(FEATURE_NAMES)].to_numpy(np.float64))
+        self.scale_floor_ = self.scale_floor_factor * c.std(axis=0)
         self._load_scorer()
+        if self.scorer_ is not None and self._scorer_floor is not None:
+            # the scorer learned on windows standardised with its own floor and settings: use the same
+            self.scale_floor_ = np.asarray(self._scorer_floor, dtype=np.float64)
+            self.scale_floor_factor = float(self._scorer_training.get("scale_floor_factor", self.scale_floor_factor))
+            self.baseline = {**(self._scorer_training.get("baseline") or {}), **self.baseline}
         return self
 
     def _load_scorer(self) -> None:
         self.scorer_ = self.threshold_ = None
+        self.score_min_scale_ = 1e-3
+        self._scorer_floor = None
+        self._scorer_training: dict = {}
         if self.scorer_dir:
             from edge.onnx_embed import resolve_backend
 
@@ -173,43 +207,69 @@ class FusionPipeline:
                 from edge.scorer.checkpoint import load_checkpoint
 
             self.scorer_, self.threshold_, cfg = load_checkpoint(self.scorer_dir)
+            training = cfg.get("training") or {}
+            if training.get("input") != SCORER_INPUT:
+                raise ValueError(f"scorer {self.scorer_dir} was trained on {training.get('input', 'raw')!r} windows, "
+                                 f"this version feeds it {SCORER_INPUT!r}: retrain it (marlids edge train-scorer)")
             self.seq_len_ = int(cfg.get("seq_len", cfg.get("params", {}).get("seq_len", 20)))
+            self.score_min_scale_ = float(training.get("score_min_scale", 1e-3))
+            self._scorer_floor = training.get("scale_floor")
+            self._scorer_training = training
 
-    def scores(self, frame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Calibrated scores ``(n,)`` (NaN without a scorer) and attention ``(n, heads, T)`` per window."""
-        n = len(frame)
-        if self.scorer_ is None:
-            return np.full(n, np.nan), None
-        from edge.scorer.sequences import build_sequences
+    def new_baseline(self, grace_s: float | None = None):
+        """A fresh :class:`edge.baseline.SiteBaseline` with this pipeline's settings (``grace_s`` overrides).
 
-        seqs = build_sequences(frame, self.seq_len_)
-        raw, attn = self.scorer_.score_with_attention(seqs.X)
-        cal = self.threshold_.calibrate(raw) if self.threshold_ is not None else np.clip(raw, 0, 1)
-        scores = np.full(n, np.nan)
-        att = np.zeros((n, *attn.shape[1:]), dtype=np.float32)
-        scores[seqs.rows] = cal
-        att[seqs.rows] = attn
-        return scores, att
+        Raises
+        ------
+        RuntimeError
+            If the pipeline is neither fitted nor loaded.
+        """
+        from edge.baseline import SiteBaseline
+        from edge.features import N_FEATURES
 
-    def transform(self, frame, embeddings: np.ndarray) -> np.ndarray:
-        """Observations ``(len(frame), OBS_DIM)`` of windows ``frame`` with their ``embeddings`` ``(n, 384)``."""
-        from edge.features import FEATURE_NAMES
+        if not hasattr(self, "scale_floor_"):
+            raise RuntimeError("FusionPipeline is not fitted: call fit(frame) or load a saved one")
+        params = dict(self.baseline)
+        if grace_s is not None:
+            params["grace_s"] = float(grace_s)
+        return SiteBaseline(N_FEATURES, scale_floor=self.scale_floor_.tolist(), **params)
 
-        if not hasattr(self, "scaler_"):
-            raise RuntimeError("FusionPipeline is not fitted: call fit(frame) first")
-        z = self.scaler_.transform(frame[list(FEATURE_NAMES)].to_numpy(np.float64))
-        scores, att = self.scores(frame.reset_index(drop=True))
-        return build_observations(z, embeddings, scores, att)
+    def new_score_baseline(self):
+        """A fresh :class:`edge.baseline.ScoreBaseline` floored at the scorer's ``score_min_scale``."""
+        from edge.baseline import DEFAULT_HALF_LIFE_WINDOWS, ScoreBaseline
+
+        return ScoreBaseline(self.score_min_scale_,
+                             float(self.baseline.get("half_life_windows", DEFAULT_HALF_LIFE_WINDOWS)))
+
+    def score_sequences(self, z_seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores ``(n,)`` and head-averaged attention ``(n, T)`` of site-standardised sequences
+        ``(n, T, F)`` (clipped to ±:data:`Z_CLIP` like the Observation)."""
+        raw, att = self.scorer_.score_with_attention(np.clip(z_seqs, -Z_CLIP, Z_CLIP))
+        att = np.asarray(att, dtype=np.float32)
+        return np.asarray(raw, dtype=np.float64), (att.mean(axis=1) if att.ndim == 3 else att)
+
+    def calibrate(self, standardised: np.ndarray) -> np.ndarray:
+        """Calibrated anomaly probabilities in [0, 1] of site-standardised scores (the SPOT threshold's
+        ``calibrate``; a scorer without a threshold gives ``clip(s / 10, 0, 1)``)."""
+        s = np.asarray(standardised, dtype=np.float64)
+        if self.threshold_ is None:
+            return np.clip(s / 10.0, 0.0, 1.0)
+        return np.asarray(self.threshold_.calibrate(s), dtype=np.float64)
+
+    def alert_quantile(self) -> float:
+        """Calibrated score above which the scorer alone alerts (``1 − q`` of its threshold)."""
+        return 1.0 - float(self.threshold_.q) if self.threshold_ is not None else 0.5
 
     def save(self, directory) -> None:
-        """Write ``fusion.json`` (scaler state and scorer path) into ``directory``."""
+        """Write ``fusion.json`` (format 2: baseline settings, scale floor, scorer path) into ``directory``."""
         import json
         from pathlib import Path
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "fusion.json").write_text(json.dumps({"scaler": self.scaler_.to_dict(), "scorer_dir": self.scorer_dir,
-                                                   "obs_dim": OBS_DIM}, indent=1))
+        (d / "fusion.json").write_text(json.dumps(
+            {"format": FUSION_FORMAT, "obs_dim": OBS_DIM, "scorer_dir": self.scorer_dir, "baseline": self.baseline,
+             "scale_floor_factor": self.scale_floor_factor, "scale_floor": self.scale_floor_.tolist()}, indent=1))
 
     @classmethod
     def load(cls, directory, backend: str | None = None) -> FusionPipeline:
@@ -219,24 +279,30 @@ class FusionPipeline:
         Raises
         ------
         ValueError
-            If ``fusion.json`` is missing, corrupt or written for another Observation layout.
+            If ``fusion.json`` is missing, corrupt, of another format or written for another Observation
+            layout, or its scorer was trained on other inputs.
         """
         import json
         from pathlib import Path
 
-        from edge.scorer._common import FeatureScaler
+        from edge.features import N_FEATURES
 
         p = Path(directory) / "fusion.json"
         try:
             d = json.loads(p.read_text())
+            if d.get("format") != FUSION_FORMAT:
+                raise ValueError(f"{p}: written by an older marlids (no site baseline, format "
+                                 f"{d.get('format', 1)}); retrain the policy (marlids train mappo)")
             if d["obs_dim"] != OBS_DIM:
                 raise ValueError(f"{p}: written for OBS_DIM={d['obs_dim']}, this version uses {OBS_DIM}")
             scorer_dir = d.get("scorer_dir")
             if scorer_dir and not Path(scorer_dir).is_absolute() and (Path(directory) / scorer_dir).is_dir():
                 scorer_dir = str(Path(directory) / scorer_dir)
-            pipe = cls(scorer_dir, backend)
-            pipe.scaler_ = FeatureScaler.from_dict(d["scaler"])
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            pipe = cls(scorer_dir, backend, d.get("baseline") or {}, float(d.get("scale_floor_factor", 0.5)))
+            pipe.scale_floor_ = np.asarray(d["scale_floor"], dtype=np.float64)
+            if pipe.scale_floor_.shape != (N_FEATURES,):
+                raise ValueError(f"{p}: scale_floor has {pipe.scale_floor_.size} values, expected {N_FEATURES}")
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{p}: missing or corrupt fusion pipeline ({exc})") from exc
         pipe._load_scorer()
         return pipe

@@ -54,11 +54,11 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
 from edge.observation import OBS_DIM, Z_CLIP
+from fog.alerts import ALERT_LEVELS, ALERT_THRESHOLD
 from fog.attacks import ATTACK_CLASSES
 from fog.traces import TraceSet
 
-ALERT_LEVELS = 5
-ALERT_THRESHOLD = 2
+__all__ = ["ALERT_LEVELS", "ALERT_THRESHOLD", "MarlIdsEnv", "RewardConfig"]
 ATTACKER_OBS_DIM = 6
 #: Running counts of an episode, in ``infos["attacker_0"]["stats"]``: defender decisions on windows
 #: (alert = level ≥ 2) and attacks launched. Metrics only; never observed.

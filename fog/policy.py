@@ -72,28 +72,38 @@ class DefenderActor(nn.Module):
 
     @torch.no_grad()
     def decide(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Greedy decisions for Observations ``(batch, obs_dim)``.
+        """Decisions for Observations ``(batch, obs_dim)`` by the rule of :func:`fog.alerts.decide`.
 
         Returns
         -------
         (level, attack_class, confidence)
-            int64 arrays ``(batch,)`` and float32 ``(batch,)``: the probability of the chosen level.
+            int64 arrays ``(batch,)`` and float32 ``(batch,)``; an alert is ``level >= 2`` and then has a
+            non-benign class.
 
         Raises
         ------
         ValueError
             If ``obs`` does not have ``obs_dim`` columns.
         """
+        level, cls, conf, _ = self.decide_all(obs)
+        return level, cls, conf
+
+    @torch.no_grad()
+    def decide_all(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`decide` plus the boolean ``alert`` array ``(batch,)``."""
+        from fog.alerts import decide
+
         x = np.asarray(obs, dtype=np.float32)
         if x.ndim == 1:
             x = x[None]
-        if x.shape[1] != self.config.obs_dim:
+        if x.ndim != 2 or x.shape[1] != self.config.obs_dim:
             raise ValueError(f"obs must have {self.config.obs_dim} columns, got shape {x.shape}")
+        if len(x) == 0:
+            e = np.zeros(0, np.int64)
+            return e, e.copy(), np.zeros(0, np.float32), np.zeros(0, bool)
         logits = self.forward(torch.from_numpy(x))
-        lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1)
-        cl = logits[:, self.config.n_levels:]
-        level = lv.argmax(-1)
-        return level.numpy(), cl.argmax(-1).numpy(), lv.max(-1).values.numpy().astype(np.float32)
+        lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1).numpy()
+        return decide(lv, logits[:, self.config.n_levels:].numpy())
 
     def save(self, directory: str | Path, *, meta: dict | None = None) -> Path:
         """Write ``actor.pt`` (state dict) and ``actor.json`` (config + ``meta``) into ``directory``."""

@@ -55,13 +55,28 @@ def embed_texts(frame: pd.DataFrame) -> np.ndarray:
     return TextEmbedder(cache_size=1 << 16).embed(frame["proto_text"].tolist())
 
 
-def build_traces(frame: pd.DataFrame, pipeline: FusionPipeline, embeddings: np.ndarray | None = None,
-                 **kwargs) -> TraceSet:
-    """Observations of ``frame`` through a fitted ``pipeline``, as a :class:`fog.traces.TraceSet`."""
+def observations(frame: pd.DataFrame, pipeline: FusionPipeline, embeddings: np.ndarray | None = None, *,
+                 grace_s: float | None = None) -> np.ndarray:
+    """Training Observations ``(len(frame), OBS_DIM)`` of labeled windows, standardised as in deployment.
+
+    Each ``(site, capture)`` learns its own baseline in a grace period (:func:`edge.online.fuse_frame`);
+    the grace period's windows get the Observations of the baseline fitted at its end (they are training
+    data too), and afterwards the baseline updates from the windows labeled benign — the windows a correct
+    policy leaves unalerted. A capture shorter than the grace period is standardised by a baseline of its
+    whole length.
+    """
+    from edge.online import fuse_frame
+
     frame = frame.reset_index(drop=True)
     emb = embed_texts(frame) if embeddings is None else embeddings
-    obs = pipeline.transform(frame, emb)
-    return TraceSet.from_frame(frame, obs, **kwargs)
+    return fuse_frame(pipeline, frame, emb, grace_s=grace_s, learn_from="labels", retrospective=True).vectors
+
+
+def build_traces(frame: pd.DataFrame, pipeline: FusionPipeline, embeddings: np.ndarray | None = None, *,
+                 grace_s: float | None = None, **kwargs) -> TraceSet:
+    """:func:`observations` of ``frame`` as a :class:`fog.traces.TraceSet`."""
+    frame = frame.reset_index(drop=True)
+    return TraceSet.from_frame(frame, observations(frame, pipeline, embeddings, grace_s=grace_s), **kwargs)
 
 
 def split_by_time(frame: pd.DataFrame, train_fraction: float = 0.7) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,15 +1,20 @@
 """Train a :class:`TemporalScorer` and its threshold from a window table; the ``train-scorer`` command.
 
-Only benign windows (``label == 0`` when a ``label`` column exists) are used. Each device's windows are
-split by time: the first ``1 - val_fraction`` train the network, the rest give benign validation
-scores for the :class:`SPOTThreshold`, so the threshold is fitted on windows the network never saw.
+The scorer reads windows standardised by their **site baseline** (:mod:`edge.baseline`), as every detection
+path feeds it (:class:`edge.online.SiteFusion`): each ``(site, capture)`` of the table learns its own
+baseline in a grace period (its windows standardised retrospectively), then updates it from its benign
+windows. Only benign windows (``label == 0`` when a ``label`` column exists) train the network. Each
+device's windows are split by time: the first ``1 - val_fraction`` train the network, the rest give benign
+validation scores; each validation score is standardised by its site's score baseline (median and MAD of
+the scores of that site's grace-period windows) and the :class:`SPOTThreshold` is fitted on those, so the
+threshold is fitted on windows the network never saw, in the units the runtime applies it to.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +53,10 @@ class TrainConfig:
     """SPOT initial quantile."""
     seed: int = 0
     """Seed of initialisation and shuffling."""
+    grace_s: float = 60.0
+    """Grace period of each site's baseline, seconds."""
+    scale_floor_factor: float = 0.5
+    """Scale floor of the site baselines as a share of the training windows' spread (FusionPipeline)."""
 
 
 def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
@@ -69,34 +78,73 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
         If there are no benign windows, or too few to build train and validation sequences.
     """
     cfg = cfg or TrainConfig()
+    import dataclasses
+
+    from edge.baseline import MAD_TO_SIGMA, ScoreBaseline
+    from edge.embed import EMBED_DIM
+    from edge.observation import SCORER_INPUT, FusionPipeline
+    from edge.online import fuse_frame, site_keys
+
     names = list(feature_names) if feature_names is not None else default_feature_names(frame)
     n_all = len(frame)
-    if "label" in frame.columns:
-        frame = frame[frame["label"] == 0]
-    if len(frame) == 0:
-        raise ValueError("no benign windows (label == 0) to train on")
     frame = frame.reset_index(drop=True)
+    has_benign = bool((frame["label"] == 0).any()) if "label" in frame.columns else len(frame) > 0
+    if not has_benign:
+        raise ValueError("no benign windows (label == 0) to train on")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"val_fraction={cfg.val_fraction!r} is invalid: expected a number in (0, 1)")
-    train_df, val_df = time_split(frame, (1.0 - cfg.val_fraction, cfg.val_fraction))
+    # 1. site-standardised statistics of every window (grace periods retrospectively, benign updates)
+    pipe = FusionPipeline(None, baseline={"grace_s": float(cfg.grace_s)},
+                          scale_floor_factor=cfg.scale_floor_factor).fit(frame)
+    fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32),
+                       learn_from="labels" if "label" in frame.columns else "none", retrospective=True)
+    zf = frame.copy()
+    zf[names] = np.clip(fused.z[:, [list(pipe_names()).index(n) for n in names]], -10, 10)
+    zf["_grace"] = fused.learning
+    zf["_site"] = site_keys(frame).to_numpy()
+    if "label" in zf.columns:
+        zf = zf[zf["label"] == 0]
+    zf = zf.reset_index(drop=True)
+    if len(zf) == 0:
+        raise ValueError("no benign windows (label == 0) to train on")
+    train_df, val_df = time_split(zf, (1.0 - cfg.val_fraction, cfg.val_fraction))
     train = build_sequences(train_df, cfg.seq_len, feature_names=names).X
     # validation sequences keep their history from the train part; a sequence belongs to its last window
-    full = build_sequences(frame, cfg.seq_len, feature_names=names)
-    in_val = np.isin(full.rows, np.flatnonzero(frame.index.isin(val_df.index)))
-    val = full.X[in_val]
-    if len(train) < 2 or len(val) < 2:
-        raise ValueError(f"{len(train)} train and {len(val)} validation sequences: expected at least 2 of each "
-                         "(give more benign windows)")
+    full = build_sequences(zf, cfg.seq_len, feature_names=names)
+    in_val = np.isin(full.rows, np.flatnonzero(zf.index.isin(val_df.index)))
+    if len(train) < 2 or in_val.sum() < 2:
+        raise ValueError(f"{len(train)} train and {int(in_val.sum())} validation sequences: expected at least 2 of "
+                         "each (give more benign windows)")
     scorer = TemporalScorer(hidden_size=cfg.hidden_size, n_heads=cfg.n_heads, dropout=cfg.dropout,
-                            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+                            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, log_scale=False, seed=cfg.seed)
     scorer.fit(train, feature_names=names, progress=progress)
-    val_scores = scorer.score_samples(val)
-    threshold = SPOTThreshold(q=cfg.q, level=cfg.level).fit(val_scores)
-    summary = {"config": asdict(cfg), "windows_in": n_all, "benign_windows": len(frame),
-               "train_sequences": len(train), "val_sequences": len(val),
+    # 2. scores of every benign window; each site's score baseline from its grace-period windows
+    raw = np.full(len(zf), np.nan)
+    raw[full.rows] = scorer.score_samples(full.X)
+    val_raw = raw[full.rows[in_val]]
+    score_min_scale = 0.25 * max(float(np.median(np.abs(val_raw - np.median(val_raw)))) * MAD_TO_SIGMA, 1e-6)
+    std = np.full(len(zf), np.nan)
+    for _, idx in zf.groupby("_site", sort=False).indices.items():
+        ref = raw[idx][zf["_grace"].to_numpy()[idx]]
+        ref = ref if np.isfinite(ref).any() else raw[idx]
+        sb = ScoreBaseline(score_min_scale).fit(ref)
+        std[idx] = sb.standardise(raw[idx])
+    val_std = std[full.rows[in_val]]
+    threshold = SPOTThreshold(q=cfg.q, level=cfg.level).fit(val_std[np.isfinite(val_std)])
+    summary = {"config": dataclasses.asdict(cfg), "windows_in": n_all, "benign_windows": len(zf),
+               "train_sequences": len(train), "val_sequences": int(in_val.sum()),
                "final_loss": scorer.loss_curve_[-1] if scorer.loss_curve_ else None,
                "threshold": threshold.threshold_, "threshold_method": threshold.method_,
-               "val_score_median": float(np.median(val_scores))}
+               "val_score_median": float(np.median(val_raw)), "input": SCORER_INPUT,
+               "score_min_scale": score_min_scale, "baseline": pipe.baseline,
+               "scale_floor_factor": cfg.scale_floor_factor, "scale_floor": pipe.scale_floor_.tolist()}
     log.info("trained on %d sequences; threshold %.4g (%s) from %d validation sequences", len(train),
-             threshold.threshold_, threshold.method_, len(val))
+             threshold.threshold_, threshold.method_, int(in_val.sum()))
     return scorer, threshold, summary
+
+
+def pipe_names() -> tuple[str, ...]:
+    """The statistics in the order of the site baseline's columns (:data:`edge.features.FEATURE_NAMES`)."""
+    from edge.features import FEATURE_NAMES
+
+    return FEATURE_NAMES

@@ -22,6 +22,8 @@ class MappoArgs:
     """labeled Parquet files or captures with ``<name>.groundtruth.csv`` beside them (default: bundled)"""
     scorer: str | None = None
     """temporal-scorer checkpoint feeding the score part of the Observation (none: score unavailable)"""
+    grace_s: float = 60.0
+    """grace period of each capture's site baseline, seconds (``edge.baseline``), as in deployment"""
     train_fraction: float = 0.7
     """share of each capture's attack episodes (in time order) used for training; the rest is held out
     (1.0: all of it trains)"""

@@ -35,9 +35,11 @@ def single_thread() -> None:
 def prepare_data(args: MappoArgs):
     """Labeled windows → (fitted fusion pipeline, train trace set, held-out frame, held-out trace set).
 
-    The fusion scaler is fitted on the benign windows of the training part only.
+    Every capture is standardised by its own site baseline as in deployment (:func:`training.data.observations`,
+    grace period ``args.grace_s``); the scale floor is fitted on the benign windows of the training part only.
     """
-    from training.data import BUNDLED_CAPTURES, build_traces, embed_texts, load_labeled, split_by_time
+    from fog.traces import TraceSet
+    from training.data import BUNDLED_CAPTURES, embed_texts, load_labeled, observations, split_by_time
 
     sources = args.data or sorted(str(p) for p in BUNDLED_CAPTURES.glob("*.pcap"))
     if not sources:
@@ -49,9 +51,10 @@ def prepare_data(args: MappoArgs):
         train_df, test_df = frame, frame.iloc[:0]
     else:
         train_df, test_df = split_by_time(frame, args.train_fraction)
-    pipe = FusionPipeline(args.scorer).fit(train_df)
-    train_ts = build_traces(train_df, pipe, emb[train_df["_row"].to_numpy()])
-    test_ts = build_traces(test_df, pipe, emb[test_df["_row"].to_numpy()]) if (test_df["label"] == 1).any() else None
+    pipe = FusionPipeline(args.scorer, baseline={"grace_s": args.grace_s}).fit(train_df)
+    obs = observations(frame, pipe, emb)
+    train_ts = TraceSet.from_frame(train_df, obs[train_df["_row"].to_numpy()])
+    test_ts = TraceSet.from_frame(test_df, obs[test_df["_row"].to_numpy()]) if (test_df["label"] == 1).any() else None
     log.info("training data: %d windows (%d malicious), %d episodes of %s; held out: %d windows",
              len(train_df), int(train_df["label"].sum()), len(train_ts.episodes), train_ts.techniques, len(test_df))
     return pipe, train_ts, test_df, test_ts

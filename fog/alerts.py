@@ -1,0 +1,234 @@
+"""Decisions and alerts: one rule from the actor's output to (level, class, confidence), one alert builder.
+
+No RL library and no training code: the fog coordinator (:mod:`fog.coordinator`), ``marlids fog detect``
+(:mod:`fog.detect`), evaluation and the training environment all import the decision constants and rule
+from here, so an alert means the same thing on every path.
+
+Decision rule
+-------------
+The shared defender actor outputs, per Observation, a categorical distribution over alert levels 0–4
+``p(level)`` and logits over the attack classes of :data:`fog.attacks.ATTACK_CLASSES` (index 0 = benign).
+
+* ``P(alert) = p(2) + p(3) + p(4)``; the window **alerts** when ``P(alert) ≥ 0.5`` (:data:`ALERT_THRESHOLD`
+  = 2 is the lowest alert level, as in the training rewards).
+* An alert's **level** is the most probable level among 2–4; a non-alert's the most probable among 0–1.
+* An alert's **class** is the most probable class *other than benign* — an alert never has class
+  ``"benign"``; a non-alert's class is ``"benign"``.
+* **confidence** is ``P(alert)`` for an alert and ``1 − P(alert)`` otherwise: the probability the actor
+  gives to the decision that was taken.
+
+The alert's ATT&CK technique is :data:`fog.attacks.CLASS_TECHNIQUE` of its class.
+
+Alert evidence
+--------------
+:func:`window_evidence` builds the ``evidence`` of every alert from the window's raw statistics, their
+standardised values against the site baseline (which rank them), the baseline's normal values and
+spreads, the scorer's attention and the protocol sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.features import FEATURE_NAMES
+from fog.attacks import ATTACK_CLASSES, CLASS_TECHNIQUE
+
+#: Alert levels 0–4 (the actor's first action head).
+ALERT_LEVELS = 5
+#: Lowest level that is an alert (levels 0–1 are "no alert").
+ALERT_THRESHOLD = 2
+#: Top deviating features attached to an alert as evidence.
+EVIDENCE_FEATURES = 5
+#: Attention peaks (most attended windows of the scorer's sequence) attached to an alert.
+ATTENTION_PEAKS = 3
+
+
+def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the decision rule (module docstring) to a batch of actor outputs.
+
+    Parameters
+    ----------
+    level_probs : ndarray, shape (n, 5)
+        ``p(level)``, rows summing to 1.
+    class_logits : ndarray, shape (n, C)
+        Logits (or probabilities) of the attack classes, index 0 = benign.
+
+    Returns
+    -------
+    level : ndarray of int64, shape (n,)
+    attack_class : ndarray of int64, shape (n,)
+        Index in :data:`ATTACK_CLASSES`; 0 exactly when not alerting.
+    confidence : ndarray of float32, shape (n,)
+    alert : ndarray of bool, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        For arrays of the wrong shape.
+    """
+    p = np.asarray(level_probs, dtype=np.float64)
+    c = np.asarray(class_logits, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != ALERT_LEVELS or c.ndim != 2 or c.shape[0] != p.shape[0] or c.shape[1] < 2:
+        raise ValueError(f"expected level_probs (n, {ALERT_LEVELS}) and class_logits (n, C >= 2), got {p.shape} "
+                         f"and {c.shape}")
+    p_alert = p[:, ALERT_THRESHOLD:].sum(axis=1)
+    alert = p_alert >= 0.5
+    level = np.where(alert, ALERT_THRESHOLD + p[:, ALERT_THRESHOLD:].argmax(axis=1), p[:, :ALERT_THRESHOLD].argmax(axis=1))
+    cls = np.where(alert, 1 + c[:, 1:].argmax(axis=1), 0)
+    conf = np.where(alert, p_alert, 1.0 - p_alert).astype(np.float32)
+    return level.astype(np.int64), cls.astype(np.int64), conf, alert
+
+
+def alert_id(site_id: str, device_id: str, t_start: float) -> str:
+    """Deterministic alert id from the window key, so a retried post never duplicates an alert.
+
+    The first 32 hex digits of SHA-256 over ``site_id ␟ device_id ␟ t_start`` (t_start in epoch
+    seconds, rounded to the millisecond).
+    """
+    key = f"{site_id}\x1f{device_id}\x1f{t_start:.3f}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def policy_version_of(policy_dir: str | Path) -> str:
+    """Version string of an exported policy: ``<run or folder name>@<first 12 hex of SHA-256(actor.pt)>``.
+
+    Two exports with the same weights get the same version; retraining changes it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``actor.pt`` is missing.
+    """
+    d = Path(policy_dir)
+    digest = hashlib.sha256((d / "actor.pt").read_bytes()).hexdigest()[:12]
+    name = d.resolve().name
+    try:
+        meta = json.loads((d / "actor.json").read_text()).get("meta") or {}
+        name = str(meta.get("run") or name)
+    except (OSError, json.JSONDecodeError):
+        pass
+    return f"{name[:100]}@{digest}"
+
+
+def feature_evidence(x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread: np.ndarray, *,
+                     names: tuple[str, ...] = FEATURE_NAMES, k: int = EVIDENCE_FEATURES) -> list[dict]:
+    """The ``k`` statistics of one window that deviate most from the site baseline.
+
+    Parameters
+    ----------
+    x : ndarray, shape (F,)
+        Raw window statistics (units in the names).
+    z : ndarray, shape (F,)
+        Their standardised values against the site baseline (:mod:`edge.baseline`), which the policy saw;
+        they rank the features.
+    baseline : ndarray, shape (F,)
+        The baseline's normal value of each statistic, in its own unit.
+    spread : ndarray, shape (F,)
+        Half-width of the baseline's normal range, in the statistic's own unit.
+    names : tuple of str
+    k : int
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "value", "baseline", "baseline_std", "z"}`` in decreasing ``|z|`` order; ``z`` is the
+        standardised value (robust deviations on the log-compressed scale), ``baseline_std`` the spread.
+        Non-finite numbers are left out (``None``).
+    """
+    zz = np.nan_to_num(np.asarray(z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    order = np.argsort(-np.abs(zz), kind="stable")[:k]
+
+    def fin(v) -> float | None:
+        v = float(v)
+        return v if np.isfinite(v) else None
+
+    out = []
+    for j in order:
+        out.append({"name": names[j], "value": fin(x[j]) or 0.0, "baseline": fin(baseline[j]) or 0.0,
+                    "baseline_std": None if fin(spread[j]) is None else max(0.0, float(spread[j])),
+                    "z": fin(zz[j])})
+    return out
+
+
+def attention_evidence(attention: np.ndarray | None, attention_t: np.ndarray | None,
+                       n_peaks: int = ATTENTION_PEAKS) -> tuple[list[dict], list[dict]]:
+    """Attention peaks and the full series of one scored window.
+
+    Parameters
+    ----------
+    attention : ndarray, shape (T,), optional
+        Head-averaged attention over the device's last T windows, oldest first.
+    attention_t : ndarray, shape (T,), optional
+        ``t_start`` (epoch s) of those windows.
+    n_peaks : int
+        Peaks kept.
+
+    Returns
+    -------
+    (peaks, series)
+        Lists of ``{"t", "weight"}``; peaks in decreasing weight order. Both empty without attention.
+        Padded positions (a device seen for fewer than T windows) repeat its first window and are
+        merged into one point, their weights summed.
+    """
+    if attention is None or attention_t is None or len(attention) == 0:
+        return [], []
+    a = np.nan_to_num(np.asarray(attention, dtype=np.float64), nan=0.0)
+    a = a / a.sum() if a.sum() > 0 else a
+    merged: dict[float, float] = {}
+    for t, w in zip(np.asarray(attention_t, dtype=np.float64), a):
+        if np.isfinite(t):
+            merged[float(t)] = merged.get(float(t), 0.0) + float(w)
+    series = [{"t": t, "weight": min(1.0, max(0.0, w))} for t, w in merged.items()]
+    peaks = sorted(series, key=lambda p: -p["weight"])[:n_peaks]
+    return peaks, series
+
+
+def window_evidence(*, x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread: np.ndarray,
+                    attention: np.ndarray | None, attention_t: np.ndarray | None, proto_text: str) -> dict:
+    """The ``evidence`` of one decided window (DESIGN.md › Alert): ``top_features``, ``attention_peaks``,
+    ``attention`` and ``protocol_summary`` — the one builder for every path."""
+    peaks, series = attention_evidence(attention, attention_t)
+    return {"top_features": feature_evidence(x, z, baseline, spread), "attention_peaks": peaks,
+            "attention": series, "protocol_summary": str(proto_text)}
+
+
+def make_alert(*, site_id: str, device_id: str, t_start: float, t_end: float, level: int, attack_class: int,
+               confidence: float, evidence: dict, policy_version: str) -> dict:
+    """One decision as an Alert (DESIGN.md › Alert).
+
+    Parameters
+    ----------
+    level : int
+        Alert level 0–4 (:func:`decide`).
+    attack_class : int
+        Index in :data:`ATTACK_CLASSES` (:func:`decide`: 0 exactly when not alerting).
+    confidence : float
+        Probability of the decision taken (0–1).
+    evidence : dict
+        :func:`window_evidence`.
+
+    Returns
+    -------
+    dict
+        ``alert_id, ts (window end, epoch s), site_id, device_id, level, attack_class, confidence,
+        technique_ids, evidence, policy_version`` — the body of ``POST /api/v1/alerts``.
+
+    Raises
+    ------
+    ValueError
+        If an alerting level comes with the benign class or a non-alerting one with an attack class
+        (the decision rule never produces either).
+    """
+    alerting = int(level) >= ALERT_THRESHOLD
+    if alerting == (int(attack_class) == 0):
+        raise ValueError(f"inconsistent decision: level {level} with class {ATTACK_CLASSES[int(attack_class)]!r}")
+    cls = ATTACK_CLASSES[int(attack_class)]
+    return {"alert_id": alert_id(site_id, device_id, float(t_start)), "ts": float(t_end), "site_id": site_id,
+            "device_id": device_id, "level": int(level), "attack_class": cls,
+            "confidence": float(min(1.0, max(0.0, confidence))),
+            "technique_ids": [CLASS_TECHNIQUE[cls]] if cls in CLASS_TECHNIQUE else [],
+            "evidence": evidence, "policy_version": policy_version}
