@@ -84,3 +84,17 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
     revoked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class SiteRow(Base):
+    """A site's baseline state as its fog last reported it (``PUT /api/v1/sites/{site_id}``)."""
+
+    __tablename__ = "sites"
+
+    site_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    grace_elapsed_s: Mapped[float] = mapped_column(Float, nullable=False)
+    grace_s: Mapped[float] = mapped_column(Float, nullable=False)
+    grace_windows: Mapped[int] = mapped_column(Integer, nullable=False)
+    devices_own: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -89,7 +89,7 @@ class TriageStatus(str, enum.Enum):
 
 
 class FeatureEvidence(BaseModel):
-    """A top deviating window statistic with its benign baseline."""
+    """A top deviating window statistic with the site baseline it deviates from (``edge/baseline.py``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,10 +97,12 @@ class FeatureEvidence(BaseModel):
                       examples=["out_syn_only_pkts"])
     value: Finite = Field(description="Value in the alerting window (unit as in the name).")
     baseline: Finite = Field(validation_alias=AliasChoices("baseline", "baseline_mean"),
-                             description="Benign baseline (mean on benign windows), same unit; "
-                                         "``baseline_mean`` (as fog/detect.py writes it) is accepted too.")
-    baseline_std: Finite | None = Field(None, ge=0, description="Benign standard deviation, if known.")
-    z: Finite | None = Field(None, description="(value - baseline) / baseline_std, if known.")
+                             description="The site baseline's normal value (median learned from the site's own "
+                                         "traffic), same unit; ``baseline_mean`` is accepted too.")
+    baseline_std: Finite | None = Field(None, ge=0, description="Half-width of the baseline's normal range, same "
+                                                                 "unit, if known.")
+    z: Finite | None = Field(None, description="Deviation from the baseline in robust standard deviations of the "
+                                               "log-compressed statistic (what the detector saw), if known.")
 
 
 class AttentionPoint(BaseModel):
@@ -123,6 +125,9 @@ class Evidence(BaseModel):
     attention_peaks: list[AttentionPoint] = Field(default_factory=list, max_length=64)
     attention: list[AttentionPoint] = Field(default_factory=list, max_length=512,
                                             description="Full attention series over the last T windows.")
+    baseline_scope: Literal["device", "site"] | None = Field(
+        None, description="Whose baseline the values are compared with: the device's own, or its site's (a device "
+                          "with little history).")
     protocol_summary: Annotated[str, BeforeValidator(_cap_text(PROTOCOL_SUMMARY_MAX_CHARS))] = Field(
         "", description="The window's protocol sentence (edge proto_text), e.g. 'TCP in: thousands of "
                         "packets from thousands of peers on port 25565, SYN-only, unanswered.'")
@@ -243,6 +248,28 @@ class AlertPublic(BaseModel):
     updated_at: AwareDatetime
     explanation_status: Literal["pending", "ready"]
     explanation: ExplanationPublic | None = None
+
+
+class SiteStateUpdate(BaseModel):
+    """A site's baseline state as the fog reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["learning", "detecting"] = Field(description="learning: in its grace period, nothing is "
+                                                                "alerted; detecting: the baseline is learned.")
+    grace_elapsed_s: Finite = Field(0.0, ge=0, le=1e9, description="Seconds of the grace period elapsed.")
+    grace_s: Finite = Field(0.0, ge=0, le=1e9, description="Length of the grace period, seconds.")
+    grace_windows: int = Field(0, ge=0, le=2**31 - 1, description="Windows collected in the grace period.")
+    devices_own: int = Field(0, ge=0, le=2**31 - 1, description="Devices with their own baseline statistics.")
+
+
+class SitePublic(SiteStateUpdate):
+    """A site's baseline state and when it was last reported."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    site_id: str
+    updated_at: AwareDatetime
 
 
 class AlertsPage(BaseModel):

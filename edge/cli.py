@@ -202,11 +202,14 @@ def train_scorer(
                                        help="Last share of each device's benign windows used to fit the threshold."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation and shuffling."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also write CKPT/scorer.onnx for the edge."),
+    grace: float = typer.Option(60.0, "--grace", min=0.0,
+                                help="Grace period of each capture's site baseline, seconds (as in deployment)."),
 ) -> None:
     """Train the LSTM + temporal-attention scorer on benign windows and write a checkpoint.
 
-    The checkpoint holds weights.pt and config.json (parameters, feature list, scaler, fitted SPOT
-    threshold) and, with --onnx, scorer.onnx.
+    The scorer reads windows standardised by their site baseline (each capture learns its own in its first
+    --grace seconds), as every detection path feeds it. The checkpoint holds weights.pt and config.json
+    (parameters, feature list, baseline settings, fitted SPOT threshold) and, with --onnx, scorer.onnx.
 
     Example: marlids edge train-scorer windows.parquet --out ckpt/scorer --seq-len 20 --epochs 20 --seed 0
     """
@@ -218,7 +221,7 @@ def train_scorer(
 
     df = _scorer_read(windows)
     cfg = TrainConfig(seq_len=seq_len, epochs=epochs, hidden_size=hidden, n_heads=heads, q=q,
-                      val_fraction=val_fraction, seed=seed)
+                      val_fraction=val_fraction, seed=seed, grace_s=grace)
     with Progress(TextColumn("[bold]training scorer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("loss {task.fields[loss]}")) as progress:
         task = progress.add_task("train", total=epochs, loss="–")
@@ -239,46 +242,46 @@ def score_windows(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory from train-scorer."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Parquet of keys, score, calibrated value, flag."),
     top: int = typer.Option(5, "--top", help="Flagged windows to print with their evidence.", min=0),
+    grace: float | None = typer.Option(None, "--grace", min=0.0,
+                                       help="Grace period of each site's baseline, seconds (default: the "
+                                            "checkpoint's, 60); those windows are not scored."),
 ) -> None:
-    """Score every window (as the last of its device's sequence) with a trained scorer.
+    """Score every window after its site's grace period (as the last of its device's sequence).
 
     Example: marlids edge score-windows windows.parquet --ckpt ckpt/scorer --out scores.parquet
     """
     import numpy as np
-    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from edge.scorer import build_sequences, explain, load_checkpoint
+    from edge.embed import EMBED_DIM
+    from edge.features import FEATURE_NAMES
+    from edge.observation import FusionPipeline
+    from edge.online import fuse_frame
 
-    scorer, threshold, _ = load_checkpoint(ckpt)  # CheckpointError: one line from marlids.cli.main
     df = _scorer_read(windows).reset_index(drop=True)
-    seq = build_sequences(df, scorer.seq_len_, feature_names=scorer.feature_names_in_)
-    scores, attn = scorer.score_with_attention(seq.X)
-    res = pd.DataFrame(seq.keys, columns=["site_id", "device_id", "t_start"])
-    res["score"] = scores
-    if threshold is not None:
-        res["calibrated"] = threshold.calibrate(scores)
-        res["flag"] = threshold.predict(scores)
+    pipe = FusionPipeline(str(ckpt)).fit(df)  # CheckpointError: one line from marlids.cli.main
+    fused = fuse_frame(pipe, df, np.zeros((len(df), EMBED_DIM), np.float32), grace_s=grace, learn_from="none")
+    res = df[["site_id", "device_id", "t_start"]].copy()
+    res["learning"] = fused.learning
+    res["calibrated"] = fused.scores
+    res["flag"] = np.nan_to_num(fused.scores, nan=0.0) >= pipe.alert_quantile()
     if out is not None:
         res.to_parquet(out)
     console = Console()
-    n_flag = int(res["flag"].sum()) if "flag" in res else 0
-    console.print(f"scored {len(res)} windows of {res['device_id'].nunique()} devices; {n_flag} flagged",
-                  highlight=False)
+    n_flag = int(res["flag"].sum())
+    console.print(f"scored {int((~res['learning']).sum())} windows of {res['device_id'].nunique()} devices after the "
+                  f"grace period ({int(res['learning'].sum())} learned the baselines); {n_flag} flagged", highlight=False)
     if n_flag and top:
-        order = np.argsort(-scores)[:top]
-        ev = explain(scorer, seq.X[order], attention=attn[order], top_windows=3, top_features=3)
+        order = np.argsort(-np.nan_to_num(fused.scores, nan=-1.0))[:top]
         table = Table(title="top flagged windows")
-        for col in ("device", "t_start", "score", "calibrated", "top features (value / benign mean, z)",
-                    "attention peaks (index:weight)"):
+        for col in ("device", "t_start", "calibrated", "top deviations (value / site baseline, z)"):
             table.add_column(col, overflow="fold")
-        for i, e in zip(order, ev):
-            feats = "; ".join(f"{f['name']}={f['value']:.3g} / {f['baseline_mean']:.3g} (z {f['z']:+.1f})"
-                              for f in e["features"])
-            peaks = " ".join(f"{a['index']}:{a['weight']:.2f}" for a in e["attention"])
-            table.add_row(str(res.at[i, "device_id"]), f"{res.at[i, 't_start']:.0f}", f"{scores[i]:.3g}",
-                          f"{res.at[i, 'calibrated']:.4f}", feats, peaks)
+        for i in order:
+            js = np.argsort(-np.abs(fused.z[i]))[:3]
+            feats = "; ".join(f"{FEATURE_NAMES[j]}={df.at[i, FEATURE_NAMES[j]]:.3g} / {fused.baseline[i, j]:.3g} "
+                              f"(z {fused.z[i, j]:+.1f})" for j in js)
+            table.add_row(str(res.at[i, "device_id"]), f"{res.at[i, 't_start']:.0f}", f"{fused.scores[i]:.4f}", feats)
         console.print(table)
 
 
@@ -387,8 +390,19 @@ def run(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate that signed the fog's certificate."),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext gRPC (test benches only; logs a warning)."),
+    grace: float | None = typer.Option(None, "--grace", min=0.0,
+                                       help="Grace period in seconds: the site's baseline is learned from its first "
+                                            "GRACE seconds of traffic, during which nothing is alerted (default 60)."),
+    baseline: Path | None = typer.Option(None, "--baseline",
+                                         help="Where the site baseline is kept and resumed from "
+                                              "(default ~/.cache/marlids/edge/SITE.baseline.json)."),
+    reset_baseline: bool = typer.Option(False, "--reset-baseline",
+                                        help="Forget a saved baseline and learn a new one (a new grace period)."),
 ) -> None:
     """Stream this site's Observations to the fog as its windows close; buffer on disk while the fog is away.
+
+    The site's baseline is learned from its own traffic first (--grace seconds, no alerts meanwhile), then
+    updated slowly from windows the fog did not alert; it is saved and resumed across restarts.
 
     Example: marlids edge run --pcap data/captures/site_a.pcap --replay-speed 10 --fog 127.0.0.1:50051
     --site site_a --insecure
@@ -401,11 +415,15 @@ def run(
     tls = resolve_security(role="client", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
     cfg = EdgeConfig(site_id=site, fog=fog, pcap=pcap, iface=iface, replay_speed=0.0 if fast else replay_speed,
                      fusion_dir=fusion or BUNDLED_FUSION, window_s=window, devices=devices, buffer_path=buffer,
-                     buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay)
+                     buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay,
+                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline)
     console = Console(stderr=True)
     with console.status(f"edge {site}: starting (loading models)") as status:
         def progress(st) -> None:
-            status.update(f"edge {site}: {st.slots} slots · {st.observations} observations · {st.sent} sent · "
+            b = st.baseline or {}
+            state = (f"learning baseline {min(b['grace_elapsed_s'], b['grace_s']):.0f}/{b['grace_s']:.0f} s · "
+                     if b.get("state") == "learning" else "detecting · " if b else "")
+            status.update(f"edge {site}: {state}{st.slots} slots · {st.observations} observations · {st.sent} sent · "
                           f"acked to #{st.acked_seq} · {st.buffered} buffered"
                           + (f" · {st.dropped} dropped" if st.dropped else "")
                           + ("" if st.connected else " · fog unreachable, retrying"))

@@ -4,13 +4,22 @@ Two threads around one :class:`~edge.transport.buffer.DiskBuffer`:
 
 * the **producer** takes closed window slots from the source — a capture replayed on its own clock
   (:class:`PcapReplay`) or a live interface (:class:`edge.live.LiveWindows`) — turns each slot's windows
-  into Observations (:class:`edge.online.OnlineFusion`) and appends them, followed by a Watermark for
-  the slot, to the buffer in one transaction;
+  into Observations against the site's own baseline (:class:`edge.online.SiteFusion`) and appends them,
+  followed by a Watermark for the slot (with the baseline's state), to the buffer in one transaction;
 * the **sender** keeps one bidirectional stream open to the fog (``observation.proto``), sends the
   buffered messages in sequence order and deletes those the fog acknowledges. When the fog is
   unreachable it retries with exponential backoff (0.2 s doubling to 5 s) while the buffer fills; after
   reconnecting it replays everything unacknowledged, oldest first. The fog drops what it had already
   committed, so a replay never duplicates an alert.
+
+Site baseline. For the first ``--grace`` seconds (default 60) of the site's traffic the daemon learns
+the site's baseline (:mod:`edge.baseline`): those windows are sent marked ``learning``, the fog decides
+none of them, and the log says ``learning baseline 35/60 s``. Afterwards each acknowledgement tells
+which observations raised an alert; the baseline learns slowly from every other acknowledged window.
+The baseline (with each device's scorer history and known peers) is saved to ``--baseline`` (default
+``~/.cache/marlids/edge/<site>.baseline.json``, mode 0600) when the grace period ends, every
+:data:`BASELINE_SAVE_EVERY_S` seconds while it learns and when the daemon stops, so a restarted edge
+resumes with it (``--reset-baseline`` starts a new grace period).
 
 Use :func:`run_edge` from a command line, or :class:`EdgeDaemon` (``start`` / ``wait`` / ``stop``, or a
 ``with`` block) to embed it.
@@ -41,12 +50,24 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED_FUSION = REPO / "models" / "defender"
 #: Site and device ids the cloud accepts (``cloud/schemas.py`` ID_PATTERN).
 SITE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+#: Wall seconds between saves of a baseline that changed.
+BASELINE_SAVE_EVERY_S = 30.0
+#: Wall seconds between "learning baseline" log lines.
+LEARNING_LOG_EVERY_S = 10.0
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "marlids" / "edge"
 
 
 def default_buffer_path(site_id: str) -> Path:
     """``$XDG_CACHE_HOME/marlids/edge/<site_id>.sqlite`` (``~/.cache`` when unset)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "marlids" / "edge" / f"{site_id.replace('/', '_')}.sqlite"
+    return _state_dir() / f"{site_id.replace('/', '_')}.sqlite"
+
+
+def default_baseline_path(site_id: str) -> Path:
+    """``$XDG_CACHE_HOME/marlids/edge/<site_id>.baseline.json`` (``~/.cache`` when unset)."""
+    return _state_dir() / f"{site_id.replace('/', '_')}.baseline.json"
 
 
 @dataclass
@@ -86,6 +107,12 @@ class EdgeConfig:
     live_close_delay_s : float, optional
         Live capture only: seconds after a window's end before it is closed (default
         :data:`edge.live.DEFAULT_CLOSE_DELAY_S`).
+    grace_s : float, optional
+        Grace period of a new site baseline, seconds (default the policy's, 60).
+    baseline_path : Path, optional
+        Where the site baseline is kept (default :func:`default_baseline_path`).
+    reset_baseline : bool, default False
+        Ignore a saved baseline and learn a new one.
     """
 
     site_id: str
@@ -104,6 +131,9 @@ class EdgeConfig:
     reconnect_max_s: float = 5.0
     max_inflight: int = 2048
     live_close_delay_s: float | None = None
+    grace_s: float | None = None
+    baseline_path: Path | None = None
+    reset_baseline: bool = False
 
     def validate(self, *, source: bool = True) -> None:
         """Check the settings (no I/O beyond file existence and the capture capability); ``source=False``
@@ -135,6 +165,9 @@ class EdgeConfig:
             raise ValueError(f"--buffer-max must be ≥ 1 message, got {self.buffer_capacity!r}")
         if self.max_inflight < 1:
             raise ValueError(f"max_inflight must be ≥ 1, got {self.max_inflight!r}")
+        if self.grace_s is not None and not (isinstance(self.grace_s, (int, float)) and math.isfinite(self.grace_s)
+                                             and self.grace_s >= 0):
+            raise ValueError(f"--grace must be a number of seconds ≥ 0, got {self.grace_s!r}")
         if not source:
             pass
         elif self.pcap is not None:
@@ -221,6 +254,8 @@ class EdgeStats:
     reconnects: int = 0
     connected: bool = False
     producer_done: bool = False
+    baseline: dict = field(default_factory=dict)
+    learned_windows: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -256,6 +291,11 @@ class EdgeDaemon:
         self._threads: list[threading.Thread] = []
         self.buffer: DiskBuffer | None = None
         self._hello: bytes | None = None
+        self._fusion_lock = threading.Lock()
+        self._pending_learn: dict[int, tuple[str, object, float]] = {}  # seq → (device, x, raw score)
+        self._baseline_dirty = False
+        self._saved_at = 0.0
+        self._logged_at = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> EdgeDaemon:
@@ -268,8 +308,9 @@ class EdgeDaemon:
         """
         cfg = self.config
         cfg.validate(source=self._given_source is None)
+        from edge.baseline import load_state
         from edge.observation import FusionPipeline
-        from edge.online import OnlineFusion
+        from edge.online import SiteFusion
         from edge.transport.wire import hello_message
 
         pipe = self._pipeline or FusionPipeline.load(cfg.fusion_dir)
@@ -277,14 +318,25 @@ class EdgeDaemon:
             from edge.onnx_embed import make_embedder  # ONNX when torch is absent (marlids[edge])
 
             self._embedder = make_embedder(num_threads=1)
-        self._fusion = OnlineFusion(pipe, self._embedder)
+        self.baseline_path = Path(cfg.baseline_path or default_baseline_path(cfg.site_id))
+        state = None if cfg.reset_baseline else load_state(self.baseline_path)
+        try:
+            self._fusion = SiteFusion(pipe, self._embedder, grace_s=cfg.grace_s, state=state)
+        except ValueError as exc:
+            raise ValueError(f"{self.baseline_path}: {exc}; start with --reset-baseline to learn a new one") from exc
+        p = self._fusion.progress()
+        if state is not None:
+            log.info("site %s: resumed the baseline of %s (%s, %d devices with their own statistics)", cfg.site_id,
+                     self.baseline_path, p["state"], p["devices_own"])
+        else:
+            log.info("site %s: learning a new baseline (grace period %.0f s, at least %d windows)", cfg.site_id,
+                     p["grace_s"], p["min_grace_windows"])
         self.buffer = DiskBuffer(cfg.buffer_path or default_buffer_path(cfg.site_id), cfg.buffer_capacity,
                                  cfg.buffer_policy)
         if len(self.buffer):
             log.info("%s: %d messages left from an earlier run are sent first", self.buffer.path, len(self.buffer))
         self._hello = hello_message(site_id=cfg.site_id, edge_id=self.buffer.edge_id, window_s=cfg.window_s,
-                                    baseline_mean=pipe.scaler_.raw_mean_,
-                                    baseline_std=pipe.scaler_.raw_std_).SerializeToString()
+                                    grace_s=p["grace_s"]).SerializeToString()
         self._threads = [threading.Thread(target=self._produce, name=f"edge-producer-{cfg.site_id}", daemon=True),
                          threading.Thread(target=self._send, name=f"edge-sender-{cfg.site_id}", daemon=True)]
         for t in self._threads:
@@ -330,6 +382,11 @@ class EdgeDaemon:
             call.cancel()
         for t in self._threads:
             t.join(timeout)
+        if getattr(self, "_fusion", None) is not None:
+            try:
+                self.save_baseline()
+            except OSError as exc:
+                log.error("site %s: could not save the baseline to %s: %s", self.config.site_id, self.baseline_path, exc)
         if self.buffer is not None:
             self.buffer.close()
 
@@ -346,7 +403,41 @@ class EdgeDaemon:
         if self.buffer is not None:
             s.buffered = len(self.buffer)
             s.dropped = self.buffer.dropped
+        if getattr(self, "_fusion", None) is not None:
+            with self._fusion_lock:
+                s.baseline = self._fusion.progress()
         return s
+
+    # -- site baseline ------------------------------------------------------------------------
+    def save_baseline(self) -> Path:
+        """Write the site baseline (:meth:`edge.online.SiteFusion.state_dict`) to its file, mode 0600."""
+        from edge.baseline import save_state
+
+        with self._fusion_lock:
+            state = self._fusion.state_dict()
+            self._baseline_dirty = False
+        save_state(self.baseline_path, state)
+        self._saved_at = time.monotonic()
+        return self.baseline_path
+
+    def _learn_acked(self, ack_seq: int, alerted: set[int]) -> None:
+        """The fog decided every message up to ``ack_seq``: learn from the observations it did not alert."""
+        devs, xs, raws = [], [], []
+        with self._fusion_lock:
+            for seq in [s for s in self._pending_learn if s <= ack_seq]:
+                dev, x, raw = self._pending_learn.pop(seq)
+                if seq not in alerted:
+                    devs.append(dev)
+                    xs.append(x)
+                    raws.append(raw)
+            if devs:
+                import numpy as np
+
+                self._fusion.learn_windows(devs, np.stack(xs), np.asarray(raws, dtype=np.float64))
+                self._baseline_dirty = True
+        if devs:
+            with self._lock:
+                self._stats.learned_windows += len(devs)
 
     # -- producer -----------------------------------------------------------------------------
     def _source(self):
@@ -367,14 +458,30 @@ class EdgeDaemon:
         cfg = self.config
         try:
             for t_end, windows in self._source():
-                msgs = []
-                if len(windows):
-                    msgs = observation_messages(self._fusion.transform(windows))
-                msgs.append(watermark_message(cfg.site_id, t_end, len(msgs)))
-                self.buffer.put(msgs)
+                msgs, batch = [], None
+                with self._fusion_lock:
+                    was_learning = self._fusion.learning
+                    if len(windows):
+                        batch = self._fusion.transform(windows)
+                        msgs = observation_messages(batch)
+                    progress = self._fusion.progress(t_end)
+                msgs.append(watermark_message(cfg.site_id, t_end, len(msgs), progress))
+                seqs = self.buffer.put(msgs)
+                if batch is not None:
+                    with self._fusion_lock:
+                        for i in range(len(batch)):
+                            if not batch.learning[i]:
+                                self._pending_learn[seqs[i]] = (str(batch.device_id[i]), batch.x[i],
+                                                                float(batch.raw_scores[i]))
+                        # messages the buffer dropped (drop-oldest) are never acknowledged
+                        oldest = self.buffer.oldest_seq()
+                        if oldest is not None and self._pending_learn and next(iter(self._pending_learn)) < oldest:
+                            for seq in [s for s in self._pending_learn if s < oldest]:
+                                del self._pending_learn[seq]
                 with self._lock:
                     self._stats.slots += 1
                     self._stats.observations += len(msgs) - 1
+                self._report_baseline(was_learning, progress)
                 if self._stop.is_set():
                     break
         except BufferClosedError:
@@ -386,6 +493,25 @@ class EdgeDaemon:
         finally:
             with self._lock:
                 self._stats.producer_done = True
+
+    def _report_baseline(self, was_learning: bool, progress: dict) -> None:
+        """Log the grace period's progress and its end; save the baseline when due."""
+        site = self.config.site_id
+        now = time.monotonic()
+        if progress["state"] == "learning":
+            if now - self._logged_at >= LEARNING_LOG_EVERY_S:
+                self._logged_at = now
+                log.info("site %s: learning baseline %.0f/%.0f s (%d windows; no alerts until it is learned)", site,
+                         min(progress["grace_elapsed_s"], progress["grace_s"]), progress["grace_s"],
+                         progress["grace_windows"])
+            if now - self._saved_at >= BASELINE_SAVE_EVERY_S:
+                self.save_baseline()
+        elif was_learning:
+            log.info("site %s: baseline learned (%d devices with their own statistics); detecting", site,
+                     progress["devices_own"])
+            self.save_baseline()
+        elif self._baseline_dirty and now - self._saved_at >= BASELINE_SAVE_EVERY_S:
+            self.save_baseline()
 
     # -- sender -------------------------------------------------------------------------------
     def _channel(self):
@@ -441,6 +567,7 @@ class EdgeDaemon:
                     with self._lock:
                         self._stats.connected = True
                         self._stats.acked_seq = max(self._stats.acked_seq, ack.ack_seq)
+                    self._learn_acked(ack.ack_seq, set(ack.alerted_seqs))
                     self.buffer.ack(ack.ack_seq)
                     backoff = cfg.reconnect_initial_s
             except grpc.RpcError as exc:

@@ -188,12 +188,17 @@ def attention_evidence(attention: np.ndarray | None, attention_t: np.ndarray | N
 
 
 def window_evidence(*, x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread: np.ndarray,
-                    attention: np.ndarray | None, attention_t: np.ndarray | None, proto_text: str) -> dict:
+                    attention: np.ndarray | None, attention_t: np.ndarray | None, proto_text: str,
+                    scope: str | None = None) -> dict:
     """The ``evidence`` of one decided window (DESIGN.md › Alert): ``top_features``, ``attention_peaks``,
-    ``attention`` and ``protocol_summary`` — the one builder for every path."""
+    ``attention``, ``protocol_summary`` and ``baseline_scope`` (``"device"`` or ``"site"``: whose baseline
+    the values are compared with) — the one builder for every path."""
     peaks, series = attention_evidence(attention, attention_t)
-    return {"top_features": feature_evidence(x, z, baseline, spread), "attention_peaks": peaks,
-            "attention": series, "protocol_summary": str(proto_text)}
+    ev = {"top_features": feature_evidence(x, z, baseline, spread), "attention_peaks": peaks,
+          "attention": series, "protocol_summary": str(proto_text)}
+    if scope in ("device", "site"):
+        ev["baseline_scope"] = scope
+    return ev
 
 
 def make_alert(*, site_id: str, device_id: str, t_start: float, t_end: float, level: int, attack_class: int,

@@ -55,8 +55,12 @@ def detect(
     site: str = typer.Option(None, "--site", help="Site id (default: the capture's file stem)."),
     out: Path = typer.Option(None, "--out", help="Write every alert as JSON lines."),
     top: int = typer.Option(20, "--top", min=1, help="Alerts shown."),
+    grace: float | None = typer.Option(None, "--grace", min=0.0,
+                                       help="Grace period in seconds: each site first learns its baseline from its "
+                                            "own traffic; those windows are not decided nor scored (default 60)."),
 ) -> None:
-    """Decide every window with the shared defender actor; print alerts (and metrics when labeled)."""
+    """Decide every window with the shared defender actor after each site's grace period; print alerts (and
+    metrics when labeled)."""
     import json
 
     from rich.console import Console
@@ -66,22 +70,25 @@ def detect(
     from training.evaluate import policy_dir, score
 
     frame, emb = load_windows(source, site)
-    res = run_detect(frame, emb, policy_dir(policy))
+    res = run_detect(frame, emb, policy_dir(policy), grace_s=grace)
     alerts = res[res["alert"]]
     console = Console()
-    t = Table(title=f"{len(alerts)} alerts in {len(res)} windows of {res['device_id'].nunique()} devices")
+    n_grace = int(res["learning"].sum())
+    t = Table(title=f"{len(alerts)} alerts in {len(res) - n_grace} windows of {res['device_id'].nunique()} devices "
+                    f"(after the grace period; {n_grace} windows learned the site baseline)")
     for c in ("time", "device", "level", "class", "conf.", "protocol summary"):
         t.add_column(c, overflow="fold")
     import datetime as dt
 
     for _, a in alerts.sort_values(["level", "ts"], ascending=[False, True]).head(top).iterrows():
-        t.add_row(dt.datetime.fromtimestamp(a["ts"], dt.UTC).strftime("%H:%M:%S"), a["device_id"], str(a["level"]),
+        t.add_row(dt.datetime.fromtimestamp(a["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"), a["device_id"], str(a["level"]),
                   a["attack_class"], f"{a['confidence']:.2f}", a["evidence"]["protocol_summary"][:70])
     console.print(t)
     if "label" in res.columns:
-        r = score("policy", frame, res["alert"].to_numpy(), None)
+        r = score("policy", frame, res["alert"].to_numpy(), None, scored=~res["learning"].to_numpy())
         console.print(f"per-window precision {r.precision:.3f} recall {r.recall:.3f} F1 {r.f1:.3f} "
-                      f"FPR {r.fpr:.4f} against the ground truth")
+                      f"FPR {r.fpr:.4f} MCC {r.mcc:.3f} against the ground truth ({r.windows} windows after the grace "
+                      "period)")
     if out:
         with out.open("w") as fh:
             for rec in alerts.drop(columns=[c for c in ("alert",) if c in alerts.columns]).to_dict("records"):

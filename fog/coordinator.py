@@ -22,12 +22,21 @@ Ticks close in time order: a tick never closes before an earlier open one. The e
 rule 2 closes ticks).
 
 **Idle observation.** An expected site with no Observation in a closed tick (no device of it was active
-in the slot, or its edge is away) is given the *idle observation*: the Observation of an empty window —
-the benign scaler applied to all-zero statistics, a zero protocol embedding (there is no protocol text),
-no anomaly score (``score_available = 0``) and zero attention summary. The actor decides it like any
-other (the defender acts on every tick, as in training), but its decision is never posted: there is no
-device or window to attribute an alert to. Decisions on idle observations are counted in the stats
-(``idle_observations``, and ``idle_alerts_suppressed`` when the level reached the alert threshold).
+in the slot, or its edge is away) is given the *idle observation*: a window exactly at its baseline
+(all standardised statistics 0), a zero protocol embedding (there is no protocol text), no anomaly score
+(``score_available = 0``) and zero attention summary. The actor decides it like any other (the defender
+acts on every tick, as in training), but its decision is never posted: there is no device or window to
+attribute an alert to. Decisions on idle observations are counted in the stats (``idle_observations``,
+and ``idle_alerts_suppressed`` when the level reached the alert threshold).
+
+**Grace period.** While a site learns its baseline (``edge/baseline.py``) its edge sends windows marked
+``learning``: they join their tick but are never decided and never alert (``grace_observations``).
+Nothing else alerts for that site meanwhile. Each Watermark carries the site's baseline state; the
+coordinator keeps it (:meth:`Coordinator.site_states`), logs when a site starts detecting and hands every
+change to ``on_site_state`` (the server posts it to the cloud, whose dashboard shows it).
+
+**Acknowledgements name the alerts.** Each Ack lists the observations it acknowledges that raised an
+alert, so the edge's baseline learns only from the others (never from a flagged window).
 
 **Late-observation rule.** An Observation for a tick that has already closed (its edge was
 disconnected and is replaying its buffer, or it arrived after the deadline) is *not* dropped: it is
@@ -63,8 +72,7 @@ import numpy as np
 from edge.embed import EMBED_DIM
 from edge.features import FEATURE_NAMES, N_FEATURES
 from edge.observation import OBS_DIM, build_observation
-from fog.detect import attention_evidence, feature_evidence, make_alert
-from fog.env import ALERT_THRESHOLD
+from fog.alerts import ALERT_THRESHOLD, make_alert, window_evidence
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +88,9 @@ class StreamRejected(Exception):
         self.code = code
 
 
-def idle_observation(scaler) -> np.ndarray:
-    """The idle observation ``(OBS_DIM,)`` (module docstring) from the benign ``FeatureScaler``."""
-    z = scaler.transform(np.zeros((1, N_FEATURES)))[0]
-    return build_observation(z, np.zeros(EMBED_DIM, dtype=np.float32), None, None)
+def idle_observation() -> np.ndarray:
+    """The idle observation ``(OBS_DIM,)`` (module docstring): statistics at the baseline, no text, no score."""
+    return build_observation(np.zeros(N_FEATURES, np.float32), np.zeros(EMBED_DIM, dtype=np.float32), None, None)
 
 
 @dataclass
@@ -92,12 +99,11 @@ class _Edge:
     edge_id: str
     committed: int
     received: int
-    baseline_mean: np.ndarray
-    baseline_std: np.ndarray
     pending: list[int] = field(default_factory=list)  # heap of seqs waiting in open ticks / the late list
     done: set[int] = field(default_factory=set)  # committed seqs still above a pending one (lazy heap delete)
     listener: object = None
     notified: int = 0  # last position sent to the listener
+    alerted: set[int] = field(default_factory=set)  # decided seqs that raised an alert, not yet acknowledged
 
     def ack_position(self) -> int:
         while self.pending and self.pending[0] in self.done:
@@ -121,9 +127,6 @@ class Coordinator:
     ----------
     actor : fog.policy.DefenderActor
         The exported shared defender actor.
-    scaler : FeatureScaler
-        Benign scaler of the policy's fusion pipeline (idle observation; evidence baselines when an edge
-        sends none).
     outbox : fog.outbox.AlertOutbox
     sites : int or sequence of str
         Expected sites: a count (the first N to connect) or the exact site ids.
@@ -138,6 +141,9 @@ class Coordinator:
         appear twice; deduplicate by ``alert_id``).
     clock : callable
         Monotonic clock (seconds).
+    on_site_state : callable, optional
+        ``on_site_state(site_id, state)`` on every change of a site's baseline state (``state`` as in
+        :meth:`site_states`).
 
     Raises
     ------
@@ -145,9 +151,9 @@ class Coordinator:
         For a bad ``sites`` or ``tick_timeout_s``.
     """
 
-    def __init__(self, actor, scaler, outbox, sites, *, policy_version: str,
+    def __init__(self, actor, outbox, sites, *, policy_version: str,
                  tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S, alert_threshold: int = ALERT_THRESHOLD,
-                 decisions_path: Path | None = None, clock=time.monotonic) -> None:
+                 decisions_path: Path | None = None, clock=time.monotonic, on_site_state=None) -> None:
         if isinstance(sites, int):
             if sites < 1:
                 raise ValueError(f"--sites must be ≥ 1 or a list of site ids, got {sites!r}")
@@ -160,13 +166,14 @@ class Coordinator:
         if not (tick_timeout_s > 0 and math.isfinite(tick_timeout_s)):
             raise ValueError(f"--tick-timeout must be > 0 seconds, got {tick_timeout_s!r}")
         self.actor = actor
-        self.scaler = scaler
         self.outbox = outbox
+        self.on_site_state = on_site_state
+        self._site_state: dict[str, dict] = {}
         self.policy_version = policy_version
         self.tick_timeout_s = float(tick_timeout_s)
         self.alert_threshold = int(alert_threshold)
         self.clock = clock
-        self.idle_obs = idle_observation(scaler)
+        self.idle_obs = idle_observation()
         self.window_s: float | None = None
         self._lock = threading.RLock()
         self._edges: dict[str, _Edge] = {}
@@ -179,7 +186,8 @@ class Coordinator:
         # closed in close()
         self._decisions = open(decisions_path, "a", buffering=1) if decisions_path else None  # noqa: SIM115
         self.counters = {k: 0 for k in ("observations", "duplicates", "invalid_observations", "late_observations",
-                                        "idle_observations", "idle_alerts_suppressed", "ticks_closed",
+                                        "idle_observations", "idle_alerts_suppressed", "grace_observations",
+                                        "ticks_closed",
                                         "ticks_by_watermark", "ticks_by_deadline", "decisions", "alerts",
                                         "alerts_new")}
 
@@ -218,18 +226,14 @@ class Coordinator:
             e = self._edges.get(hello.edge_id)
             if e is None:
                 committed = self._positions.get(hello.edge_id, 0)
-                mean = np.asarray(hello.baseline_mean, dtype=np.float64)
-                std = np.asarray(hello.baseline_std, dtype=np.float64)
-                if mean.shape != (N_FEATURES,) or std.shape != (N_FEATURES,):
-                    mean, std = self.scaler.raw_mean_, self.scaler.raw_std_
-                e = self._edges[hello.edge_id] = _Edge(site, hello.edge_id, committed, committed, mean, std)
+                e = self._edges[hello.edge_id] = _Edge(site, hello.edge_id, committed, committed)
             elif e.site_id != site:
                 raise StreamRejected("INVALID_ARGUMENT", f"edge {hello.edge_id} was site {e.site_id!r}, now {site!r}")
             log.info("site %s connected (edge %s, position %d)", site, hello.edge_id[:8], e.ack_position())
             return e.ack_position()
 
     def attach(self, edge_id: str, listener) -> None:
-        """Route this edge's acks to ``listener(ack_seq)`` (replaces an earlier stream's)."""
+        """Route this edge's acks to ``listener((ack_seq, alerted_seqs))`` (replaces an earlier stream's)."""
         with self._lock:
             e = self._edges[edge_id]
             e.listener = listener
@@ -277,7 +281,7 @@ class Coordinator:
                 log.error("site %s: skipping an invalid observation (seq %d): %s", e.site_id, o.seq, exc)
                 self._notify([e])
                 return
-            self.counters["observations"] += 1
+            self.counters["grace_observations" if arrays["learning"] else "observations"] += 1
             heapq.heappush(e.pending, o.seq)
             item = (edge_id, o.seq, o, arrays)
             key = round(o.t_start * 1000)
@@ -297,9 +301,38 @@ class Coordinator:
             if not self._accept(e, w.seq):
                 return
             self._site_wm[e.site_id] = max(self._site_wm.get(e.site_id, -math.inf), w.t_end)
+            changed = self._note_site_state(e.site_id, w)
+        if changed is not None and self.on_site_state is not None:
+            try:
+                self.on_site_state(e.site_id, changed)
+            except Exception:
+                log.exception("site %s: could not report the baseline state", e.site_id)
         self.poll()
         with self._lock:
             self._notify([e])
+
+    def _note_site_state(self, site: str, w) -> dict | None:
+        """Record the baseline state a Watermark carries; returns it when it changed."""
+        if not (w.learning or w.grace_s or w.devices_own):  # an edge that reports no baseline state
+            return None
+        state = {"state": "learning" if w.learning else "detecting",
+                 "grace_elapsed_s": round(float(min(w.grace_elapsed_s, w.grace_s or w.grace_elapsed_s)), 1),
+                 "grace_s": float(w.grace_s), "grace_windows": int(w.grace_windows),
+                 "devices_own": int(w.devices_own), "t_end": float(w.t_end)}
+        old = self._site_state.get(site)
+        self._site_state[site] = state
+        if old is not None and old["state"] == "learning" and state["state"] == "detecting":
+            log.info("site %s: baseline learned (%d devices with their own statistics); detecting", site,
+                     state["devices_own"])
+        changed = old is None or old["state"] != state["state"] or old["devices_own"] != state["devices_own"] \
+            or (state["state"] == "learning" and int(state["grace_elapsed_s"] // 5) != int(old["grace_elapsed_s"] // 5))
+        return dict(state) if changed else None
+
+    def site_states(self) -> dict[str, dict]:
+        """Each site's baseline state from its latest Watermark: ``state`` (``learning``/``detecting``),
+        ``grace_elapsed_s``, ``grace_s``, ``grace_windows``, ``devices_own``, ``t_end`` (epoch s)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._site_state.items()}
 
     # -- ticks --------------------------------------------------------------------------------
     def _complete(self, tick: _Tick) -> bool:
@@ -334,27 +367,28 @@ class Coordinator:
             return len(closing)
 
     def _decide(self, ticks: list[_Tick], late: list) -> None:
-        rows = [(item, False) for t in ticks for item in t.items] + [(item, True) for item in late]
+        items = [(item, False) for t in ticks for item in t.items] + [(item, True) for item in late]
+        rows = [r for r in items if not r[0][3]["learning"]]  # grace-period windows are never decided
         idle = []
         for t in ticks:
             present = {self._edges[i[0]].site_id for i in t.items}
             idle += [(s, t) for s in self._known_sites if s not in present]
         vecs = [r[0][3]["vector"] for r in rows] + [self.idle_obs] * len(idle)
-        if not vecs:
-            return
-        level, cls, conf = self.actor.decide(np.stack(vecs))
         alerts, log_rows = [], []
+        if vecs:
+            level, cls, conf, alert = self.actor.decide_all(np.stack(vecs))
         for i, ((edge_id, seq, o, arr), is_late) in enumerate(rows):
             e = self._edges[edge_id]
-            peaks, series = attention_evidence(arr["attention"], arr["attention_t"])
-            evidence = {"top_features": feature_evidence(arr["features"], arr["features_z"], e.baseline_mean,
-                                                         e.baseline_std),
-                        "attention_peaks": peaks, "attention": series, "protocol_summary": o.proto_text}
+            evidence = window_evidence(x=arr["features"], z=arr["features_z"], baseline=arr["baseline"],
+                                       spread=arr["baseline_spread"], attention=arr["attention"],
+                                       attention_t=arr["attention_t"], proto_text=o.proto_text,
+                                       scope=o.baseline_scope)
             a = make_alert(site_id=o.site_id, device_id=o.device_id, t_start=o.t_start, t_end=o.t_end,
                            level=int(level[i]), attack_class=int(cls[i]), confidence=float(conf[i]),
                            evidence=evidence, policy_version=self.policy_version)
-            if a["level"] >= self.alert_threshold:
+            if bool(alert[i]) and a["level"] >= self.alert_threshold:
                 alerts.append(a)
+                e.alerted.add(seq)
             if self._decisions is not None:
                 log_rows.append({k: a[k] for k in ("alert_id", "site_id", "device_id", "level", "attack_class",
                                                    "confidence", "technique_ids")}
@@ -363,19 +397,21 @@ class Coordinator:
         for j, (site, t) in enumerate(idle):
             k = len(rows) + j
             self.counters["idle_observations"] += 1
-            if level[k] >= self.alert_threshold:
+            if alert[k]:
                 self.counters["idle_alerts_suppressed"] += 1
                 log.debug("site %s idle in tick %.0f: the policy chose level %d; not posted", site, t.t_start,
                           level[k])
             if self._decisions is not None:
                 log_rows.append({"site_id": site, "device_id": None, "idle": True, "t_start": t.t_start,
                                  "t_end": t.t_end, "level": int(level[k])})
-        # positions after removing the decided seqs
+        # positions after removing the decided (and the grace-period) seqs
         touched = {}
-        for (edge_id, seq, _, _), _late in rows:
+        for (edge_id, seq, _, _), _late in items:
             e = self._edges[edge_id]
             e.done.add(seq)
             touched[edge_id] = e
+        if not items and not idle:
+            return
         positions = {e.edge_id: (e.site_id, e.ack_position()) for e in self._edges.values()}
         added = self.outbox.commit(alerts, positions)
         for edge_id, (_, seq) in positions.items():
@@ -385,7 +421,7 @@ class Coordinator:
         self.counters["alerts_new"] += added
         if self._decisions is not None:
             for r in log_rows:
-                self._decisions.write(json.dumps(r) + "\n")
+                self._decisions.write(json.dumps(r, allow_nan=False, default=str) + "\n")
         self._notify(touched.values())
 
     def _notify(self, edges) -> None:
@@ -393,13 +429,16 @@ class Coordinator:
             pos = e.ack_position()
             if e.listener is not None and pos > e.notified:
                 e.notified = pos
-                e.listener(pos)
+                alerted = sorted(s for s in e.alerted if s <= pos)
+                e.alerted.difference_update(alerted)
+                e.listener((pos, tuple(alerted)))
 
     # -- inspection ---------------------------------------------------------------------------
     def stats(self) -> dict:
         """Counters, open ticks, sites and each edge's position."""
         with self._lock:
             return {**self.counters, "open_ticks": len(self._ticks), "sites": list(self._known_sites),
+                    "site_states": {k: dict(v) for k, v in self._site_state.items()},
                     "edges": {e.edge_id: {"site_id": e.site_id, "position": e.ack_position(),
                                           "connected": e.listener is not None} for e in self._edges.values()},
                     "outbox_pending": self.outbox.pending}

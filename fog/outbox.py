@@ -82,6 +82,7 @@ class AlertOutbox:
         self._db.executescript(_SCHEMA)
         self._cond = threading.Condition()
         self._closed = False
+        self._woken = False
         self._pending = self._db.execute("SELECT COUNT(*) FROM alerts WHERE state = 0").fetchone()[0]
         self._finished = 0
 
@@ -156,9 +157,17 @@ class AlertOutbox:
                                     (limit,)).fetchall()
 
     def wait_pending(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for a waiting alert; returns whether there is one."""
+        """Wait up to ``timeout`` s for a waiting alert (or :meth:`wake`); returns whether there is one."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._closed or self._pending > 0, timeout) and not self._closed
+            self._cond.wait_for(lambda: self._closed or self._pending > 0 or self._woken, timeout)
+            self._woken = False
+            return self._pending > 0 and not self._closed
+
+    def wake(self) -> None:
+        """Wake a thread in :meth:`wait_pending` (something else than an alert is waiting to be sent)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def _finish(self, alert_id: str, state: int, reason: str | None) -> None:
         with self._cond:
@@ -237,7 +246,10 @@ class CloudPoster:
             raise ValueError("--ingest-key is empty: give the cloud API key with the ingest role "
                              "(or set MARLIDS_INGEST_KEY)")
         self.outbox = outbox
-        self.url = cloud_url.rstrip("/") + "/api/v1/alerts"
+        self.base_url = cloud_url.rstrip("/")
+        self.url = self.base_url + "/api/v1/alerts"
+        self._site_states: dict[str, dict] = {}  # latest state per site not yet delivered
+        self._site_lock = threading.Lock()
         self._headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -249,6 +261,35 @@ class CloudPoster:
         self.rejected = 0
         self.failures = 0
         self._last_error = ""
+
+    def site_state(self, site_id: str, state: dict) -> None:
+        """Queue a site's baseline state for ``PUT /api/v1/sites/{site_id}`` (only the latest is kept;
+        best effort: a failed delivery is retried with the next alert batch)."""
+        with self._site_lock:
+            self._site_states[site_id] = dict(state)
+        self.outbox.wake()
+
+    def _post_site_states(self, client) -> None:
+        import urllib.parse
+
+        import httpx
+
+        with self._site_lock:
+            todo, self._site_states = self._site_states, {}
+        for site, state in todo.items():
+            body = {k: state[k] for k in ("state", "grace_elapsed_s", "grace_s", "grace_windows", "devices_own")
+                    if k in state}
+            try:
+                r = client.put(f"{self.base_url}/api/v1/sites/{urllib.parse.quote(site, safe='')}", json=body)
+                ok = r.status_code in (200, 201)
+                if not ok and r.status_code < 500 and r.status_code not in (401, 403, 408, 429):
+                    log.error("cloud refused the state of site %s (HTTP %d): %s", site, r.status_code, r.text[:200])
+                    continue
+            except httpx.HTTPError:
+                ok = False
+            if not ok:
+                with self._site_lock:
+                    self._site_states.setdefault(site, state)
 
     def start(self) -> CloudPoster:
         """Start the posting thread."""
@@ -273,6 +314,8 @@ class CloudPoster:
         warned = False
         with httpx.Client(timeout=self.timeout_s, headers=self._headers) as client:
             while not self._stop.is_set():
+                if self._site_states:
+                    self._post_site_states(client)
                 batch = self.outbox.next_pending(64)
                 if not batch:
                     self.outbox.wait_pending(0.5)

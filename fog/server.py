@@ -168,6 +168,7 @@ class _Servicer:
                     continue
                 if item is done:
                     break
+                pos, alerted = item[0], set(item[1])
                 while True:  # coalesce queued acks
                     try:
                         nxt = acks.get_nowait()
@@ -176,10 +177,11 @@ class _Servicer:
                     if nxt is done:
                         acks.put(done)
                         break
-                    item = max(item, nxt)
-                if item > last:
-                    last = item
-                    yield pb.Ack(edge_id=edge_id, ack_seq=item)
+                    pos = max(pos, nxt[0])
+                    alerted.update(nxt[1])
+                if pos > last:
+                    last = pos
+                    yield pb.Ack(edge_id=edge_id, ack_seq=pos, alerted_seqs=sorted(alerted))
             if failure:
                 log.warning("closing the stream of edge %s: %s", edge_id[:8], failure[0])
                 context.abort(getattr(grpc.StatusCode, failure[0].code), str(failure[0]))
@@ -195,8 +197,6 @@ class FogServer:
     config : FogConfig
     actor : DefenderActor, optional
         Already loaded actor (default: from ``config.policy_dir``).
-    pipeline : FusionPipeline, optional
-        Already loaded fusion pipeline (default: from ``config.policy_dir``).
 
     Examples
     --------
@@ -206,10 +206,9 @@ class FogServer:
     ...     print(fog.port)
     """
 
-    def __init__(self, config: FogConfig, *, actor=None, pipeline=None) -> None:
+    def __init__(self, config: FogConfig, *, actor=None) -> None:
         self.config = config
         self._actor = actor
-        self._pipeline = pipeline
         self._stopping = threading.Event()
         self._server = None
         self._ticker: threading.Thread | None = None
@@ -232,11 +231,10 @@ class FogServer:
 
         import grpc
 
-        from edge.observation import FusionPipeline
         from edge.transport import observation_pb2_grpc as pb_grpc
         from edge.transport.tls import server_credentials
+        from fog.alerts import policy_version_of
         from fog.coordinator import Coordinator
-        from fog.detect import policy_version_of
         from fog.outbox import AlertOutbox, CloudPoster
         from fog.policy import DefenderActor
 
@@ -250,14 +248,14 @@ class FogServer:
         if not (policy / "actor.json").is_file():
             raise FileNotFoundError(f"--policy {cfg.policy_dir}: no exported defender policy (actor.json) here or "
                                     "in its policy/ folder")
-        actor = self._actor or DefenderActor.load(policy)
-        pipe = self._pipeline or FusionPipeline.load(policy)
+        actor = self._actor or DefenderActor.load(policy)  # the edges build the Observations; the fog only decides
         version = policy_version_of(policy)
         self.outbox = AlertOutbox(cfg.outbox_path or default_outbox_path(), capacity=cfg.outbox_capacity)
         try:
             self.poster = CloudPoster(self.outbox, cfg.cloud_url, cfg.ingest_key, backoff_max_s=cfg.backoff_max_s)
-            self.coordinator = Coordinator(actor, pipe.scaler_, self.outbox, sites, policy_version=version,
-                                           tick_timeout_s=cfg.tick_timeout_s, decisions_path=cfg.decisions_path)
+            self.coordinator = Coordinator(actor, self.outbox, sites, policy_version=version,
+                                           tick_timeout_s=cfg.tick_timeout_s, decisions_path=cfg.decisions_path,
+                                           on_site_state=self.poster.site_state)
             n = sites if isinstance(sites, int) else len(sites)
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(8, 2 * n + 4),
                                                             thread_name_prefix="fog-grpc"),

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from edge.features import FEATURE_NAMES, N_FEATURES
@@ -39,20 +38,24 @@ def test_codegen_check_detects_a_stale_file(tmp_path, monkeypatch):
     assert cg.main(["--check"]) == 1
 
 
-def _batch(n: int = 3, T: int = 4, scored: bool = True) -> ObservationBatch:
+def _batch(n: int = 3, T: int = 4, scored: bool = True, learning: tuple[int, ...] = ()) -> ObservationBatch:
     rng = np.random.default_rng(0)
-    keys = pd.DataFrame({"site_id": ["s1"] * n, "device_id": [f"10.0.0.{i}" for i in range(n)],
-                         "t_start": 1000.0 + 5 * np.arange(n), "t_end": 1005.0 + 5 * np.arange(n),
-                         "proto_text": [f"DNS out: {i} packets." for i in range(n)]})
     scores = rng.uniform(size=n) if scored else np.full(n, np.nan)
     if scored:
         scores[1] = np.nan  # warm-up window
     att = rng.dirichlet(np.ones(T), size=n).astype(np.float32)
-    return ObservationBatch(keys=keys, x=rng.uniform(0, 100, (n, N_FEATURES)).astype(np.float32),
+    learn = np.zeros(n, dtype=bool)
+    learn[list(learning)] = True
+    return ObservationBatch(site_id="s1", device_id=np.array([f"10.0.0.{i}" for i in range(n)], dtype=object),
+                            t_start=1000.0 + 5 * np.arange(n), t_end=1005.0 + 5 * np.arange(n),
+                            proto_text=[f"DNS out: {i} packets." for i in range(n)],
+                            x=rng.uniform(0, 100, (n, N_FEATURES)).astype(np.float32), learning=learn,
                             z=rng.normal(size=(n, N_FEATURES)).astype(np.float32),
                             vectors=rng.normal(size=(n, OBS_DIM)).astype(np.float32), scores=scores,
-                            attention=att if scored else None,
-                            attention_t=np.tile(1000.0 + 5 * np.arange(T), (n, 1)) if scored else None)
+                            raw_scores=scores.copy(), attention=att if scored else None,
+                            attention_t=np.tile(1000.0 + 5 * np.arange(T), (n, 1)) if scored else None,
+                            baseline=rng.uniform(0, 10, (n, N_FEATURES)), spread=rng.uniform(0, 2, (n, N_FEATURES)),
+                            scope=["device"] * n)
 
 
 def test_observations_round_trip_through_bytes():
@@ -62,9 +65,13 @@ def test_observations_round_trip_through_bytes():
     for i, m in enumerate(msgs):
         o = pb.EdgeMessage.FromString(m.SerializeToString()).observation
         arr = observation_arrays(o)
+        assert not arr["learning"]
         np.testing.assert_array_equal(arr["vector"], batch.vectors[i])
         np.testing.assert_array_equal(arr["features"], batch.x[i])
         np.testing.assert_array_equal(arr["features_z"], batch.z[i])
+        np.testing.assert_allclose(arr["baseline"], batch.baseline[i], rtol=1e-6)
+        np.testing.assert_allclose(arr["baseline_spread"], batch.spread[i], rtol=1e-6)
+        assert o.baseline_scope == "device"
         assert (o.site_id, o.device_id, o.t_start, o.t_end, o.proto_text) == tuple(batch.keys.iloc[i])
         if i == 1:
             assert not o.score_available and arr["attention"] is None
@@ -74,16 +81,29 @@ def test_observations_round_trip_through_bytes():
             np.testing.assert_array_equal(arr["attention_t"], batch.attention_t[i])
 
 
-def test_hello_and_watermark_messages():
-    h = hello_message(site_id="s1", edge_id="e", window_s=5.0, baseline_mean=np.arange(N_FEATURES),
-                      baseline_std=np.ones(N_FEATURES)).hello
-    assert h.obs_dim == OBS_DIM and list(h.feature_names) == list(FEATURE_NAMES) and h.baseline_mean[3] == 3
+def test_grace_period_windows_travel_without_a_vector():
+    batch = _batch(learning=(0,))
+    o = pb.EdgeMessage.FromString(observation_messages(batch)[0].SerializeToString()).observation
+    arr = observation_arrays(o)
+    assert o.learning and arr["learning"] and len(o.vector) == 0 and arr["vector"] is None
+    np.testing.assert_array_equal(arr["features"], batch.x[0])
+
+
+def test_hello_watermark_and_ack_messages():
+    h = hello_message(site_id="s1", edge_id="e", window_s=5.0, grace_s=60.0).hello
+    assert h.obs_dim == OBS_DIM and list(h.feature_names) == list(FEATURE_NAMES) and h.grace_s == 60.0
     w = watermark_message("s1", 1005.0, 7).watermark
-    assert (w.site_id, w.t_end, w.n_observations) == ("s1", 1005.0, 7)
+    assert (w.site_id, w.t_end, w.n_observations, w.learning) == ("s1", 1005.0, 7, False)
+    w = watermark_message("s1", 1005.0, 0, {"state": "learning", "grace_elapsed_s": 35.0, "grace_s": 60.0,
+                                             "grace_windows": 40, "devices_own": 0}).watermark
+    assert w.learning and (w.grace_elapsed_s, w.grace_s, w.grace_windows) == (35.0, 60.0, 40)
+    ack = pb.Ack.FromString(pb.Ack(edge_id="e", ack_seq=9, alerted_seqs=[3, 7]).SerializeToString())
+    assert list(ack.alerted_seqs) == [3, 7]
 
 
 @pytest.mark.parametrize("field, size, match", [("vector", OBS_DIM - 1, "vector has"),
-                                                ("features", N_FEATURES + 1, "features and"),
+                                                ("features", N_FEATURES + 1, "features, expected"),
+                                                ("baseline", N_FEATURES - 1, "baseline values"),
                                                 ("attention", 3, "attention and attention_t")])
 def test_observation_arrays_reject_other_layouts(field, size, match):
     o = observation_messages(_batch(1, scored=False))[0].observation
@@ -91,6 +111,14 @@ def test_observation_arrays_reject_other_layouts(field, size, match):
     if field == "attention":
         o.attention_t[:] = [0.0] * 2
     with pytest.raises(ValueError, match=match):
+        observation_arrays(o)
+
+
+@pytest.mark.parametrize("field", ["vector", "features", "features_z", "baseline"])
+def test_observation_arrays_reject_non_finite_values(field):
+    o = observation_messages(_batch(1, scored=False))[0].observation
+    getattr(o, field)[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
         observation_arrays(o)
 
 

@@ -52,6 +52,8 @@ def mappo(
     out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="Runs folder (TensorBoard, checkpoints, policy)."),
     resume: Path = typer.Option(None, "--resume", help="Checkpoint folder to resume from."),
     exp_name: str = typer.Option("mappo", "--exp-name", help="Run name prefix: {exp}__{seed}__{time}."),
+    grace: float = typer.Option(60.0, "--grace", min=0.0,
+                                help="Grace period of each capture's site baseline, seconds (as in deployment)."),
 ) -> None:
     """Train with MAPPO and league self-play; logs to TensorBoard, checkpoints, exports the defender actor.
 
@@ -74,7 +76,7 @@ def mappo(
                      num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs_per_env_runner,
                      num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner, address=address,
                      checkpoint_every=checkpoint_every, out_dir=str(out_dir),
-                     resume=str(resume) if resume else None)
+                     resume=str(resume) if resume else None, grace_s=grace)
     console = Console()
     with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=console) as progress:
@@ -100,10 +102,17 @@ def eval_(
                                                             "repeatable."),
     train_fraction: float = typer.Option(0.7, "--train-fraction",
                                          help="With the default data: the share used for training (the rest is scored)."),
+    grace: float | None = typer.Option(None, "--grace", min=0.0,
+                                       help="Grace period in seconds: each capture first learns its site baseline; "
+                                            "those windows are not scored (default: the policy's, 60)."),
+    json_out: Path | None = typer.Option(None, "--json",
+                                         help="Write the metrics as JSON (keys precision, recall, f1, fpr, mcc, "
+                                              "per_technique, … per detector)."),
 ) -> None:
-    """Per-window precision, recall, F1, FPR, per-technique recall and a confusion matrix, side by side.
+    """Per-window precision, recall, F1, FPR, MCC, per-technique recall and a confusion matrix, side by side,
+    on the windows after each site's grace period.
 
-    Example: marlids train eval runs/mappo__0__1795526981 --compare IPPO=runs/ippo__0__1795527100
+    Example: marlids train eval runs/mappo__0__1795526981 --compare IPPO=runs/ippo__0__1795527100 --json m.json
     """
     from rich.console import Console
     from rich.table import Table
@@ -122,13 +131,15 @@ def eval_(
         frame = load_labeled(data)
     else:
         _, frame = split_by_time(load_labeled(sorted(BUNDLED_CAPTURES.glob("*.pcap"))), train_fraction)
-    results = evaluate(policies, frame, embed_texts(frame))
+    results = evaluate(policies, frame, embed_texts(frame), grace_s=grace)
     console = Console()
-    t = Table(title=f"per-window detection on {len(frame)} windows ({int(frame['label'].sum())} malicious)")
-    for c in ("detector", "precision", "recall", "F1", "FPR"):
+    r0 = results[0]
+    t = Table(title=f"per-window detection on {r0.windows} windows ({r0.malicious} malicious) after the grace "
+                    f"period ({r0.grace_windows} windows learned the site baselines)")
+    for c in ("detector", "precision", "recall", "F1", "FPR", "MCC"):
         t.add_column(c)
     for r in results:
-        t.add_row(r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.fpr:.4f}")
+        t.add_row(r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.fpr:.4f}", f"{r.mcc:.3f}")
     console.print(t)
     techs = sorted({k for r in results for k in r.per_technique_recall})
     pt = Table(title="recall per technique")
@@ -146,6 +157,14 @@ def eval_(
     for i, c in enumerate(ATTACK_CLASSES):
         cm.add_row(c, *(str(v) for v in main.confusion[i]))
     console.print(cm)
+    if json_out is not None:
+        import json
+
+        doc = {**results[0].to_dict(), "detectors": {r.name: r.to_dict() for r in results},
+               "data": [str(p) for p in data], "grace_s": grace if grace is not None else "policy default"}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=1))
+        console.print(f"wrote {json_out}")
 
 
 @app.command()

@@ -123,7 +123,7 @@ def score(name: str, frame: pd.DataFrame, alert: np.ndarray, cls: np.ndarray | N
         max_level = 0
     else:
         max_level = int(np.asarray(level)[keep][a].max()) if level is not None else 2
-    return EvalResult(name, m["precision"], m["recall"], m["f1"], m["fpr"], int(len(y)), int(y.sum()), mcc=m["mcc"],
+    return EvalResult(name, m["precision"], m["recall"], m["f1"], m["fpr"], len(y), int(y.sum()), mcc=m["mcc"],
                       grace_windows=int((~keep).sum()), per_technique_recall=per_tech, confusion=conf,
                       max_level=max_level)
 

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from cloud.api.deps import AnalystDep, KeyStore
 from cloud.api.metrics import Metrics
 from cloud.api.middleware import BodySizeLimit
-from cloud.api.routes import alerts, dashboard, export, health, techniques
+from cloud.api.routes import alerts, dashboard, export, health, sites, techniques
 from cloud.core.config import Settings, get_settings
 from cloud.core.db import make_engine, make_session_factory, run_migrations
 from cloud.services.attack import get_attack_table
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
     api.include_router(alerts.router)
     api.include_router(techniques.router)
     api.include_router(export.router)
+    api.include_router(sites.router)
 
     @api.get("/openapi.json", response_model=dict[str, Any], include_in_schema=False)
     def openapi_spec(_: AnalystDep) -> dict[str, Any]:

@@ -30,7 +30,20 @@ async function api(path, opts) {
 function fmtTime(iso) { return iso.replace("T", " ").slice(0, 19); }
 function version(a) { return a.alert_id + "|" + a.updated_at + "|" + a.explanation_status; }
 
+async function loadSites() {
+  // Each site's baseline state: learning (grace period, no alerts yet) or detecting.
+  try {
+    const sites = await api("/sites");
+    document.getElementById("sites").replaceChildren(...(sites.length ? sites.map(s => el("span",
+      {class: "site-" + s.state, "data-site": s.site_id},
+      s.site_id + ": " + (s.state === "learning"
+        ? "learning baseline " + Math.min(s.grace_elapsed_s, s.grace_s).toFixed(0) + "/" + s.grace_s.toFixed(0) + " s"
+        : "detecting (" + s.devices_own + " devices with their own baseline)"))) : [el("span", {class: "muted"}, "no site reported yet")]));
+  } catch (e) { document.getElementById("sites").textContent = "sites: " + e.message; }
+}
+
 async function load() {
+  loadSites();
   const q = new URLSearchParams({limit: "100"});
   const s = document.getElementById("f-status").value; if (s) q.set("status", s);
   const l = document.getElementById("f-level").value; if (l) q.set("min_level", l);
