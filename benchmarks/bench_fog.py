@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_fog.py [--out benchmarks/results/fog.json] [--iterations 5]``
 
-* **Raw env agent-steps/s** of ``marlids_ids_v0`` (4 defenders + attacker, random actions) on one
+* **Raw env agent-steps/s** of ``marlids_ids_v1`` (4 defenders + attacker, random actions) on one
   pinned core. Target ≥ 50,000.
 * **RLlib throughput** (env steps/s sampled + trained, one iteration = ``--batch`` env steps) of
   MAPPO (centralized critic) vs plain PPO on the same env (actor and critic on the own

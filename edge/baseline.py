@@ -21,8 +21,12 @@ Life of a baseline
      from getting a near-zero scale, and the floor keeps a statistic that is always 0 from turning
      one packet into an extreme value.
 
-   Median, MAD and the 10–90 % range ignore a minority of attack windows inside the grace period (a
-   scan started 10 s into it moves them little; ``tests/test_baseline.py``).
+   Median, MAD and the 10–90 % range ignore a minority of attack windows inside the grace period
+   (``tests/test_baseline.py``). With a temporal scorer, the grace period's windows are also scored
+   when it ends (their scores against the robust :class:`ScoreBaseline`); windows the scorer flags
+   (standardised score ≥ :data:`edge.online.GRACE_CLEAN_Z`), at most half of them, are left out and the
+   statistics fitted again — an attack that fills much of the grace period (a subnet scan touches every
+   device) is then mostly kept out of the baseline.
 3. **Scope rule** (per device where a device has enough history, per site otherwise): a device with at
    least ``min_device_windows`` windows (default 6, i.e. 30 s of activity) gets its own centre and
    scale; its scale is floored at ``device_scale_floor`` (default 0.5) times the site's scale, so a
@@ -40,9 +44,9 @@ Life of a baseline
    faster in wall time). Windows that raised an alert never update anything, so an attacker cannot
    teach the baseline its traffic by being detected (river's filter rule, STYLE.md).
 
-The temporal scorer's raw scores get a baseline of their own in the same way (:class:`ScoreBaseline`):
-median and MAD of the grace-period windows' scores, then the same slow update; the scorer's threshold is
-applied to the score standardised by it (:mod:`edge.online`).
+The temporal scorer's raw scores get a baseline of their own (:class:`ScoreBaseline`): lower quantiles of
+the grace-period windows' scores (attacks only raise a score), then a slow quantile-tracking update; the
+scorer's threshold is applied to the score standardised by it (:mod:`edge.online`).
 
 State is a small JSON document (:meth:`SiteBaseline.to_dict`), persisted per site by the edge daemon so a
 restarted edge resumes with the learned baseline (:func:`save_baseline`, :func:`load_baseline`).
@@ -320,6 +324,10 @@ class SiteBaseline:
         return (not self.fitted_ and self.t0_ is not None and self.grace_elapsed(t_now) >= self.grace_s - 1e-9
                 and len(self._grace) >= self.min_grace_windows)
 
+    def grace_state(self) -> list[tuple[str, float, np.ndarray]]:
+        """The collected grace windows as stored (device, t_start, compressed statistics)."""
+        return list(self._grace)
+
     def grace_rows(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The collected grace windows: device ids, ``t_start`` ``(n,)`` and raw statistics ``(n, F)``."""
         if not self._grace:
@@ -328,28 +336,32 @@ class SiteBaseline:
         t = np.array([g[1] for g in self._grace])
         return devs, t, expand(np.stack([g[2] for g in self._grace]))
 
-    def fit(self, t_now: float | None = None) -> SiteBaseline:
+    def fit(self, t_now: float | None = None, keep: np.ndarray | None = None) -> SiteBaseline:
         """End the grace period: fit site and device statistics from the collected windows.
 
         Parameters
         ----------
         t_now : float, optional
             Site time the baseline takes effect (recorded as ``fitted_at_``).
+        keep : ndarray of bool, optional
+            Which collected windows (in :meth:`grace_rows` order) to fit on; default all. Used to leave out
+            grace-period windows the temporal scorer flagged (:class:`edge.online.SiteFusion`).
 
         Raises
         ------
         RuntimeError
-            If no window was collected or it is already fitted.
+            If no window was collected (or kept) or it is already fitted.
         """
         if self.fitted_:
             raise RuntimeError("the baseline is already fitted")
-        if not self._grace:
+        rows = self._grace if keep is None else [g for g, k in zip(self._grace, keep) if k]
+        if not rows:
             raise RuntimeError("no window was collected in the grace period")
-        c = np.stack([g[2] for g in self._grace])
+        c = np.stack([g[2] for g in rows])
         center, scale = robust_location_scale(c, self._floor)
         self.site_ = RobustStats(center, scale, len(c))
         by_dev: dict[str, list[np.ndarray]] = {}
-        for d, _, ci in self._grace:
+        for d, _, ci in rows:
             by_dev.setdefault(d, []).append(ci)
         for d, rows in by_dev.items():
             if len(rows) >= self.min_device_windows:
@@ -360,6 +372,17 @@ class SiteBaseline:
         self.fitted_ = True
         self.fitted_at_ = None if t_now is None else float(t_now)
         return self
+
+    def refit(self, keep: np.ndarray) -> SiteBaseline:
+        """Fit again, right after :meth:`fit`, on the grace windows ``keep`` (``grace_rows`` order of the
+        original fit); the collected windows must be passed back through :meth:`restore_grace` first."""
+        self.fitted_ = False
+        self.site_, self.devices_, self._pending = None, {}, {}
+        return self.fit(self.fitted_at_, keep)
+
+    def restore_grace(self, rows: list[tuple[str, float, np.ndarray]]) -> None:
+        """Put back grace windows ``(device, t_start, compressed x)`` (for :meth:`refit`)."""
+        self._grace = list(rows)
 
     def _fit_device(self, device: str, c: np.ndarray) -> None:
         center, scale = robust_location_scale(c, self._floor)
@@ -483,26 +506,46 @@ class SiteBaseline:
 
 
 class ScoreBaseline:
-    """Median and MAD of one site's temporal-scorer raw scores, then the slow Huber update.
+    """Where one site's temporal-scorer raw scores usually lie: lower quantiles of the grace period's scores,
+    then a slow quantile-tracking update.
 
-    The scorer's threshold (fitted on training sites' scores standardised the same way) applies to
-    ``(raw − median) / scale``, so a site whose benign windows are harder to predict does not alert on
-    every window (module docstring of :mod:`edge.baseline`).
+    Attacks only ever *raise* an anomaly score, so the baseline is read from the lower part of the
+    distribution, which attack windows inside the grace period do not reach: location = the 25 % quantile,
+    scale = (q25 − q05) / 0.9693 (σ of a normal law), floored at ``min_scale``. Up to ~70 % of the grace
+    period's windows could be attack windows and these quantiles would still come from benign ones. The
+    scorer's threshold (fitted on training sites' scores standardised the same way) applies to
+    ``(raw − location) / scale``, so a site whose benign windows are harder to predict does not alert on
+    every window. After the grace period, each window that raised no alert moves each quantile ``q_p`` by
+    ``η·(p − 1[raw ≤ q_p])`` with ``η = 2·α·scale`` (stochastic quantile tracking; ``α`` as in
+    :class:`SiteBaseline`).
 
     Parameters
     ----------
     min_scale : float
-        Floor of the scale (raw score units), normally a share of the training sites' MAD.
+        Floor of the scale (raw score units), normally a share of the training sites' spread.
     half_life_windows : float
         As in :class:`SiteBaseline`.
     """
+
+    QUANTILES = (0.05, 0.25)
+    #: Φ⁻¹(0.25) − Φ⁻¹(0.05) for a standard normal law.
+    SPREAD_TO_SIGMA = 0.9693
 
     def __init__(self, min_scale: float, half_life_windows: float = DEFAULT_HALF_LIFE_WINDOWS) -> None:
         _check_positive("min_scale", min_scale)
         _check_positive("half_life_windows", half_life_windows)
         self.min_scale = float(min_scale)
         self.half_life_windows = float(half_life_windows)
-        self.stats_: RobustStats | None = None
+        self.q_: np.ndarray | None = None  # (q05, q25)
+        self.n_ = 0
+
+    @property
+    def stats_(self) -> RobustStats | None:
+        """Location and scale as :class:`RobustStats` (None before ``fit``)."""
+        if self.q_ is None:
+            return None
+        scale = max((self.q_[1] - self.q_[0]) / self.SPREAD_TO_SIGMA, self.min_scale)
+        return RobustStats(np.array([self.q_[1]]), np.array([scale]), self.n_)
 
     def fit(self, raw: np.ndarray) -> ScoreBaseline:
         """Fit on the raw scores ``(n,)`` of the grace period's windows.
@@ -516,36 +559,41 @@ class ScoreBaseline:
         s = s[np.isfinite(s)]
         if s.size == 0:
             raise ValueError("no finite score to fit the score baseline on")
-        med = float(np.median(s))
-        mad = float(np.median(np.abs(s - med))) * MAD_TO_SIGMA
-        self.stats_ = RobustStats(np.array([med]), np.array([max(mad, self.min_scale)]), int(s.size))
+        self.q_ = np.quantile(s, self.QUANTILES)
+        self.n_ = int(s.size)
         return self
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:
-        """``(raw − median) / scale`` of scores ``(n,)`` (NaN stays NaN)."""
-        if self.stats_ is None:
+        """``(raw − location) / scale`` of scores ``(n,)`` (NaN stays NaN)."""
+        st = self.stats_
+        if st is None:
             raise RuntimeError("the score baseline is not fitted")
-        return (np.asarray(raw, dtype=np.float64) - self.stats_.center[0]) / self.stats_.scale[0]
+        return (np.asarray(raw, dtype=np.float64) - st.center[0]) / st.scale[0]
 
     def update(self, raw: np.ndarray) -> None:
         """Slow update from scores of windows that raised no alert (NaN scores are skipped)."""
-        if self.stats_ is None:
+        if self.q_ is None:
             raise RuntimeError("the score baseline is not fitted")
         alpha = 1.0 - 2.0 ** (-1.0 / self.half_life_windows)
+        p = np.asarray(self.QUANTILES)
         for s in np.asarray(raw, dtype=np.float64).reshape(-1):
             if np.isfinite(s):
-                self.stats_.huber_update(np.array([s]), alpha, self.min_scale)
+                eta = 2.0 * alpha * self.stats_.scale[0]
+                self.q_ = self.q_ + eta * (p - (s <= self.q_))
+                self.q_[1] = max(self.q_[1], self.q_[0])
+                self.n_ += 1
 
     def to_dict(self) -> dict:
         """JSON-ready state."""
         return {"min_scale": self.min_scale, "half_life_windows": self.half_life_windows,
-                "stats": self.stats_.to_dict() if self.stats_ else None}
+                "q": None if self.q_ is None else self.q_.tolist(), "n": self.n_}
 
     @classmethod
     def from_dict(cls, d: dict) -> ScoreBaseline:
         """Inverse of :meth:`to_dict`."""
         b = cls(float(d["min_scale"]), float(d["half_life_windows"]))
-        b.stats_ = RobustStats.from_dict(d["stats"]) if d.get("stats") else None
+        b.q_ = None if d.get("q") is None else np.asarray(d["q"], np.float64)
+        b.n_ = int(d.get("n", 0))
         return b
 
 

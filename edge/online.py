@@ -39,6 +39,11 @@ from edge.observation import OBS_DIM, FusionPipeline, build_observations
 MAX_PEERS_PER_DEVICE = 4096
 #: Version of :meth:`SiteFusion.state_dict`.
 STATE_VERSION = 1
+#: Standardised score (robust deviations above the site's usual score) from which a grace-period window is
+#: left out of the refitted baseline.
+GRACE_CLEAN_Z = 10.0
+#: Largest share of the grace period's windows that may be left out that way.
+GRACE_CLEAN_MAX_SHARE = 0.5
 _NEW_PEERS = FEATURE_NAMES.index("new_peers")
 
 
@@ -357,28 +362,43 @@ class SiteFusion:
 
     def _end_grace(self, t_now: float | None) -> None:
         devs, t, x = self.baseline.grace_rows()
-        self.baseline.fit(t_now)
+        stored = self.baseline.grace_state()
         order = np.argsort(t, kind="stable")
-        devs = [devs[i] for i in order]
-        t, x = t[order], x[order]
-        z, base, spread = self.baseline.transform(devs, x)
-        if self.pipeline.scorer_ is not None:
-            raw, att, att_t = self._score(devs, t, z)
-            self.score_baseline.fit(raw)
-            cal = self.pipeline.calibrate(self.score_baseline.standardise(raw))
-        else:
-            raw, att, att_t, cal = np.full(len(devs), np.nan), None, None, None
-            self._remember(devs, t, z)
+        self.baseline.fit(t_now)
+        raw, att, att_t, z, cal = self._grace_pass(devs, t, x, order)
+        if cal is not None:
+            # leave out the grace windows the scorer flags (an attack inside the grace period) and fit again
+            flagged = np.zeros(len(devs), dtype=bool)
+            flagged[order] = np.nan_to_num(self.score_baseline.standardise(raw), nan=0.0) >= GRACE_CLEAN_Z
+            if 0 < flagged.sum() <= GRACE_CLEAN_MAX_SHARE * len(devs):
+                self.baseline.restore_grace(stored)
+                self.baseline.refit(~flagged)
+                self._history = {}
+                raw, att, att_t, z, cal = self._grace_pass(devs, t, x, order)
+        base, spread = self._grace_base
         if self.retrospective and self._grace_rows:
             rows = [self._grace_rows[i] for i in order]
             emb = np.stack([r[1] for r in rows])
             self._retro = self._batch(
-                t, x=x.astype(np.float32), learning=np.ones(len(devs), dtype=bool), z=z,
+                t[order], x=x[order].astype(np.float32), learning=np.ones(len(devs), dtype=bool), z=z,
                 vectors=build_observations(z, emb, cal, att), scores=np.full(len(devs), np.nan) if cal is None else cal,
                 raw_scores=raw, attention=att, attention_t=att_t, baseline=base, spread=spread,
-                scope=[self.baseline.stats_for(d)[1] for d in devs])
-            self._retro.device_id = np.asarray(devs, dtype=object)
+                scope=[self.baseline.stats_for(devs[i])[1] for i in order])
+            self._retro.device_id = np.asarray([devs[i] for i in order], dtype=object)
         self._grace_rows = []
+
+    def _grace_pass(self, devs, t, x, order):
+        """Standardise and score the grace windows in time order with the current baseline; fit the score
+        baseline on their scores. Returns ``raw, attention, attention_t, z, calibrated`` (time order)."""
+        d = [devs[i] for i in order]
+        z, base, spread = self.baseline.transform(d, x[order])
+        self._grace_base = (base, spread)
+        if self.pipeline.scorer_ is None:
+            self._remember(d, t[order], z)
+            return np.full(len(d), np.nan), None, None, z, None
+        raw, att, att_t = self._score(d, t[order], z)
+        self.score_baseline.fit(raw)
+        return raw, att, att_t, z, self.pipeline.calibrate(self.score_baseline.standardise(raw))
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

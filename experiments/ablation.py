@@ -44,12 +44,17 @@ def held_out():
 
 
 def evaluate_sites(det, test) -> list[dict]:
-    """Per-window metrics of ``det`` on each site of ``test`` and on both together."""
+    """Per-window metrics of ``det`` on each site of ``test`` and on both together, after each site's
+    grace period."""
+    from experiments.detectors import grace_mask
+
     rows = []
     a = det.alerts(test)
     y = test.frame["label"].to_numpy()
+    scored = ~grace_mask(test)
     for site in [*sorted(test.frame["site"].unique()), "both"]:
         m = np.ones(len(y), bool) if site == "both" else (test.frame["site"] == site).to_numpy()
+        m &= scored
         rows.append({"site": site, **window_metrics(y[m], a[m])})
     return rows
 

@@ -30,19 +30,18 @@ RESULTS = REPO / "results"
 
 
 def window_metrics(y: np.ndarray, alert: np.ndarray) -> dict[str, float]:
-    """Per-window precision, recall, F1 and FPR of boolean ``alert`` ``(n,)`` against labels ``y`` ``(n,)``.
+    """Per-window precision, recall, F1, FPR and MCC of boolean ``alert`` ``(n,)`` against labels ``y`` ``(n,)``
+    (:func:`training.evaluate.window_metrics`, scikit-learn), plus ``windows`` and ``malicious``.
 
     Precision is 0 without any alert, recall 0 without any attack window (never NaN), so tables stay
     comparable; ``windows`` and ``malicious`` say how much data a number rests on.
     """
+    from training.evaluate import window_metrics as metrics
+
+    m = metrics(y, alert)
     y = np.asarray(y).astype(bool)
-    a = np.asarray(alert).astype(bool)
-    tp, fp = int((a & y).sum()), int((a & ~y).sum())
-    fn, tn = int((~a & y).sum()), int((~a & ~y).sum())
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "fpr": fp / (fp + tn) if fp + tn else 0.0, "windows": int(len(y)), "malicious": int(y.sum())}
+    return {k: m[k] for k in ("precision", "recall", "f1", "fpr", "mcc")} | {"windows": int(len(y)),
+                                                                          "malicious": int(y.sum())}
 
 
 def mean_ci(values: Any, confidence: float = 0.95) -> tuple[float, float]:

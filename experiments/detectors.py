@@ -8,7 +8,10 @@
 * :class:`MarlDetector` — the MAPPO defender actor on the fused Observation, trained with RLlib
   (``training.mappo.train``); an optional feature mask zeroes parts of the Observation (ablation).
 
-Every detector is seeded; ``alerts`` returns a boolean array ``(n,)`` (alert = level ≥ 2 for the policy).
+Every detector is seeded; ``alerts`` returns a boolean array ``(n,)`` (alert = the fog's decision rule
+for the policy). The scorer and the policy run the deployment path: each site (``site_id`` × ``capture``)
+learns its baseline in its first :data:`GRACE_S` seconds, during which they raise nothing; metrics leave
+those windows out (:func:`grace_mask`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,27 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.baseline import DEFAULT_GRACE_S
 from edge.features import FEATURE_NAMES
 from edge.observation import OBS_DIM, OBS_SLICES
 from experiments.data import Source
 
 log = logging.getLogger(__name__)
+
+#: Grace period of every site baseline in the experiments, seconds (the deployment default).
+GRACE_S = DEFAULT_GRACE_S
+
+
+def grace_mask(src: Source, grace_s: float = GRACE_S) -> np.ndarray:
+    """``(n,)`` True for windows in their site's grace period (the first ``grace_s`` seconds of each
+    ``site_id`` × ``capture``, and at least the first 12 windows), which no detector decides."""
+    from edge.embed import EMBED_DIM
+    from edge.observation import FusionPipeline
+    from edge.online import fuse_frame
+
+    frame = src.frame.reset_index(drop=True)
+    pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
+    return fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), learn_from="none").learning
 
 #: Observation parts kept by each feature set of the ablation (the rest is zeroed).
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -55,17 +74,41 @@ def _stats(src: Source) -> np.ndarray:
     return src.frame[list(FEATURE_NAMES)].to_numpy(np.float64)
 
 
+def _site_z(src: Source, grace_s: float = GRACE_S) -> np.ndarray:
+    """Window statistics standardised by their site baseline ``(n, 63)`` (training-style: grace windows
+    retrospectively, updates from benign-labelled windows; unlabeled sources learn from none)."""
+    from edge.embed import EMBED_DIM
+    from edge.observation import FusionPipeline
+    from edge.online import fuse_frame
+
+    frame = src.frame.reset_index(drop=True)
+    pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
+    fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), retrospective=True,
+                       learn_from="labels" if "label" in frame.columns else "none")
+    return np.clip(fused.z, -10, 10)
+
+
+def _decisions_from_alerts(alert: np.ndarray, level: int = 2) -> dict:
+    a = np.asarray(alert, dtype=bool)
+    return {"alert": a, "level": np.where(a, level, 0)}
+
+
 class RandomForestDetector:
-    """Supervised RandomForest on the window statistics ``(n, 62)``; alert when P(attack) ≥ 0.5.
+    """Supervised RandomForest on the window statistics ``(n, 63)``; alert when P(attack) ≥ 0.5.
 
     ``class_weight="balanced_subsample"`` (attacks are rare), one job (deterministic with ``seed``).
     With only benign training windows it never alerts (it cannot learn an attack it has not seen).
+    ``site_standardised=True`` trains and predicts on the statistics standardised by each site's baseline
+    (the ``stats_z`` part of the Observation) instead of the raw ones; it raises nothing in a site's grace
+    period.
     """
 
-    name = "RandomForest"
+    def __init__(self, seed: int = 0, n_estimators: int = 200, site_standardised: bool = False) -> None:
+        self.seed, self.n_estimators, self.site_standardised = seed, n_estimators, site_standardised
+        self.name = "RandomForest (site baseline)" if site_standardised else "RandomForest"
 
-    def __init__(self, seed: int = 0, n_estimators: int = 200) -> None:
-        self.seed, self.n_estimators = seed, n_estimators
+    def _x(self, src: Source) -> np.ndarray:
+        return _site_z(src) if self.site_standardised else _stats(src)
 
     def fit(self, src: Source) -> RandomForestDetector:  # noqa: D102
         from sklearn.ensemble import RandomForestClassifier
@@ -75,17 +118,24 @@ class RandomForestDetector:
         if y.min() != y.max():
             self.model_ = RandomForestClassifier(n_estimators=self.n_estimators, class_weight="balanced_subsample",
                                                  min_samples_leaf=2, random_state=self.seed, n_jobs=1)
-            self.model_.fit(_stats(src), y)
+            self.model_.fit(self._x(src), y)
         return self
 
     def scores(self, src: Source) -> np.ndarray:
         """P(attack) per window ``(n,)``."""
         if self.model_ is None:
             return np.zeros(len(src.frame))
-        return self.model_.predict_proba(_stats(src))[:, 1]
+        p = self.model_.predict_proba(self._x(src))[:, 1]
+        if self.site_standardised:
+            p[grace_mask(src)] = 0.0
+        return p
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
         return self.scores(src) >= 0.5
+
+    def decisions(self, src: Source) -> dict:
+        """``alert`` and ``level`` (2 for an alert) arrays ``(n,)``."""
+        return _decisions_from_alerts(self.alerts(src))
 
 
 class _SequenceAnomalyDetector:
@@ -126,6 +176,44 @@ class KitsuneDetector(_SequenceAnomalyDetector):
         return out
 
 
+class KitsuneGraceDetector(_SequenceAnomalyDetector):
+    """Kitsune-style autoencoder ensemble as Kitsune is deployed: learned from each test site's own grace
+    period (its first ``grace_s`` seconds, unlabeled), threshold at the largest grace score (Kitsune fits its
+    threshold to its grace period's scores), alerting afterwards. Nothing is learned from other networks;
+    ``fit`` does nothing."""
+
+    name = "Kitsune-style (grace period)"
+
+    def fit(self, src: Source | None = None) -> KitsuneGraceDetector:  # noqa: D102
+        return self
+
+    def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
+        from edge.online import site_keys
+        from edge.scorer.baselines import KitsuneEnsemble
+
+        frame = src.frame.reset_index(drop=True)
+        grace = grace_mask(src)
+        seqs = self._sequences(frame)
+        X = seqs.X[:, -1:, :]
+        out = np.zeros(len(frame), dtype=bool)
+        keys = site_keys(frame).to_numpy()[seqs.rows]
+        in_grace = grace[seqs.rows]
+        for k in np.unique(keys):
+            m = keys == k
+            g = m & in_grace
+            if g.sum() < 4 or (m & ~in_grace).sum() == 0:
+                continue
+            model = KitsuneEnsemble(epochs=self.epochs, seed=self.seed).fit(X[g])
+            thr = float(np.max(model.score_samples(X[g])))
+            after = m & ~in_grace
+            out[seqs.rows[after]] = model.score_samples(X[after]) > thr
+        return out
+
+    def decisions(self, src: Source) -> dict:
+        """``alert`` and ``level`` (2 for an alert) arrays ``(n,)``."""
+        return _decisions_from_alerts(self.alerts(src))
+
+
 class ScorerDetector(_SequenceAnomalyDetector):
     """The LSTM + temporal-attention scorer alone (``edge.scorer``), trained on benign windows; alert
     when the calibrated score ≥ 1 − q. Its checkpoint feeds the Observation of :class:`MarlDetector`."""
@@ -148,14 +236,30 @@ class ScorerDetector(_SequenceAnomalyDetector):
         return self
 
     def pipeline(self, fit_on: Source):
-        """A :class:`edge.observation.FusionPipeline` with this scorer, scaler fitted on ``fit_on``."""
+        """A :class:`edge.observation.FusionPipeline` with this scorer (its site-baseline settings)."""
         from edge.observation import FusionPipeline
 
         return FusionPipeline(self.dir_).fit(fit_on.frame)
 
-    def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
-        cal, _ = self._pipe.scores(src.frame.reset_index(drop=True))
-        return np.nan_to_num(cal, nan=0.0) >= 1.0 - float(self._pipe.threshold_.q)
+    def alerts(self, src: Source) -> np.ndarray:
+        """The scorer alone on the deployment path: each site's grace period first (no alerts), then an
+        alert when the calibrated score ≥ 1 − q; the baselines learn from the windows it did not flag."""
+        from edge.online import fuse_frame
+
+        q = self._pipe.alert_quantile()
+        j = OBS_SLICES["score"].start
+
+        def decide(v):
+            hot = v[:, j] >= q
+            n = len(v)
+            return np.where(hot, 2, 0), np.where(hot, 6, 0), np.ones(n, np.float32), hot
+
+        fused = fuse_frame(self._pipe, src.frame.reset_index(drop=True), src.embeddings, decide=decide)
+        return fused.decisions["alert"]
+
+    def decisions(self, src: Source) -> dict:
+        """``alert`` and ``level`` (2 for an alert) arrays ``(n,)``."""
+        return _decisions_from_alerts(self.alerts(src))
 
 
 class MarlDetector:
@@ -179,8 +283,11 @@ class MarlDetector:
         self.train_seconds_ = 0.0
 
     def observations(self, src: Source) -> np.ndarray:
-        """Masked Observations ``(n, OBS_DIM)`` of ``src`` through the fitted pipeline."""
-        return self.pipe_.transform(src.frame.reset_index(drop=True), src.embeddings) * self.mask
+        """Masked training Observations ``(n, OBS_DIM)`` of labeled ``src`` (:func:`training.data.observations`:
+        each site standardised by its own grace-period baseline, grace windows included)."""
+        from training.data import observations
+
+        return observations(src.frame.reset_index(drop=True), self.pipe_, src.embeddings) * self.mask
 
     def fit(self, src: Source, *, iterations: int | None = None, fine_tune: bool = False,
             scaler_on: Source | None = None) -> MarlDetector:
@@ -205,11 +312,28 @@ class MarlDetector:
         return self
 
     def decide(self, src: Source) -> tuple[np.ndarray, np.ndarray]:
-        """Alert levels ``(n,)`` (0–4) and attack classes ``(n,)`` of the greedy actor."""
-        level, cls, _ = self.actor_.decide(self.observations(src))
-        return level, cls
+        """Alert levels ``(n,)`` (0–4) and attack classes ``(n,)`` on the deployment path (grace period
+        first, then the fog's decision rule on each slot; the baselines learn from windows not alerted)."""
+        d = self.decide_all(src)
+        return d["level"], d["attack_class"]
+
+    def decide_all(self, src: Source) -> dict:
+        """``level, attack_class, confidence, alert`` arrays ``(n,)`` (see :meth:`decide`)."""
+        from edge.online import fuse_frame
+
+        mask = self.mask
+        fused = fuse_frame(self.pipe_, src.frame.reset_index(drop=True), src.embeddings,
+                           decide=lambda v: self.actor_.decide_all(v * mask))
+        return fused.decisions
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
-        from fog.env import ALERT_THRESHOLD
+        return self.decide_all(src)["alert"]
 
-        return self.decide(src)[0] >= ALERT_THRESHOLD
+    def decisions(self, src: Source) -> dict:
+        """``level, attack_class, confidence, alert`` arrays ``(n,)`` (cached per source object)."""
+        cache = getattr(self, "_dec_cache", None)
+        if cache is not None and cache[0] is src:
+            return cache[1]
+        d = self.decide_all(src)
+        self._dec_cache = (src, d)
+        return d

@@ -27,7 +27,7 @@ import pandas as pd
 from experiments.ablation import TRAIN_FRACTION, held_out
 from experiments.common import Output, mappo_args, mean_ci, scorer_epochs, window_metrics
 from experiments.data import load_source
-from experiments.detectors import MarlDetector, ScorerDetector
+from experiments.detectors import MarlDetector, ScorerDetector, grace_mask
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, out_roo
                 step(f"seed {s}: MAPPO, {cond}")
                 det = MarlDetector(mappo_args(quick, s, Path(tmp), exp_name="selfplay", self_play=sp), scorer,
                                    name=cond).fit(train)
-                held = window_metrics(test.frame["label"].to_numpy(), det.alerts(test))
+                scored = ~grace_mask(test)
+                held = window_metrics(test.frame["label"].to_numpy()[scored], det.alerts(test)[scored])
                 step(f"seed {s}: adaptive attacker vs {cond}")
                 adv = adaptive_attack(det, test, exploit_iters)
                 rows.append({"condition": cond, "seed": s, **{f"held-out {k}": v for k, v in held.items()

@@ -138,7 +138,8 @@ class Coordinator:
         Lowest level posted as an alert.
     decisions_path : Path, optional
         Append every decision as a JSON line (at-least-once: after a fog restart a replayed window may
-        appear twice; deduplicate by ``alert_id``).
+        appear twice; deduplicate by ``alert_id``); grace-period windows appear with ``"learning": true``
+        and no decision, idle observations with ``"idle": true``.
     clock : callable
         Monotonic clock (seconds).
     on_site_state : callable, optional
@@ -404,6 +405,11 @@ class Coordinator:
             if self._decisions is not None:
                 log_rows.append({"site_id": site, "device_id": None, "idle": True, "t_start": t.t_start,
                                  "t_end": t.t_end, "level": int(level[k])})
+        if self._decisions is not None:
+            for (edge_id, seq, o, arr), is_late in items:
+                if arr["learning"]:
+                    log_rows.append({"site_id": o.site_id, "device_id": o.device_id, "t_start": o.t_start,
+                                     "t_end": o.t_end, "learning": True, "late": is_late})
         # positions after removing the decided (and the grace-period) seqs
         touched = {}
         for (edge_id, seq, _, _), _late in items:

@@ -1,11 +1,13 @@
-"""``marlids_ids_v0`` — defenders raise alerts, an attacker picks ATT&CK techniques; trace-driven.
+"""``marlids_ids_v1`` — defenders raise alerts, an attacker picks ATT&CK techniques; trace-driven.
 
 A PettingZoo ``ParallelEnv``. One tick = one window for every site.
 
 Agents
 ------
-``defender_0 … defender_{N-1}`` (one per edge site; default N = 4) and ``attacker_0``. Defender *i*
-replays site ``sites[i % len(sites)]`` of the trace set. Every agent acts on every step.
+``defender_0 … defender_{N-1}`` (one per edge site; default N = 4) and ``attacker_0``. At every reset
+each defender is given a site of the trace set, drawn with ``self.np_random`` (distinct sites while there
+are at least N), so training visits every recorded site — each standardised by its own baseline — and the
+shared actor learns a policy for sites in general, not for a fixed few. Every agent acts on every step.
 
 Spaces
 ------
@@ -40,7 +42,9 @@ Infos carry the ground truth for metrics only (``label``, ``attack_class``, ``te
 episode's running confusion counts in ``infos["attacker_0"]["stats"]``); it is never part of an
 observation or of the critic's state.
 
-Version history: v0 — first version.
+Version history: v1 — defenders draw their sites at each reset (v0 fixed defender *i* to site
+``sites[i % len(sites)]``, so only the first N sites of a larger trace set were ever replayed); v0 — first
+version.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ class MarlIdsEnv(ParallelEnv):
         attack episodes.
     """
 
-    metadata = {"name": "marlids_ids_v0", "render_modes": [], "is_parallelizable": True}
+    metadata = {"name": "marlids_ids_v1", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, traces: TraceSet, n_defenders: int = 4, max_steps: int = 200, attack_budget: int = 3,
                  rewards: RewardConfig | None = None, render_mode: str | None = None) -> None:
@@ -124,7 +128,8 @@ class MarlIdsEnv(ParallelEnv):
         self.possible_agents = [*self.defenders, "attacker_0"]
         self.techniques = traces.techniques
         sites = traces.sites
-        self.defender_site = [sites[i % len(sites)] for i in range(n_defenders)]
+        self.sites = sites
+        self.defender_site = [sites[i % len(sites)] for i in range(n_defenders)]  # drawn again at every reset
         self._episodes_by = {}
         for k, tid in enumerate(self.techniques):
             eps = [e for e in traces.episodes if e.technique_id == tid]
@@ -152,6 +157,8 @@ class MarlIdsEnv(ParallelEnv):
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
+        picks = self.np_random.choice(len(self.sites), self.n_defenders, replace=len(self.sites) < self.n_defenders)
+        self.defender_site = [self.sites[int(i)] for i in picks]
         self._t = 0
         self._budget = self.attack_budget
         self._attack: dict | None = None  # {"target", "rows", "pos", "levels"}

@@ -250,6 +250,7 @@ class CloudPoster:
         self.url = self.base_url + "/api/v1/alerts"
         self._site_states: dict[str, dict] = {}  # latest state per site not yet delivered
         self._site_lock = threading.Lock()
+        self._sites_unsupported = False
         self._headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -282,6 +283,12 @@ class CloudPoster:
             try:
                 r = client.put(f"{self.base_url}/api/v1/sites/{urllib.parse.quote(site, safe='')}", json=body)
                 ok = r.status_code in (200, 201)
+                if r.status_code in (404, 405, 501):  # a cloud without the sites API: do not retry forever
+                    if not self._sites_unsupported:
+                        log.warning("cloud %s does not accept site states (HTTP %d); the dashboard will not show "
+                                    "them", self.base_url, r.status_code)
+                        self._sites_unsupported = True
+                    continue
                 if not ok and r.status_code < 500 and r.status_code not in (401, 403, 408, 429):
                     log.error("cloud refused the state of site %s (HTTP %d): %s", site, r.status_code, r.text[:200])
                     continue

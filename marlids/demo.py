@@ -8,7 +8,9 @@ It starts, as separate processes exactly as a deployment runs them:
 
 waits until every window of every site has been decided and every alert stored and explained, then
 prints the alerts, per-site detection metrics against each capture's ground truth (``<site>.groundtruth.csv``
-→ labeled windows, :func:`training.range.label.label_capture`) and the dashboard URL. The services stop
+→ labeled windows, :func:`training.range.label.label_capture`) and the dashboard URL. Each site first
+learns its own baseline from its first ``grace_s`` seconds of traffic (the edge's grace period, during
+which nothing is alerted); those windows are reported per site and left out of the metrics. The services stop
 at the end (``keep_running`` leaves them up until Ctrl-C). All state lives under the output folder,
 which is cleared at the start so a rerun never sees an earlier run's buffers or positions.
 """
@@ -117,33 +119,33 @@ def fetch_alerts(client, key: str) -> list[dict]:
             return items
 
 
-def site_metrics(labeled, alerted_ids: set[str]) -> dict:
-    """Per-window precision, recall, F1, FPR of "an alert was raised for this window" vs its label.
+def site_metrics(labeled, alerted_ids: set[str], grace_ids: set[str] = frozenset()) -> dict:
+    """Per-window precision, recall, F1, FPR, MCC of "an alert was raised for this window" vs its label,
+    on the windows after the site's grace period.
 
     Parameters
     ----------
     labeled : DataFrame
         Labeled windows of one site (``site_id``, ``device_id``, ``t_start``, ``label``).
     alerted_ids : set of str
-        ``alert_id`` of every alert stored for the site (:func:`fog.detect.alert_id`).
+        ``alert_id`` of every alert stored for the site (:func:`fog.alerts.alert_id`).
+    grace_ids : set of str
+        ``alert_id`` keys of the windows that fell in the grace period (never decided; left out).
     """
-    from fog.detect import alert_id
+    from fog.alerts import alert_id
+    from training.evaluate import window_metrics
 
-    y = labeled["label"].to_numpy().astype(bool)
-    pred = np.array([alert_id(s, d, t) in alerted_ids
-                     for s, d, t in zip(labeled["site_id"], labeled["device_id"], labeled["t_start"])])
-    tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
-    fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"windows": len(y), "malicious": int(y.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "fpr": fp / (fp + tn) if fp + tn else 0.0,
-            "unmatched_alerts": len(alerted_ids) - tp - fp}
+    keys = [alert_id(s, d, t) for s, d, t in zip(labeled["site_id"], labeled["device_id"], labeled["t_start"])]
+    scored = np.array([k not in grace_ids for k in keys], dtype=bool)
+    y = labeled["label"].to_numpy().astype(bool)[scored]
+    pred = np.array([k in alerted_ids for k in keys], dtype=bool)[scored]
+    m = window_metrics(y, pred)
+    return {"windows": int(len(y)), "malicious": int(y.sum()), "grace_windows": int((~scored).sum()), **m,
+            "unmatched_alerts": len(alerted_ids) - m["tp"] - m["fp"]}
 
 
 def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_running: bool = False,
-             tick_timeout_s: float = 5.0) -> DemoResult:
+             tick_timeout_s: float = 5.0, grace_s: float | None = None) -> DemoResult:
     """Run cloud + fog + one edge per capture; return the stored alerts and per-site metrics.
 
     Parameters
@@ -156,6 +158,8 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         Working folder (cleared of earlier demo state): logs, SQLite database, keys, buffers, outbox.
     console : rich.console.Console
         Where progress goes.
+    grace_s : float, optional
+        Grace period of every site's baseline (default: the policy's, 60 s).
 
     Raises
     ------
@@ -180,7 +184,7 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         sites[pcap.name.split(".")[0]] = (pcap, gt)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ["cloud.db", "cloud.db-wal", "cloud.db-shm", "keys.json", "outbox.sqlite", "decisions.jsonl",
-                  *(f"buffer_{s}.sqlite" for s in sites)]:
+                  *(f"buffer_{s}.sqlite" for s in sites), *(f"baseline_{s}.json" for s in sites)]:
         (out / stale).unlink(missing_ok=True)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -216,8 +220,10 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         for site, (pcap, _) in sites.items():
             edges.append(_spawn(f"edge_{site}", ["edge", "run", "--pcap", str(pcap), "--site", site, "--fast",
                                                  "--fog", f"127.0.0.1:{fog_port}", "--fusion", str(policy),
-                                                 "--buffer", str(out / f"buffer_{site}.sqlite"), "--insecure"],
-                                out, env))
+                                                 "--buffer", str(out / f"buffer_{site}.sqlite"),
+                                                 "--baseline", str(out / f"baseline_{site}.json"), "--reset-baseline",
+                                                 *(["--grace", str(grace_s)] if grace_s is not None else []),
+                                                 "--insecure"], out, env))
         services += edges
         console.print(f"[green]✓[/] {len(edges)} edge daemons replaying {', '.join(p.name for p, _ in sites.values())}")
 
@@ -258,10 +264,12 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
 
         details = [client.get(f"/api/v1/alerts/{a['alert_id']}", headers={"Authorization": f"Bearer {keys['analyst']}"}).json()
                    for a in alerts]
+        grace = _grace_windows(out / "decisions.jsonl")
         metrics = {}
         for site, frame in labeled.items():
             ids = {a["alert_id"] for a in details if a["site_id"] == site}
-            metrics[site] = site_metrics(frame, ids)
+            metrics[site] = site_metrics(frame, ids, grace.get(site, set()))
+            metrics[site]["grace_period_end"] = _grace_end(frame, grace.get(site, set()))
         result = DemoResult(alerts=details, metrics=metrics, dashboard_url=f"{base}/dashboard",
                             analyst_key=keys["analyst"], seconds=time.monotonic() - t0, services=services)
         (out / "demo_metrics.json").write_text(json.dumps({"metrics": metrics, "alerts": len(details),
@@ -271,6 +279,28 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         if not keep_running:
             for s in reversed(services):
                 s.stop()
+
+
+def _grace_windows(decisions: Path) -> dict[str, set[str]]:
+    """Per site, the ``alert_id`` keys of the windows the fog logged as learning (the grace period)."""
+    from fog.alerts import alert_id
+
+    out: dict[str, set[str]] = {}
+    with decisions.open() as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r.get("learning"):
+                out.setdefault(r["site_id"], set()).add(alert_id(r["site_id"], r["device_id"], r["t_start"]))
+    return out
+
+
+def _grace_end(frame, grace_ids: set[str]) -> float | None:
+    """Epoch seconds at which a site started detecting: the start of its first window after the grace period."""
+    from fog.alerts import alert_id
+
+    after = [t for s, d, t in zip(frame["site_id"], frame["device_id"], frame["t_start"])
+             if alert_id(s, d, t) not in grace_ids]
+    return float(min(after)) if after else None
 
 
 def _outbox_pending(path: Path) -> int:

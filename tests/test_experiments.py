@@ -132,11 +132,39 @@ def test_cold_cache_is_written_then_read_back(tmp_path: Path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = load_source("site_b")
-    files = sorted(p.name for p in (tmp_path / "marlids" / "experiments").iterdir())
+    files = sorted(p.name for p in (tmp_path / "marlids" / "windows").iterdir())
     assert [f.rsplit(".", 1)[1] for f in files] == ["npy", "parquet"], files
     again = load_source("site_b")
     pd.testing.assert_frame_equal(first.frame, again.frame, check_dtype=False)  # parquet reads text as str
     np.testing.assert_array_equal(first.embeddings, again.embeddings)
+
+
+def test_folds_hold_every_network_out_once():
+    from experiments.generalization import make_folds
+
+    nets = [f"n{i}" for i in range(11)]
+    folds = make_folds(nets, 3, seed=0)
+    assert sorted(n for f in folds for n in f) == sorted(nets) and {len(f) for f in folds} == {3, 4}
+    assert make_folds(nets, 3, seed=0) == folds and make_folds(nets, 3, seed=1) != folds
+    with pytest.raises(ValueError, match="cannot make"):
+        make_folds(["a"], 2, seed=0)
+
+
+def test_leaving_a_family_out_drops_only_its_attack_windows():
+    from experiments.data import Source
+    from experiments.generalization import _without_family
+
+    f = pd.DataFrame({"label": [0, 1, 1, 1, 0], "technique_id": ["", "T1046", "T1110.001", "T1046", ""]})
+    out = _without_family(Source("s", f, np.zeros((5, 384), np.float32), ""), "scan")
+    assert out.frame["technique_id"].tolist() == ["", "T1110.001", ""] and len(out.embeddings) == 3
+
+
+def test_range_networks_group_the_recordings_of_one_network():
+    from experiments.data import range_networks
+
+    nets = range_networks()
+    assert [p.name for p in nets["site_a"]] == ["site_a_train.pcap", "site_a.pcap"]
+    assert all(p.with_name(p.stem + ".groundtruth.csv").is_file() for ps in nets.values() for p in ps)
 
 
 def test_report_needs_results(tmp_path: Path):

@@ -50,6 +50,7 @@ def test_train_scorer_writes_checkpoint(trained):
     cfg = json.loads((trained / "ck" / "config.json").read_text())
     assert cfg["seq_len"] == 6 and cfg["feature_names"] == list(FEATURE_NAMES)
     assert cfg["threshold"]["kind"] == "spot" and cfg["scaler"]["mean"]
+    assert cfg["training"]["input"] == "site_z" and len(cfg["training"]["scale_floor"]) == len(FEATURE_NAMES)
     assert (trained / "ck" / "weights.pt").is_file() and (trained / "ck" / "scorer.onnx").is_file()
 
 
@@ -67,7 +68,9 @@ def test_score_windows(trained):
                                    str(trained / "ck"), "--out", str(out)])
     assert res.exit_code == 0, res.output
     scores = pd.read_parquet(out)
-    assert len(scores) == 180 and scores["calibrated"].between(0, 1).all()
+    after = scores[~scores["learning"]]
+    assert len(scores) == 180 and len(after) == 180 - 3 * 12, "each device's first 60 s learn the site baseline"
+    assert after["calibrated"].between(0, 1).all() and scores.loc[scores["learning"], "calibrated"].isna().all()
 
 
 def test_score_windows_bad_checkpoint(trained, tmp_path):

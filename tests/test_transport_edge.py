@@ -19,8 +19,9 @@ import pytest
 
 from edge.daemon import EdgeConfig, EdgeDaemon, PcapReplay
 from edge.live import check_live_capture, has_cap_net_raw
+from edge.features import FEATURE_NAMES
 from edge.observation import OBS_SLICES, FusionPipeline
-from edge.online import OnlineFusion
+from edge.online import SiteFusion, fuse_frame
 from fog.server import FogConfig, FogServer
 from tests.transport_support import (
     CAPTURES,
@@ -46,28 +47,45 @@ def scored_pipeline(tmp_path_factory):
 
     frame = bundled_windows("site_a")
     ckpt = tmp_path_factory.mktemp("scorer")
-    scorer, threshold, _ = train_from_frame(frame, TrainConfig(seq_len=4, epochs=1, hidden_size=8, n_heads=2,
-                                                               batch_size=64, seed=0))
-    save_checkpoint(ckpt, scorer, threshold)
+    scorer, threshold, summary = train_from_frame(frame, TrainConfig(seq_len=4, epochs=1, hidden_size=8, n_heads=2,
+                                                                     batch_size=64, seed=0))
+    save_checkpoint(ckpt, scorer, threshold, extra=summary)
     return FusionPipeline(str(ckpt)).fit(frame)
 
 
-def test_slot_by_slot_observations_equal_the_training_path(scored_pipeline):
+def test_slot_by_slot_observations_equal_the_offline_path(scored_pipeline):
+    """The edge's SiteFusion fed slot by slot (texts embedded on the way, baseline learning from the
+    decisions) gives the Observations of fuse_frame over the whole capture (training, eval, fog detect)."""
     frame = bundled_windows("site_a")
     emb = shared_embedder()
-    want = scored_pipeline.transform(frame, emb.embed(frame["proto_text"].tolist()))
-    online = OnlineFusion(scored_pipeline, emb)
+    pkts = list(frame.columns).index("pkts")
+
+    def decide(v):  # alert the busiest third of the windows: the baseline learns from the others only
+        hot = v[:, 0] > np.quantile(v[:, 0], 0.66) if len(v) > 2 else np.zeros(len(v), bool)
+        n = len(v)
+        return np.where(hot, 3, 0), np.where(hot, 2, 0), np.ones(n, np.float32), hot
+
+    want = fuse_frame(scored_pipeline, frame, emb.embed(frame["proto_text"].tolist()), decide=decide)
+    online = SiteFusion(scored_pipeline, emb)
     slots = (frame["t_start"] // 5).to_numpy()
-    got = np.zeros_like(want)
+    got = np.zeros_like(want.vectors)
+    learning = np.zeros(len(frame), bool)
     att_rows = []
     for k in np.unique(slots):
         idx = np.flatnonzero(slots == k)
         batch = online.transform(frame.iloc[idx])
         got[idx] = batch.vectors
-        att_rows += [(i, batch.attention[j], batch.attention_t[j]) for j, i in enumerate(idx)]
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert (got[:, OBS_SLICES["score_available"].start] == 1).mean() > 0.9, "most windows are scored (score_available)"
-    # the attention times are the device's previous windows, oldest first (edge padding at the start)
+        learning[idx] = batch.learning
+        if not batch.learning.all():
+            online.learn(batch, ~decide(batch.vectors)[3])
+            att_rows += [(i, batch.attention[j], batch.attention_t[j]) for j, i in enumerate(idx)]
+    assert pkts >= 0 and online.baseline.fitted_
+    np.testing.assert_array_equal(learning, want.learning)
+    assert learning.sum() > 50, "the first 60 s learn the site baseline"
+    np.testing.assert_allclose(got, want.vectors, atol=1e-5)
+    scored = got[~learning, OBS_SLICES["score_available"].start] == 1
+    assert scored.all(), "after the grace period every window is scored (its history was filled in the grace period)"
+    # the attention times are the device's previous windows, oldest first
     i, a, t = att_rows[-1]
     dev = frame[frame["device_id"] == frame.at[i, "device_id"]].sort_values("t_start")
     assert list(t) == list(dev["t_start"].to_numpy()[-4:]) and abs(a.sum() - 1) < 1e-4
@@ -76,13 +94,13 @@ def test_slot_by_slot_observations_equal_the_training_path(scored_pipeline):
 def test_new_peers_is_kept_across_slots():
     frame = bundled_windows("site_b")
     pipe = FusionPipeline().fit(frame)
-    online = OnlineFusion(pipe, shared_embedder())
+    online = SiteFusion(pipe, shared_embedder())
     slots = (frame["t_start"] // 5).to_numpy()
+    j = list(FEATURE_NAMES).index("new_peers")
     x = np.zeros(len(frame))
     for k in np.unique(slots):
         idx = np.flatnonzero(slots == k)
-        x[idx] = online.transform(frame.iloc[idx].assign(new_peers=-1.0)).x[:, list(frame.columns).index(
-            "new_peers") - 5]
+        x[idx] = online.transform(frame.iloc[idx].assign(new_peers=-1.0)).x[:, j]
     np.testing.assert_array_equal(x, frame["new_peers"].to_numpy())
 
 
@@ -111,14 +129,18 @@ def test_edges_stream_to_the_fog_which_posts_exactly_the_offline_alerts(tmp_path
     policy = make_policy(tmp_path / "policy", both)
     emb = shared_embedder()
     want = expected_alerts(both, emb.embed(both["proto_text"].tolist()), policy)
-    assert 100 < len(want) < len(both)
+    from fog.detect import detect
+
+    n_grace = int(detect(both, emb.embed(both["proto_text"].tolist()), policy)["learning"].sum())
+    assert 60 < len(want) < len(both) and 100 < n_grace < len(both) / 2
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
     with Receiver(tmp_path / "cloud.sqlite", KEY) as rec:
         fog = FogServer(FogConfig(listen="127.0.0.1:0", policy_dir=policy, cloud_url=rec.url, ingest_key=KEY,
                                   sites=("site_a", "site_b"), outbox_path=tmp_path / "outbox.sqlite",
                                   tick_timeout_s=2.0, decisions_path=tmp_path / "decisions.jsonl")).start()
         edges = [EdgeDaemon(EdgeConfig(site_id=s, fog=f"127.0.0.1:{fog.port}", pcap=CAPTURES / f"{s}.pcap",
-                                       replay_speed=0, fusion_dir=policy, buffer_path=tmp_path / f"{s}.sqlite"),
+                                       replay_speed=0, fusion_dir=policy, buffer_path=tmp_path / f"{s}.sqlite",
+                                       baseline_path=tmp_path / f"{s}.baseline.json"),
                             embedder=emb).start() for s in frames]
         try:
             for e in edges:
@@ -140,7 +162,18 @@ def test_edges_stream_to_the_fog_which_posts_exactly_the_offline_alerts(tmp_path
                (w["site_id"], w["device_id"], w["level"], w["attack_class"], w["ts"])
         assert a["confidence"] == pytest.approx(w["confidence"], abs=1e-5)
         assert [f["name"] for f in a["evidence"]["top_features"]] == [f["name"] for f in w["evidence"]["top_features"]]
-    assert stats["decisions"] == len(both) and stats["duplicates"] == 0 and stats["observations"] == len(both)
+    assert stats["decisions"] == len(both) - n_grace and stats["duplicates"] == 0
+    assert stats["observations"] == len(both) - n_grace and stats["grace_observations"] == n_grace
+    # each edge learned from the decided windows that did not alert, and says so in its saved baseline
+    assert sum(e.stats().learned_windows for e in edges) == len(both) - n_grace - len(want)
+    for s in frames:
+        saved = tmp_path / f"{s}.baseline.json"
+        assert saved.stat().st_mode & 0o777 == 0o600 and '"fitted": true' in saved.read_text()
+    # the cloud heard each site learn its baseline, then detect
+    states = rec.store.site_states()
+    for s in frames:
+        seen = [b["state"] for site, b in states if site == s]
+        assert seen[0] == "learning" and seen[-1] == "detecting", seen
     assert port_is_free(fog.port)
     left = {p.pid for p in psutil.Process().children(recursive=True)} - children_before
     assert not left, f"child processes left behind: {left}"

@@ -10,11 +10,10 @@ import pytest
 
 from edge.features import FEATURE_NAMES, N_FEATURES
 from edge.observation import OBS_DIM
-from edge.scorer._common import FeatureScaler
 from edge.transport import observation_pb2 as pb
 from edge.transport.wire import hello_message
 from fog.coordinator import Coordinator, StreamRejected
-from fog.detect import alert_id
+from fog.alerts import alert_id
 from fog.outbox import AlertOutbox, CloudPoster
 from tests.transport_support import KEY, Receiver, read_store, threshold_actor
 
@@ -30,49 +29,62 @@ class Clock:
 
 
 @pytest.fixture()
-def scaler():
-    x = np.random.default_rng(0).uniform(1, 50, size=(200, N_FEATURES))
-    return FeatureScaler().fit(x)
-
-
-@pytest.fixture()
-def rig(tmp_path, scaler):
+def rig(tmp_path):
     """A coordinator for sites a and b, alerting when the vector's pkts z value is above 2."""
     outbox = AlertOutbox(tmp_path / "outbox.sqlite")
     clock = Clock()
-    coord = Coordinator(threshold_actor(2.0), scaler, outbox, ("a", "b"), policy_version="test@1",
-                        tick_timeout_s=5.0, decisions_path=tmp_path / "decisions.jsonl", clock=clock)
+    states: list[tuple[str, dict]] = []
+    coord = Coordinator(threshold_actor(2.0), outbox, ("a", "b"), policy_version="test@1",
+                        tick_timeout_s=5.0, decisions_path=tmp_path / "decisions.jsonl", clock=clock,
+                        on_site_state=lambda site, st: states.append((site, st)))
     acks: dict[str, list[int]] = {"ea": [], "eb": []}
+    alerted: dict[str, list[int]] = {"ea": [], "eb": []}
+
+    def listener(edge):
+        def put(item):
+            acks[edge].append(item[0])
+            alerted[edge].extend(item[1])
+        return put
+
     for site, edge in (("a", "ea"), ("b", "eb")):
         assert coord.hello(_hello(site, edge)) == 0
-        coord.attach(edge, acks[edge].append)
+        coord.attach(edge, listener(edge))
+    coord.alerted, coord.states_seen = alerted, states
     yield coord, outbox, clock, acks
     coord.close()
     outbox.close()
 
 
 def _hello(site: str, edge: str, **over):
-    h = hello_message(site_id=site, edge_id=edge, window_s=5.0, baseline_mean=np.full(N_FEATURES, 2.0),
-                      baseline_std=np.ones(N_FEATURES)).hello
+    h = hello_message(site_id=site, edge_id=edge, window_s=5.0, grace_s=60.0).hello
     for k, v in over.items():
         setattr(h, k, v)
     return h
 
 
-def _obs(site: str, device: str, t: float, seq: int, z_pkts: float) -> pb.Observation:
+def _obs(site: str, device: str, t: float, seq: int, z_pkts: float, learning: bool = False) -> pb.Observation:
     o = pb.Observation(seq=seq, site_id=site, device_id=device, t_start=t, t_end=t + 5, proto_text="UDP out.")
-    v = np.zeros(OBS_DIM, np.float32)
-    v[PKTS] = z_pkts
-    o.vector.extend(v.tolist())
     x = np.zeros(N_FEATURES, np.float32)
     x[PKTS] = 10 * z_pkts
     o.features.extend(x.tolist())
+    if learning:
+        o.learning = True
+        return o
+    v = np.zeros(OBS_DIM, np.float32)
+    v[PKTS] = z_pkts
+    o.vector.extend(v.tolist())
     o.features_z.extend(v[:N_FEATURES].tolist())
+    o.baseline.extend([2.0] * N_FEATURES)
+    o.baseline_spread.extend([1.0] * N_FEATURES)
+    o.baseline_scope = "device"
     return o
 
 
-def _wm(site: str, t_end: float, seq: int) -> pb.Watermark:
-    return pb.Watermark(seq=seq, site_id=site, t_end=t_end)
+def _wm(site: str, t_end: float, seq: int, learning: bool | None = None) -> pb.Watermark:
+    w = pb.Watermark(seq=seq, site_id=site, t_end=t_end)
+    if learning is not None:
+        w.learning, w.grace_s, w.grace_elapsed_s, w.devices_own = learning, 60.0, 35.0 if learning else 60.0, 3
+    return w
 
 
 def test_tick_closes_when_every_site_has_sent_its_watermark(rig):
@@ -92,9 +104,24 @@ def test_tick_closes_when_every_site_has_sent_its_watermark(rig):
     assert aid == alert_id("a", "10.0.0.1", 1000.0) == alert["alert_id"]
     assert (alert["level"], alert["attack_class"], alert["technique_ids"], alert["ts"]) == (3, "flood", ["T1498"], 1005.0)
     top = alert["evidence"]["top_features"][0]
-    assert top == {"name": "pkts", "value": 50.0, "baseline": 2.0, "baseline_std": 1.0, "z": 48.0}
+    assert top == {"name": "pkts", "value": 50.0, "baseline": 2.0, "baseline_std": 1.0, "z": 5.0}
+    assert alert["evidence"]["baseline_scope"] == "device"
     assert alert["evidence"]["protocol_summary"] == "UDP out." and alert["policy_version"] == "test@1"
     assert outbox.committed_positions() == {"ea": 3, "eb": 2}
+    assert coord.alerted == {"ea": [1], "eb": []}, "the ack names the observation that alerted"
+
+
+def test_grace_period_windows_are_never_decided_and_site_states_are_reported(rig):
+    coord, outbox, _, acks = rig
+    coord.observation("ea", _obs("a", "10.0.0.1", 1000, 1, 9.0, learning=True))
+    coord.watermark("ea", _wm("a", 1005, 2, learning=True))
+    coord.watermark("eb", _wm("b", 1005, 1, learning=False))
+    st = coord.stats()
+    assert st["grace_observations"] == 1 and st["decisions"] == 0 and outbox.pending == 0
+    assert acks["ea"][-1] == 2, "a grace-period window is acknowledged like any other"
+    assert coord.site_states()["a"]["state"] == "learning" and coord.site_states()["b"]["state"] == "detecting"
+    coord.watermark("ea", _wm("a", 1010, 3, learning=False))
+    assert [s["state"] for site, s in coord.states_seen if site == "a"] == ["learning", "detecting"]
 
 
 def test_deadline_idle_observation_and_late_rule(rig, tmp_path):
@@ -119,7 +146,7 @@ def test_deadline_idle_observation_and_late_rule(rig, tmp_path):
     assert [r.get("idle", False) for r in rows] == [False, True, False] and rows[2]["late"] is True
 
 
-def test_replays_are_ignored_and_positions_survive_a_restart(rig, tmp_path, scaler):
+def test_replays_are_ignored_and_positions_survive_a_restart(rig, tmp_path):
     coord, outbox, _, acks = rig
     for seq in (1, 2):
         coord.observation("ea", _obs("a", f"10.0.0.{seq}", 1000, seq, 5.0))
@@ -130,7 +157,7 @@ def test_replays_are_ignored_and_positions_survive_a_restart(rig, tmp_path, scal
     coord.observation("ea", _obs("a", "10.0.0.1", 1000, 1, 5.0))
     assert coord.stats()["duplicates"] == 1 and coord.stats()["decisions"] == 2
     # a restarted coordinator on the same outbox knows the positions: the first Ack skips committed messages
-    again = Coordinator(threshold_actor(2.0), scaler, outbox, ("a", "b"), policy_version="test@1")
+    again = Coordinator(threshold_actor(2.0), outbox, ("a", "b"), policy_version="test@1")
     assert again.hello(_hello("a", "ea")) == 3
     again.observation("ea", _obs("a", "10.0.0.2", 1000, 2, 5.0))
     assert again.stats()["duplicates"] == 1 and again.stats()["observations"] == 0
@@ -153,9 +180,9 @@ def test_an_invalid_observation_is_skipped_not_replayed_forever(rig):
     (("a", "b"), {"window_s": 10.0}, "FAILED_PRECONDITION"),
     (("a", "b"), {"edge_id": ""}, "INVALID_ARGUMENT"),
 ])
-def test_streams_are_refused_with_a_reason(tmp_path, scaler, sites, hello, code):
+def test_streams_are_refused_with_a_reason(tmp_path, sites, hello, code):
     outbox = AlertOutbox(tmp_path / "o.sqlite")
-    coord = Coordinator(threshold_actor(2.0), scaler, outbox, sites, policy_version="v")
+    coord = Coordinator(threshold_actor(2.0), outbox, sites, policy_version="v")
     coord.hello(_hello("a", "first"))  # the first site fixes the window length (and fills a count of 1)
     with pytest.raises(StreamRejected) as exc:
         coord.hello(_hello(hello.pop("site_id", "b"), hello.pop("edge_id", "second"), **hello))
@@ -165,10 +192,10 @@ def test_streams_are_refused_with_a_reason(tmp_path, scaler, sites, hello, code)
 
 @pytest.mark.parametrize("sites, timeout, match", [(0, 5.0, "--sites"), (["a", "a"], 5.0, "distinct"),
                                                     (("a",), 0.0, "--tick-timeout")])
-def test_bad_coordinator_settings(tmp_path, scaler, sites, timeout, match):
+def test_bad_coordinator_settings(tmp_path, sites, timeout, match):
     outbox = AlertOutbox(tmp_path / "o.sqlite")
     with pytest.raises(ValueError, match=match):
-        Coordinator(threshold_actor(2.0), scaler, outbox, sites, policy_version="v", tick_timeout_s=timeout)
+        Coordinator(threshold_actor(2.0), outbox, sites, policy_version="v", tick_timeout_s=timeout)
     outbox.close()
 
 

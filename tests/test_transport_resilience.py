@@ -123,6 +123,10 @@ def test_kill_fog_then_cloud_mid_stream_loses_and_duplicates_nothing(tmp_path):
     policy = make_policy(tmp_path / "policy", both)
     emb = shared_embedder()
     want = expected_alerts(both, emb.embed(both["proto_text"].tolist()), policy)
+    from fog.detect import detect
+
+    offline = detect(both, emb.embed(both["proto_text"].tolist()), policy)
+    after_grace = offline[~offline["learning"]]
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     cloud = CLOUD_BACKEND(tmp_path)
@@ -131,7 +135,8 @@ def test_kill_fog_then_cloud_mid_stream_loses_and_duplicates_nothing(tmp_path):
     fog = _start_fog(fog_port, policy, cloud.url, tmp_path)
     edges = [EdgeDaemon(EdgeConfig(site_id=s, fog=f"127.0.0.1:{fog_port}", pcap=CAPTURES / f"{s}.pcap",
                                    replay_speed=SPEED, fusion_dir=policy, buffer_path=tmp_path / f"{s}.sqlite",
-                                   reconnect_max_s=0.5), embedder=emb) for s in frames]
+                                   baseline_path=tmp_path / f"{s}.baseline.json", reconnect_max_s=0.5),
+                        embedder=emb) for s in frames]
     events = []
     try:
         for e in edges:
@@ -193,13 +198,67 @@ def test_kill_fog_then_cloud_mid_stream_loses_and_duplicates_nothing(tmp_path):
         assert (a["site_id"], a["device_id"], a["level"], a["attack_class"]) == \
                (w["site_id"], w["device_id"], w["level"], w["attack_class"])
     assert all(s.dropped == 0 and s.buffered == 0 and s.reconnects >= 1 for s in edge_stats), edge_stats
-    # every window was decided (some twice: the restarted fog re-decides what the killed one had not acked)
+    # every window after the grace period was decided (some twice: the restarted fog re-decides what the
+    # killed one had not acked); the grace period's windows never were
     lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
-    decided = {(r["site_id"], r["device_id"], r["t_start"]) for r in map(json.loads, lines) if not r.get("idle")}
-    assert decided == set(zip(both["site_id"], both["device_id"], both["t_start"]))
+    decided = {(r["site_id"], r["device_id"], r["t_start"]) for r in map(json.loads, lines)
+               if not r.get("idle") and not r.get("learning")}
+    assert decided == set(zip(after_grace["site_id"], after_grace["device_id"], after_grace["t_start"]))
     # clean shutdown: the fog exits 0 on SIGTERM, processes reaped, ports released
     assert fog_rc == 0, (tmp_path / "fog.log").read_text()[-2000:]
     assert port_is_free(fog_port) and port_is_free(cloud.port)
     left = {p.pid for p in psutil.Process().children(recursive=True)} - children_before
     assert not left, f"child processes left behind: {left}"
     print(f"{cloud.name}: {len(want)} alerts, events {events}")
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_edge_resumes_its_learned_baseline(tmp_path):
+    """kill -9 a `marlids edge run` once its site baseline is learned; the restarted daemon resumes it from
+    disk: no new grace period (the fog receives no learning window from it), the same baseline."""
+    from fog.server import FogConfig, FogServer
+    from tests.transport_support import Receiver
+
+    policy = make_policy(tmp_path / "policy", bundled_windows("site_a"), half_life_windows=720.0)
+    state = tmp_path / "site_a.baseline.json"
+    with Receiver(tmp_path / "cloud.sqlite", KEY) as rec:
+        fog = FogServer(FogConfig(listen="127.0.0.1:0", policy_dir=policy, cloud_url=rec.url, ingest_key=KEY,
+                                  sites=("site_a",), outbox_path=tmp_path / "outbox.sqlite", tick_timeout_s=1.0,
+                                  drain_s=0)).start()
+
+        def edge(*extra: str) -> subprocess.Popen:
+            log = (tmp_path / "edge.log").open("a")
+            p = subprocess.Popen([MARLIDS, "edge", "run", "--pcap", str(CAPTURES / "site_a.pcap"), "--site", "site_a",
+                                  "--fog", f"127.0.0.1:{fog.port}", "--insecure", "--fusion", str(policy),
+                                  "--buffer", str(tmp_path / "buffer.sqlite"), "--baseline", str(state), *extra],
+                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)})
+            log.close()
+            return p
+
+        try:
+            first = edge("--replay-speed", "20")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (state.is_file() and '"fitted": true' in state.read_text()):
+                assert first.poll() is None, (tmp_path / "edge.log").read_text()[-3000:]
+                time.sleep(0.2)
+            assert '"fitted": true' in state.read_text(), "the baseline is saved as soon as the grace period ends"
+            time.sleep(1.0)
+            kill(first)                                            # the edge crashes after learning
+            saved = json.loads(state.read_text())
+            assert saved["baseline"]["fitted"] and saved["baseline"]["site"] is not None
+            grace_before = fog.stats()["grace_observations"]
+            assert grace_before > 50
+            second = edge("--fast", "--drain-timeout", "30")
+            assert second.wait(180) == 0, (tmp_path / "edge.log").read_text()[-3000:]
+            st = fog.stats()
+        finally:
+            for p in (locals().get("first"), locals().get("second")):
+                if p is not None and p.poll() is None:
+                    kill(p)
+            fog.stop()
+    log = (tmp_path / "edge.log").read_text()
+    assert "resumed the baseline" in log and log.count("learning a new baseline") == 1
+    assert st["grace_observations"] == grace_before, "the restarted edge started no new grace period"
+    assert st["decisions"] > 200, "…and its windows were decided from the start"
+    resumed = json.loads(state.read_text())["baseline"]
+    assert resumed["fitted_at"] == saved["baseline"]["fitted_at"], "the same baseline, kept learning"

@@ -49,21 +49,28 @@ def shared_embedder():
 
 # -- a small, real policy ---------------------------------------------------------------------------------
 
-def make_policy(directory: Path, frame, *, quantile: float = 0.75) -> Path:
+def make_policy(directory: Path, frame, *, quantile: float = 0.75, grace_s: float = 60.0,
+                half_life_windows: float = 1e12) -> Path:
     """Write an exported policy (``fusion.json``, ``actor.json``, ``actor.pt``) into ``directory``.
 
-    The fusion pipeline is fitted on ``frame`` (no scorer). The actor is a real
+    The fusion pipeline is fitted on ``frame`` (no scorer; site baselines with a ``grace_s`` grace period
+    and, by default, a slow update so slow — a half-life of 10¹² windows — that the streamed and the
+    offline paths agree exactly whatever the timing of the fog's acknowledgements). The actor is a real
     :class:`fog.policy.DefenderActor` whose weights are set by hand so its decisions are easy to predict:
     level 3 with class ``flood`` when the window's standardised packet count is above its
-    ``quantile`` over ``frame``, else level 0 (``benign``) — so roughly a quarter of the windows alert.
+    ``quantile`` over ``frame`` (after the grace period), else level 0 (``benign``) — so roughly a
+    quarter of those windows alert.
     """
+    from edge.embed import EMBED_DIM
     from edge.features import FEATURE_NAMES
     from edge.observation import FusionPipeline
+    from edge.online import fuse_frame
 
-    pipe = FusionPipeline().fit(frame)
+    pipe = FusionPipeline(baseline={"grace_s": grace_s, "half_life_windows": half_life_windows}).fit(frame)
     pipe.save(directory)
     j = FEATURE_NAMES.index("pkts")
-    z = pipe.scaler_.transform(frame[list(FEATURE_NAMES)].to_numpy(np.float64))[:, j]
+    fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), learn_from="none")
+    z = fused.z[~fused.learning, j]
     actor = threshold_actor(float(np.quantile(np.clip(z, -10, 10), quantile)))
     actor.save(directory, meta={"run": "transport-test"})
     return directory
@@ -102,12 +109,13 @@ def expected_alerts(frame, embeddings, policy_dir: Path) -> dict[str, dict]:
 # -- an HTTP alert receiver ---------------------------------------------------------------------------------
 
 class AlertStore:
-    """SQLite table of received alerts keyed by ``alert_id``, plus a log of every POST."""
+    """SQLite table of received alerts keyed by ``alert_id``, a log of every POST, and site states."""
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS alerts (alert_id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS site_states (n INTEGER PRIMARY KEY, site_id TEXT, body TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS posts (n INTEGER PRIMARY KEY, alert_id TEXT, status INTEGER)")
         self.lock = threading.Lock()
 
@@ -118,6 +126,15 @@ class AlertStore:
             status = 201 if cur.rowcount else 200
             self.db.execute("INSERT INTO posts (alert_id, status) VALUES (?, ?)", (alert["alert_id"], status))
             return status
+
+    def put_site(self, site_id: str, body: dict) -> None:
+        with self.lock:
+            self.db.execute("INSERT INTO site_states (site_id, body) VALUES (?, ?)", (site_id, json.dumps(body)))
+
+    def site_states(self) -> list[tuple[str, dict]]:
+        """Every site state PUT, in order."""
+        with self.lock:
+            return [(s, json.loads(b)) for s, b in self.db.execute("SELECT site_id, body FROM site_states ORDER BY n")]
 
 
 def read_store(path: Path) -> tuple[dict[str, dict], list[tuple[str, int]]]:
@@ -163,6 +180,18 @@ def make_handler(store: AlertStore, key: str, fail_first: int = 0):
             if missing or not 0 <= body["level"] <= 4:
                 return self._reply(422, {"detail": f"missing {missing}"})
             self._reply(store.put(body), body)
+
+        def do_PUT(self) -> None:
+            prefix = "/api/v1/sites/"
+            if not self.path.startswith(prefix):
+                return self._reply(404, {"detail": "not found"})
+            if self.headers.get("Authorization") != f"Bearer {key}":
+                return self._reply(401, {"detail": "bad key"})
+            from urllib.parse import unquote
+
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            store.put_site(unquote(self.path[len(prefix):]), body)
+            self._reply(200, body)
 
     return Handler
 

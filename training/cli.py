@@ -118,7 +118,7 @@ def eval_(
     from rich.table import Table
 
     from fog.attacks import ATTACK_CLASSES
-    from training.data import BUNDLED_CAPTURES, embed_texts, load_labeled, split_by_time
+    from training.data import BUNDLED_CAPTURES, load_labeled_embedded, split_by_time
     from training.evaluate import evaluate
 
     policies = {"MAPPO": checkpoint}
@@ -127,11 +127,11 @@ def eval_(
             raise ValueError(f"--compare {item!r}: expected NAME=RUN_DIR")
         name, path = item.split("=", 1)
         policies[name] = Path(path)
-    if data:
-        frame = load_labeled(data)
-    else:
-        _, frame = split_by_time(load_labeled(sorted(BUNDLED_CAPTURES.glob("*.pcap"))), train_fraction)
-    results = evaluate(policies, frame, embed_texts(frame), grace_s=grace)
+    frame, emb = load_labeled_embedded(data or sorted(BUNDLED_CAPTURES.glob("*.pcap")))
+    if not data:
+        _, test = split_by_time(frame.assign(_row=range(len(frame))), train_fraction)
+        frame, emb = test.drop(columns="_row"), emb[test["_row"].to_numpy()]
+    results = evaluate(policies, frame, emb, grace_s=grace)
     console = Console()
     r0 = results[0]
     t = Table(title=f"per-window detection on {r0.windows} windows ({r0.malicious} malicious) after the grace "

@@ -19,19 +19,100 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED_CAPTURES = REPO / "data" / "captures"
 
 
-def load_labeled(sources: Sequence[str | Path], *, window_s: float = 5.0) -> pd.DataFrame:
-    """Labeled windows from labeled Parquet files and/or captures with a ground-truth CSV beside them.
+#: Bump when windowing, labeling or embedding changes, so stale cache entries are not reused
+#: (3: the site-baseline release; 2: the in_src_max_fanout feature).
+CACHE_VERSION = "3"
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/marlids/windows`` (``~/.cache`` when unset; created)."""
+    import os
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    d = base / "marlids" / "windows"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def content_key(paths: Sequence[Path], extra: str = "") -> str:
+    """SHA-256 (20 hex digits) of :data:`CACHE_VERSION`, ``extra`` and each file's name and bytes."""
+    import hashlib
+
+    h = hashlib.sha256((CACHE_VERSION + "\x1f" + extra).encode())
+    for p in paths:
+        h.update(Path(p).name.encode())
+        h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+    return h.hexdigest()[:20]
+
+
+def cached_windows(name: str, inputs: Sequence[Path], compute, *, extra: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+    """Windows and their MiniLM embeddings ``(n, 384)``, computed once per content and then read back.
+
+    The cache (:func:`cache_dir`) is keyed by :func:`content_key` of the input files: the same bytes give
+    the same windows, so it is exact; it only saves the metering and embedding time. Entries are written
+    through temporary files and renamed, so a concurrent reader never sees half an entry.
+
+    Parameters
+    ----------
+    name : str
+        Readable prefix of the entry's file names.
+    inputs : sequence of Path
+        Every file the windows depend on.
+    compute : callable
+        ``compute() -> DataFrame`` of windows (with ``proto_text``); called on a cache miss.
+    extra : str
+        Settings that change the result (window length, site id, …).
+    """
+    import os
+
+    key = f"{name}__{content_key(inputs, extra)}"
+    fp, ep = cache_dir() / f"{key}.parquet", cache_dir() / f"{key}.npy"
+    if fp.is_file() and ep.is_file():
+        return pd.read_parquet(fp), np.load(ep)
+    frame = compute().reset_index(drop=True)
+    emb = embed_texts(frame).astype(np.float32)
+    tmp_f, tmp_e = (p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (fp, ep))  # distinct per file
+    frame.to_parquet(tmp_f, index=False)
+    with open(tmp_e, "wb") as fh:
+        np.save(fh, emb)
+    os.replace(tmp_e, ep)
+    os.replace(tmp_f, fp)
+    return frame, emb
+
+
+def labeled_capture(capture: str | Path, *, window_s: float = 5.0, site: str | None = None
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Labeled windows of a capture with ``<stem>.groundtruth.csv`` beside it, and their embeddings (cached).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the capture or its ground truth is missing.
+    """
+    from training.range.label import default_ground_truth, label_capture
+
+    p = Path(capture)
+    gt = default_ground_truth(p)
+    for f in (p, gt):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such file (a capture needs its ground truth <name>.groundtruth.csv)")
+    return cached_windows(p.stem, [p, gt], lambda: label_capture(p, gt, window_s=window_s, site=site),
+                          extra=f"labeled|{window_s}|{site}")
+
+
+def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.0
+                          ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Labeled windows and their embeddings from labeled Parquet files and/or captures with a ground-truth
+    CSV beside them (captures through the cache of :func:`labeled_capture`).
 
     Raises
     ------
     FileNotFoundError
         If a source or a capture's ground truth is missing.
     ValueError
-        If a Parquet file has no ``label`` column.
+        If a Parquet file has no ``label`` column, or no source is given.
     """
-    from training.range.label import label_capture
-
-    frames = []
+    frames, embs = [], []
     for src in sources:
         p = Path(src)
         if p.suffix == ".parquet":
@@ -39,13 +120,22 @@ def load_labeled(sources: Sequence[str | Path], *, window_s: float = 5.0) -> pd.
             if "label" not in df.columns:
                 raise ValueError(f"{p}: not a labeled window file (no 'label' column); run `marlids range label`")
             if "embedding" in df.columns:
+                e = np.stack(df["embedding"].to_numpy()).astype(np.float32)
                 df = df.drop(columns=["embedding"])
+            else:
+                e = embed_texts(df)
         else:
-            df = label_capture(p, window_s=window_s)
+            df, e = labeled_capture(p, window_s=window_s)
         frames.append(df)
+        embs.append(e)
     if not frames:
         raise ValueError("no training data given")
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), np.concatenate(embs)
+
+
+def load_labeled(sources: Sequence[str | Path], *, window_s: float = 5.0) -> pd.DataFrame:
+    """Labeled windows (no embeddings) of :func:`load_labeled_embedded`'s sources."""
+    return load_labeled_embedded(sources, window_s=window_s)[0]
 
 
 def embed_texts(frame: pd.DataFrame) -> np.ndarray:

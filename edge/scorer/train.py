@@ -5,8 +5,9 @@ path feeds it (:class:`edge.online.SiteFusion`): each ``(site, capture)`` of the
 baseline in a grace period (its windows standardised retrospectively), then updates it from its benign
 windows. Only benign windows (``label == 0`` when a ``label`` column exists) train the network. Each
 device's windows are split by time: the first ``1 - val_fraction`` train the network, the rest give benign
-validation scores; each validation score is standardised by its site's score baseline (median and MAD of
-the scores of that site's grace-period windows) and the :class:`SPOTThreshold` is fitted on those, so the
+validation scores; each validation score is standardised by its site's score baseline
+(:class:`edge.baseline.ScoreBaseline` of the scores of that site's grace-period windows) and the
+:class:`SPOTThreshold` is fitted on those, so the
 threshold is fitted on windows the network never saw, in the units the runtime applies it to.
 """
 
@@ -80,7 +81,7 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
     cfg = cfg or TrainConfig()
     import dataclasses
 
-    from edge.baseline import MAD_TO_SIGMA, ScoreBaseline
+    from edge.baseline import ScoreBaseline
     from edge.embed import EMBED_DIM
     from edge.observation import SCORER_INPUT, FusionPipeline
     from edge.online import fuse_frame, site_keys
@@ -122,7 +123,8 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
     raw = np.full(len(zf), np.nan)
     raw[full.rows] = scorer.score_samples(full.X)
     val_raw = raw[full.rows[in_val]]
-    score_min_scale = 0.25 * max(float(np.median(np.abs(val_raw - np.median(val_raw)))) * MAD_TO_SIGMA, 1e-6)
+    q05, q25 = np.quantile(val_raw, ScoreBaseline.QUANTILES)
+    score_min_scale = 0.25 * max(float(q25 - q05) / ScoreBaseline.SPREAD_TO_SIGMA, 1e-6)
     std = np.full(len(zf), np.nan)
     for idx in zf.groupby("_site", sort=False).indices.values():
         ref = raw[idx][zf["_grace"].to_numpy()[idx]]

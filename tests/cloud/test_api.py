@@ -283,3 +283,27 @@ def test_full_queue_answers_503_and_loses_nothing(make_api):
     with sqlite3.connect(db) as con:
         stored = {row[0] for row in con.execute("SELECT alert_id FROM alerts")}
     assert {a["alert_id"] for a, r in zip(alerts, responses, strict=True) if r.status_code == 201} == stored
+
+
+def test_site_states_are_reported_by_the_fog_and_read_by_analysts(api):
+    c = api.client
+    body = {"state": "learning", "grace_elapsed_s": 35.0, "grace_s": 60.0, "grace_windows": 40, "devices_own": 0}
+    assert c.put("/api/v1/sites/site_a", json=body, headers=api.analyst).status_code == 403, "ingest role only"
+    assert c.put("/api/v1/sites/site_a", json=body, headers=api.ingest).status_code == 200
+    assert c.put("/api/v1/sites/site_a", json=body | {"state": "detecting", "devices_own": 7},
+                 headers=api.ingest).status_code == 200, "the latest report wins"
+    for bad in ({"state": "asleep"}, body | {"grace_s": -1}, body | {"extra": 1}):
+        assert c.put("/api/v1/sites/site_b", json=bad, headers=api.ingest).status_code == 422
+    assert c.put("/api/v1/sites/bad site", json=body, headers=api.ingest).status_code == 422
+    sites = api.get("/api/v1/sites").json()
+    assert [(s["site_id"], s["state"], s["devices_own"]) for s in sites] == [("site_a", "detecting", 7)]
+    assert c.get("/api/v1/sites", headers=api.ingest).status_code == 403
+
+
+def test_evidence_names_whose_baseline_it_compares_with(api):
+    alert = fog_alert()
+    alert["evidence"]["baseline_scope"] = "device"
+    assert api.post(alert).json()["evidence"]["baseline_scope"] == "device"
+    bad = fog_alert(alert_id="b" * 32)
+    bad["evidence"]["baseline_scope"] = "planet"
+    assert api.post(bad).status_code == 422

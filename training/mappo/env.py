@@ -1,4 +1,4 @@
-"""RLlib adapter of ``marlids_ids_v0``: defenders see ``[own Observation | all defenders' Observations]``.
+"""RLlib adapter of ``marlids_ids_v1``: defenders see ``[own Observation | all defenders' Observations]``.
 
 This is MAPPO's *agent-specific global state* (Yu et al., "The Surprising Effectiveness of PPO in
 Cooperative Multi-Agent Games", NeurIPS 2022): the parameter-shared actor reads only the first

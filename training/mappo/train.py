@@ -39,13 +39,12 @@ def prepare_data(args: MappoArgs):
     grace period ``args.grace_s``); the scale floor is fitted on the benign windows of the training part only.
     """
     from fog.traces import TraceSet
-    from training.data import BUNDLED_CAPTURES, embed_texts, load_labeled, observations, split_by_time
+    from training.data import BUNDLED_CAPTURES, load_labeled_embedded, observations, split_by_time
 
     sources = args.data or sorted(str(p) for p in BUNDLED_CAPTURES.glob("*.pcap"))
     if not sources:
         raise FileNotFoundError(f"no training data: pass --data or add captures to {BUNDLED_CAPTURES}")
-    frame = load_labeled(sources)
-    emb = embed_texts(frame)
+    frame, emb = load_labeled_embedded(sources)  # cached by content: a rerun never meters or embeds again
     frame = frame.assign(_row=np.arange(len(frame)))
     if args.train_fraction >= 1.0:  # everything trains; nothing is held out
         train_df, test_df = frame, frame.iloc[:0]
@@ -137,7 +136,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
                  **({} if args.address else {"num_cpus": max(2, args.num_env_runners + 1)}))
-    env_name = f"marlids_ids_v0__{run_name}"
+    env_name = f"marlids_ids_v1__{run_name}"
     register_env(env_name, make_env)
     league = LeagueSelfPlay(args.self_play and not args.attacker_only, args.snapshot_every, args.league_size,
                             args.seed)
