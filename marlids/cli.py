@@ -111,14 +111,13 @@ def demo(
     console.print(t)
     m = Table(title="per-site detection after each site's grace period (a window counts as detected when an "
                     "alert was stored for it)")
-    for c in ("site", "grace period (UTC)", "windows", "malicious", "precision", "recall", "F1", "FPR"):
-        m.add_column(c, justify="left" if c in ("site", "grace period (UTC)") else "right")
+    for c in ("site", "grace windows", "detecting from (UTC)", "windows", "malicious", "P", "R", "F1", "FPR"):
+        m.add_column(c, justify="left" if c in ("site", "detecting from (UTC)") else "right")
     for site, r in result.metrics.items():
         end = r.get("grace_period_end")
-        grace_txt = (f"{r['grace_windows']} windows learned the baseline; detecting from "
-                     f"{datetime.fromtimestamp(end, UTC).strftime('%Y-%m-%d %H:%M:%S')}" if end else "still learning")
-        m.add_row(site, grace_txt, str(r["windows"]), str(r["malicious"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-                  f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
+        since = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M:%S") if end else "still learning"
+        m.add_row(site, str(r["grace_windows"]), since, str(r["windows"]), str(r["malicious"]), f"{r['precision']:.3f}",
+                  f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
     console.print(m)
     if policy.resolve() == BUNDLED_POLICY.resolve() and captures.resolve() == BUNDLED_CAPTURES.resolve():
         console.print("The bundled policy was trained on other recordings of these sites (data/captures/train, "
