@@ -125,6 +125,10 @@ class Evidence(BaseModel):
     attention_peaks: list[AttentionPoint] = Field(default_factory=list, max_length=64)
     attention: list[AttentionPoint] = Field(default_factory=list, max_length=512,
                                             description="Full attention series over the last T windows.")
+    site_anomaly: Finite | None = Field(
+        None, ge=-100, le=100, description="How unlike the site's own grace period the window is (the site's "
+                                           "Kitsune-style autoencoders, log of the reconstruction error over its "
+                                           "grace reference; > 0: beyond the grace period's most unusual windows).")
     baseline_scope: Literal["device", "site"] | None = Field(
         None, description="Whose baseline the values are compared with: the device's own, or its site's (a device "
                           "with little history).")

@@ -1,8 +1,8 @@
 """The fused Observation: one function builds it for training (the fog env) and at run time (the edge).
 
-Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 = 453)::
+Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 + 1 = 454)::
 
-    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) ]
+    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) | site_score (1) ]
 
 * ``stats_z`` — the window statistics of :data:`edge.features.FEATURE_NAMES`, signed-log1p
   compressed and standardised against the window's **site baseline** (:mod:`edge.baseline`: its
@@ -16,6 +16,12 @@ Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 = 453)::
   the largest weight, the normalised entropy (0 = one window, 1 = uniform), the relative position of
   the most attended window (0 = oldest, 1 = the current one) and the weight on the current window.
   All zeros when no score is available.
+* ``site_score`` — how unlike the site's own grace period the window is, by the site's Kitsune-style
+  autoencoder ensemble (:mod:`edge.site_model`): ``log(RMSE / RMSE_ref)`` in [−5, 10], about 0 for the
+  grace period's most unusual windows; 0 when no site model exists.
+
+Every part is relative to the window's site (its baseline, its grace period) except the protocol
+embedding; nothing in it is scaled by the networks the policy was trained on.
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ OBS_SLICES: dict[str, slice] = {
     "score": slice(N_FEATURES + EMBED_DIM, N_FEATURES + EMBED_DIM + 1),
     "score_available": slice(N_FEATURES + EMBED_DIM + 1, N_FEATURES + EMBED_DIM + 2),
     "attention": slice(N_FEATURES + EMBED_DIM + 2, N_FEATURES + EMBED_DIM + 2 + len(ATTN_SUMMARY)),
+    "site_score": slice(N_FEATURES + EMBED_DIM + 2 + len(ATTN_SUMMARY), N_FEATURES + EMBED_DIM + 3 + len(ATTN_SUMMARY)),
 }
 #: Length of the Observation vector.
-OBS_DIM: int = OBS_SLICES["attention"].stop
+OBS_DIM: int = OBS_SLICES["site_score"].stop
 #: Version of ``fusion.json`` (2: site baselines; 1 had one scaler fitted on the training networks).
 FUSION_FORMAT = 2
 #: What the temporal scorer reads, recorded in its checkpoint: windows standardised by their site baseline.
@@ -66,7 +73,7 @@ def attention_summary(attention: np.ndarray) -> np.ndarray:
 
 
 def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.ndarray | None = None,
-                       attention: np.ndarray | None = None) -> np.ndarray:
+                       attention: np.ndarray | None = None, site_scores: np.ndarray | None = None) -> np.ndarray:
     """Fuse per-window parts into Observation vectors.
 
     Parameters
@@ -81,6 +88,8 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
         ``None``: no scorer (all unavailable).
     attention : ndarray, shape (n, heads, T) or (n, T), optional
         Attention weights of the scored sequences; ignored where the score is NaN.
+    site_scores : ndarray, shape (n,), optional
+        Site scores of :class:`edge.site_model.SiteAnomalyModel` (default 0).
 
     Returns
     -------
@@ -113,16 +122,22 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
             if summ.shape[0] != n:
                 raise ValueError(f"attention has {summ.shape[0]} rows, expected {n}")
             out[ok, OBS_SLICES["attention"]] = summ[ok]
+    if site_scores is not None:
+        ss = np.asarray(site_scores, dtype=np.float64).reshape(n)
+        if not np.isfinite(ss).all():
+            raise ValueError("site scores must be finite")
+        out[:, OBS_SLICES["site_score"].start] = np.clip(ss, -Z_CLIP, Z_CLIP)
     return out
 
 
 def build_observation(stats_z: np.ndarray, embedding: np.ndarray, score: float | None = None,
-                      attention: np.ndarray | None = None) -> np.ndarray:
+                      attention: np.ndarray | None = None, site_score: float | None = None) -> np.ndarray:
     """One Observation ``(OBS_DIM,)`` from one window's parts (``attention``: ``(heads, T)``); see
     :func:`build_observations`."""
     s = None if score is None else np.array([score], dtype=np.float64)
     a = None if attention is None else np.asarray(attention)[None]
-    return build_observations(np.asarray(stats_z)[None], np.asarray(embedding)[None], s, a)[0]
+    ss = None if site_score is None else np.array([site_score], dtype=np.float64)
+    return build_observations(np.asarray(stats_z)[None], np.asarray(embedding)[None], s, a, ss)[0]
 
 
 class FusionPipeline:
@@ -151,6 +166,8 @@ class FusionPipeline:
         windows (``fit``), so a site whose grace period was unusually regular does not turn ordinary
         variation into large deviations; only the spread is taken from the training networks, never
         their level.
+    site_model : dict, optional
+        Settings of every site's :class:`edge.site_model.SiteAnomalyModel` (``epochs``, ``seed``, …).
 
     Attributes
     ----------
@@ -159,11 +176,12 @@ class FusionPipeline:
     """
 
     def __init__(self, scorer_dir: str | None = None, backend: str | None = None, baseline: dict | None = None,
-                 scale_floor_factor: float = 0.5) -> None:
+                 scale_floor_factor: float = 0.5, site_model: dict | None = None) -> None:
         self.scorer_dir = scorer_dir
         self.backend = backend
         self.baseline = dict(baseline or {})
         self.scale_floor_factor = scale_floor_factor
+        self.site_model = dict(site_model or {})
 
     def fit(self, frame) -> FusionPipeline:
         """Set the scale floor from the benign windows of ``frame`` (``label == 0`` when labeled) and load
@@ -234,6 +252,12 @@ class FusionPipeline:
             params["grace_s"] = float(grace_s)
         return SiteBaseline(N_FEATURES, scale_floor=self.scale_floor_.tolist(), **params)
 
+    def new_site_model(self):
+        """A fresh, unfitted :class:`edge.site_model.SiteAnomalyModel` with this pipeline's settings."""
+        from edge.site_model import SiteAnomalyModel
+
+        return SiteAnomalyModel(**self.site_model)
+
     def new_score_baseline(self):
         """A fresh :class:`edge.baseline.ScoreBaseline` floored at the scorer's ``score_min_scale``."""
         from edge.baseline import DEFAULT_HALF_LIFE_WINDOWS, ScoreBaseline
@@ -269,7 +293,8 @@ class FusionPipeline:
         d.mkdir(parents=True, exist_ok=True)
         (d / "fusion.json").write_text(json.dumps(
             {"format": FUSION_FORMAT, "obs_dim": OBS_DIM, "scorer_dir": self.scorer_dir, "baseline": self.baseline,
-             "scale_floor_factor": self.scale_floor_factor, "scale_floor": self.scale_floor_.tolist()}, indent=1))
+             "scale_floor_factor": self.scale_floor_factor, "scale_floor": self.scale_floor_.tolist(),
+             "site_model": self.site_model}, indent=1))
 
     @classmethod
     def load(cls, directory, backend: str | None = None) -> FusionPipeline:
@@ -298,7 +323,8 @@ class FusionPipeline:
             scorer_dir = d.get("scorer_dir")
             if scorer_dir and not Path(scorer_dir).is_absolute() and (Path(directory) / scorer_dir).is_dir():
                 scorer_dir = str(Path(directory) / scorer_dir)
-            pipe = cls(scorer_dir, backend, d.get("baseline") or {}, float(d.get("scale_floor_factor", 0.5)))
+            pipe = cls(scorer_dir, backend, d.get("baseline") or {}, float(d.get("scale_floor_factor", 0.5)),
+                       d.get("site_model") or {})
             pipe.scale_floor_ = np.asarray(d["scale_floor"], dtype=np.float64)
             if pipe.scale_floor_.shape != (N_FEATURES,):
                 raise ValueError(f"{p}: scale_floor has {pipe.scale_floor_.size} values, expected {N_FEATURES}")

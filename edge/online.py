@@ -10,7 +10,8 @@
   gives the same Observations offline as streamed (``tests/test_transport_edge.py``).
 
 Per site it keeps the :class:`edge.baseline.SiteBaseline` (grace period, robust per-device / per-site
-statistics, slow update), the temporal scorer's :class:`edge.baseline.ScoreBaseline`, the last ``T − 1``
+statistics, slow update), the site's Kitsune-style :class:`edge.site_model.SiteAnomalyModel` (fitted on
+the grace period's windows when it ends), the temporal scorer's :class:`edge.baseline.ScoreBaseline`, the last ``T − 1``
 standardised windows of each device (the scorer's sequence) and the peers each device has already talked
 to (``new_peers``). While the site is learning (grace period) no Observation is made: the windows are
 returned with ``learning = True`` and nothing may be decided on them.
@@ -82,6 +83,8 @@ class ObservationBatch:
         Half-width of the baseline's normal range, in the statistic's own unit (NaN while learning).
     scope : list of str
         ``"device"`` (own statistics), ``"site"`` (the site's) or ``"learning"`` per window.
+    site_scores : ndarray, shape (n,)
+        The site anomaly model's score (:mod:`edge.site_model`); NaN while learning.
     """
 
     site_id: str
@@ -100,6 +103,7 @@ class ObservationBatch:
     baseline: np.ndarray
     spread: np.ndarray
     scope: list[str] = field(default_factory=list)
+    site_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.device_id)
@@ -146,6 +150,7 @@ class SiteFusion:
         self.seq_len = int(getattr(pipeline, "seq_len_", 1)) if getattr(pipeline, "scorer_", None) is not None else 1
         self.baseline = pipeline.new_baseline(grace_s)
         self.score_baseline = pipeline.new_score_baseline()
+        self.site_model = None  # fitted when the grace period ends
         self._history: dict[str, deque] = {}
         self._peers: dict[str, dict] = {}  # device → insertion-ordered peer set (dict keys)
         self._grace_rows: list[tuple] = []  # retrospective: (key tuple, embedding) per grace window
@@ -278,6 +283,7 @@ class SiteFusion:
     @staticmethod
     def _batch(t_start, **kw) -> ObservationBatch:
         n = len(t_start)
+        kw.setdefault("site_scores", np.full(n, np.nan))
         return ObservationBatch(site_id="", device_id=np.empty(n, object), t_start=np.asarray(t_start, np.float64),
                                 t_end=np.zeros(n), proto_text=[], **kw)
 
@@ -316,9 +322,13 @@ class SiteFusion:
             raise RuntimeError("SiteFusion has no embedder: pass embeddings")
         return self.embedder.embed(texts) if texts else np.zeros((0, EMBED_DIM), np.float32)
 
+    def _site_scores(self, x: np.ndarray) -> np.ndarray:
+        return self.site_model.score(x) if self.site_model is not None else np.zeros(len(x))
+
     def _observe(self, devices, t_start, x, emb) -> ObservationBatch:
         n = len(devices)
         z, base, spread = self.baseline.transform(devices, x)
+        site_scores = self._site_scores(x)
         scope = [self.baseline.stats_for(d)[1] for d in devices]
         raw = np.full(n, np.nan)
         att = att_t = None
@@ -366,24 +376,30 @@ class SiteFusion:
         order = np.argsort(t, kind="stable")
         self.baseline.fit(t_now)
         raw, att, att_t, z, cal = self._grace_pass(devs, t, x, order)
+        keep = np.ones(len(devs), dtype=bool)
         if cal is not None:
             # leave out the grace windows the scorer flags (an attack inside the grace period) and fit again
             flagged = np.zeros(len(devs), dtype=bool)
             flagged[order] = np.nan_to_num(self.score_baseline.standardise(raw), nan=0.0) >= GRACE_CLEAN_Z
             if 0 < flagged.sum() <= GRACE_CLEAN_MAX_SHARE * len(devs):
+                keep = ~flagged
                 self.baseline.restore_grace(stored)
-                self.baseline.refit(~flagged)
+                self.baseline.refit(keep)
                 self._history = {}
                 raw, att, att_t, z, cal = self._grace_pass(devs, t, x, order)
+        if keep.sum() >= 2:
+            self.site_model = self.pipeline.new_site_model().fit(x[keep])
+        site_scores = self._site_scores(x[order])
         base, spread = self._grace_base
         if self.retrospective and self._grace_rows:
             rows = [self._grace_rows[i] for i in order]
             emb = np.stack([r[1] for r in rows])
             self._retro = self._batch(
                 t[order], x=x[order].astype(np.float32), learning=np.ones(len(devs), dtype=bool), z=z,
-                vectors=build_observations(z, emb, cal, att), scores=np.full(len(devs), np.nan) if cal is None else cal,
+                vectors=build_observations(z, emb, cal, att, site_scores),
+                scores=np.full(len(devs), np.nan) if cal is None else cal,
                 raw_scores=raw, attention=att, attention_t=att_t, baseline=base, spread=spread,
-                scope=[self.baseline.stats_for(devs[i])[1] for i in order])
+                scope=[self.baseline.stats_for(devs[i])[1] for i in order], site_scores=site_scores)
             self._retro.device_id = np.asarray([devs[i] for i in order], dtype=object)
         self._grace_rows = []
 
@@ -405,6 +421,7 @@ class SiteFusion:
         """JSON-ready state: the baselines, each device's scorer history and its known peers."""
         return {"version": STATE_VERSION, "baseline": self.baseline.to_dict(),
                 "score_baseline": self.score_baseline.to_dict(),
+                "site_model": self.site_model.to_dict() if self.site_model is not None else None,
                 "history": {d: [[t, z.tolist()] for t, z in h] for d, h in self._history.items()},
                 "peers": {d: list(p)[-MAX_PEERS_PER_DEVICE:] for d, p in self._peers.items()}}
 
@@ -421,6 +438,9 @@ class SiteFusion:
                 b.grace_s = float(grace_s)
             self.baseline = b
             self.score_baseline = ScoreBaseline.from_dict(state["score_baseline"])
+            from edge.site_model import SiteAnomalyModel
+
+            self.site_model = SiteAnomalyModel.from_dict(state["site_model"]) if state.get("site_model") else None
             T = max(self.seq_len - 1, 1)
             self._history = {d: deque(((float(t), np.asarray(z, np.float32)) for t, z in h), maxlen=T)
                              for d, h in state["history"].items()}
@@ -439,7 +459,7 @@ class FusedFrame:
         Zeros for grace-period windows unless ``retrospective``.
     learning : ndarray of bool, shape (n,)
         The window fell in its site's grace period.
-    z, baseline, spread, scores, attention, attention_t, scope
+    z, baseline, spread, scores, attention, attention_t, scope, site_scores
         As in :class:`ObservationBatch`, row-aligned.
     decisions : dict of ndarray, optional
         ``level, attack_class, confidence, alert`` of each window (``decide`` given); grace-period windows
@@ -456,6 +476,7 @@ class FusedFrame:
     attention_t: np.ndarray | None
     scope: list[str]
     decisions: dict | None = None
+    site_scores: np.ndarray | None = None
 
 
 def site_keys(frame: pd.DataFrame) -> pd.Series:
@@ -518,6 +539,7 @@ def fuse_frame(pipeline: FusionPipeline, frame: pd.DataFrame, embeddings: np.nda
                      spread=np.full((n, N_FEATURES), np.nan), scores=np.full(n, np.nan),
                      attention=np.zeros((n, T), np.float32) if T else None,
                      attention_t=np.zeros((n, T), np.float64) if T else None, scope=["learning"] * n,
+                     site_scores=np.full(n, np.nan),
                      decisions={"level": np.zeros(n, np.int64), "attack_class": np.zeros(n, np.int64),
                                 "confidence": np.ones(n, np.float32), "alert": np.zeros(n, dtype=bool)}
                      if decide is not None else None)
@@ -537,6 +559,8 @@ def fuse_frame(pipeline: FusionPipeline, frame: pd.DataFrame, embeddings: np.nda
         out.baseline[idx] = b.baseline
         out.spread[idx] = b.spread
         out.scores[idx] = b.scores
+        if b.site_scores is not None:
+            out.site_scores[idx] = b.site_scores
         if T and b.attention is not None:
             out.attention[idx] = b.attention
             out.attention_t[idx] = b.attention_t

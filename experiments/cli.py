@@ -35,24 +35,27 @@ def _run(title: str, fn, **kwargs) -> None:
     console.print(f"{title}: done in {time.perf_counter() - t0:.0f} s → {md.parent}/ (Markdown: {md.name})")
 
 
+SEEDS = typer.Option(None, "--seeds", min=1, help="Number of seeds (seed, seed+1, …); default: quick 1–2, full 2–3.")
+
+
 @app.command()
 def generalization(
-    quick: bool = QUICK, seed: int = SEED, out: Path = OUT,
-    with_mixes: bool = typer.Option(False, "--with-mixes", help="Also train on the SYN-flood public mix "
-                                                               "(then it is not a test set)."),
+    quick: bool = QUICK, seed: int = SEED, out: Path = OUT, seeds: int = SEEDS,
+    folds: int = typer.Option(None, "--folds", min=2, help="Folds of range networks (default: quick 2, full 3)."),
 ) -> None:
-    """Train on site A, test on site B, on public-capture mixes and on IoT Sentinel devices.
+    """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
+    grace period), on benign public captures and public attack mixes; leave-technique-out recall.
 
-    Per-class F1 for seen vs unseen techniques and devices; MAPPO vs RandomForest, Kitsune-style, scorer.
+    MAPPO vs the temporal scorer, RandomForests (raw and site-standardised statistics) and a Kitsune-style
+    ensemble learned from each test site's grace period; 95 % intervals over seeds.
 
     Example: marlids experiment generalization --quick
     """
     from experiments.generalization import run
 
-    _run("generalization", run, quick=quick, seed=seed, with_mixes=with_mixes, out_root=out)
+    _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, out_root=out)
 
 
-SEEDS = typer.Option(None, "--seeds", min=1, help="Number of seeds (seed, seed+1, …); default: quick 1–2, full 2–3.")
 
 
 @app.command()

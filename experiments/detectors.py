@@ -176,37 +176,38 @@ class KitsuneDetector(_SequenceAnomalyDetector):
         return out
 
 
-class KitsuneGraceDetector(_SequenceAnomalyDetector):
-    """Kitsune-style autoencoder ensemble as Kitsune is deployed: learned from each test site's own grace
-    period (its first ``grace_s`` seconds, unlabeled), threshold at the largest grace score (Kitsune fits its
-    threshold to its grace period's scores), alerting afterwards. Nothing is learned from other networks;
-    ``fit`` does nothing."""
+class KitsuneGraceDetector:
+    """Kitsune as it is deployed: a KitNET-style autoencoder ensemble learned from each test site's own grace
+    period (its first ``grace_s`` seconds, unlabeled; :class:`edge.site_model.SiteAnomalyModel`, the model
+    whose score is also part of the Observation), alerting afterwards on windows reconstructed worse than any
+    grace window (Kitsune's threshold). Nothing is learned from other networks; ``fit`` does nothing."""
 
     name = "Kitsune-style (grace period)"
+
+    def __init__(self, seed: int = 0, epochs: int = 60) -> None:
+        self.seed, self.epochs = seed, epochs
 
     def fit(self, src: Source | None = None) -> KitsuneGraceDetector:  # noqa: D102
         return self
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
         from edge.online import site_keys
-        from edge.scorer.baselines import KitsuneEnsemble
+        from edge.site_model import SiteAnomalyModel
 
         frame = src.frame.reset_index(drop=True)
         grace = grace_mask(src)
-        seqs = self._sequences(frame)
-        X = seqs.X[:, -1:, :]
+        x = _stats(src)
+        keys = site_keys(frame).to_numpy()
         out = np.zeros(len(frame), dtype=bool)
-        keys = site_keys(frame).to_numpy()[seqs.rows]
-        in_grace = grace[seqs.rows]
         for k in np.unique(keys):
             m = keys == k
-            g = m & in_grace
-            if g.sum() < 4 or (m & ~in_grace).sum() == 0:
+            g = m & grace
+            if g.sum() < 2 or not (m & ~grace).any():
                 continue
-            model = KitsuneEnsemble(epochs=self.epochs, seed=self.seed).fit(X[g])
-            thr = float(np.max(model.score_samples(X[g])))
-            after = m & ~in_grace
-            out[seqs.rows[after]] = model.score_samples(X[after]) > thr
+            model = SiteAnomalyModel(epochs=self.epochs, seed=self.seed).fit(x[g])
+            thr = float(np.max(model.score(x[g])))
+            after = m & ~grace
+            out[after] = model.score(x[after]) > thr
         return out
 
     def decisions(self, src: Source) -> dict:

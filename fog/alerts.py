@@ -10,12 +10,14 @@ The shared defender actor outputs, per Observation, a categorical distribution o
 ``p(level)`` and logits over the attack classes of :data:`fog.attacks.ATTACK_CLASSES` (index 0 = benign).
 
 * ``P(alert) = p(2) + p(3) + p(4)``; the window **alerts** when ``P(alert) ≥ 0.5`` (:data:`ALERT_THRESHOLD`
-  = 2 is the lowest alert level, as in the training rewards).
-* An alert's **level** is the most probable level among 2–4; a non-alert's the most probable among 0–1.
-* An alert's **class** is the most probable class *other than benign* — an alert never has class
-  ``"benign"``; a non-alert's class is ``"benign"``.
+  = 2 is the lowest alert level, as in the training rewards, which pay the same for levels 2, 3 and 4).
 * **confidence** is ``P(alert)`` for an alert and ``1 − P(alert)`` otherwise: the probability the actor
   gives to the decision that was taken.
+* An alert's **level** follows its confidence (:data:`LEVEL_CONFIDENCE`): 4 from ``P(alert) ≥ 0.95``, 3 from
+  0.80, else 2 — so a more certain alert is never a lower level. A non-alert is level 1 when
+  ``P(alert) ≥ 0.25`` (worth a look, never posted), else 0.
+* An alert's **class** is the most probable class *other than benign* — an alert never has class
+  ``"benign"``; a non-alert's class is ``"benign"``.
 
 The alert's ATT&CK technique is :data:`fog.attacks.CLASS_TECHNIQUE` of its class.
 
@@ -41,6 +43,9 @@ from fog.attacks import ATTACK_CLASSES, CLASS_TECHNIQUE
 ALERT_LEVELS = 5
 #: Lowest level that is an alert (levels 0–1 are "no alert").
 ALERT_THRESHOLD = 2
+#: ``P(alert)`` from which an alert is level 3 and level 4; a non-alert from which it is level 1.
+LEVEL_CONFIDENCE = {3: 0.80, 4: 0.95}
+LEVEL_1_FROM = 0.25
 #: Top deviating features attached to an alert as evidence.
 EVIDENCE_FEATURES = 5
 #: Attention peaks (most attended windows of the scorer's sequence) attached to an alert.
@@ -77,7 +82,8 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarra
                          f"and {c.shape}")
     p_alert = p[:, ALERT_THRESHOLD:].sum(axis=1)
     alert = p_alert >= 0.5
-    level = np.where(alert, ALERT_THRESHOLD + p[:, ALERT_THRESHOLD:].argmax(axis=1), p[:, :ALERT_THRESHOLD].argmax(axis=1))
+    level = np.where(alert, 2 + (p_alert >= LEVEL_CONFIDENCE[3]) + (p_alert >= LEVEL_CONFIDENCE[4]),
+                     (p_alert >= LEVEL_1_FROM).astype(np.int64))
     cls = np.where(alert, 1 + c[:, 1:].argmax(axis=1), 0)
     conf = np.where(alert, p_alert, 1.0 - p_alert).astype(np.float32)
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
@@ -189,15 +195,18 @@ def attention_evidence(attention: np.ndarray | None, attention_t: np.ndarray | N
 
 def window_evidence(*, x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread: np.ndarray,
                     attention: np.ndarray | None, attention_t: np.ndarray | None, proto_text: str,
-                    scope: str | None = None) -> dict:
+                    scope: str | None = None, site_score: float | None = None) -> dict:
     """The ``evidence`` of one decided window (DESIGN.md › Alert): ``top_features``, ``attention_peaks``,
-    ``attention``, ``protocol_summary`` and ``baseline_scope`` (``"device"`` or ``"site"``: whose baseline
-    the values are compared with) — the one builder for every path."""
+    ``attention``, ``protocol_summary``, ``baseline_scope`` (``"device"`` or ``"site"``: whose baseline
+    the values are compared with) and ``site_anomaly`` (the site model's score, :mod:`edge.site_model`;
+    > 0: less like the site's grace period than its most unusual twentieth) — the one builder for every path."""
     peaks, series = attention_evidence(attention, attention_t)
     ev = {"top_features": feature_evidence(x, z, baseline, spread), "attention_peaks": peaks,
           "attention": series, "protocol_summary": str(proto_text)}
     if scope in ("device", "site"):
         ev["baseline_scope"] = scope
+    if site_score is not None and np.isfinite(site_score):
+        ev["site_anomaly"] = round(float(site_score), 4)
     return ev
 
 

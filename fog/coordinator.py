@@ -71,7 +71,7 @@ import numpy as np
 
 from edge.embed import EMBED_DIM
 from edge.features import FEATURE_NAMES, N_FEATURES
-from edge.observation import OBS_DIM, build_observation
+from edge.observation import OBS_DIM, OBS_SLICES, build_observation
 from fog.alerts import ALERT_THRESHOLD, make_alert, window_evidence
 
 log = logging.getLogger(__name__)
@@ -383,7 +383,8 @@ class Coordinator:
             evidence = window_evidence(x=arr["features"], z=arr["features_z"], baseline=arr["baseline"],
                                        spread=arr["baseline_spread"], attention=arr["attention"],
                                        attention_t=arr["attention_t"], proto_text=o.proto_text,
-                                       scope=o.baseline_scope)
+                                       scope=o.baseline_scope,
+                                       site_score=float(arr["vector"][OBS_SLICES["site_score"].start]))
             a = make_alert(site_id=o.site_id, device_id=o.device_id, t_start=o.t_start, t_end=o.t_end,
                            level=int(level[i]), attack_class=int(cls[i]), confidence=float(conf[i]),
                            evidence=evidence, policy_version=self.policy_version)

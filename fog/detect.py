@@ -77,7 +77,7 @@ def detect(frame: pd.DataFrame, embeddings: np.ndarray, policy_dir: str | Path, 
         evidence = window_evidence(x=x[i], z=fused.z[i], baseline=fused.baseline[i], spread=fused.spread[i],
                                    attention=fused.attention[i] if scored else None,
                                    attention_t=fused.attention_t[i] if scored else None, proto_text=text[i],
-                                   scope=fused.scope[i])
+                                   scope=fused.scope[i], site_score=fused.site_scores[i])
         row = make_alert(site_id=site[i], device_id=dev[i], t_start=float(t0[i]), t_end=float(t1[i]),
                          level=int(dec["level"][i]), attack_class=int(dec["attack_class"][i]),
                          confidence=float(dec["confidence"][i]), evidence=evidence, policy_version=version)

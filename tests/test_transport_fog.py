@@ -102,7 +102,7 @@ def test_tick_closes_when_every_site_has_sent_its_watermark(rig):
     (aid, body), = outbox.next_pending()
     alert = json.loads(body)
     assert aid == alert_id("a", "10.0.0.1", 1000.0) == alert["alert_id"]
-    assert (alert["level"], alert["attack_class"], alert["technique_ids"], alert["ts"]) == (3, "flood", ["T1498"], 1005.0)
+    assert (alert["level"], alert["attack_class"], alert["technique_ids"], alert["ts"]) == (4, "flood", ["T1498"], 1005.0)
     top = alert["evidence"]["top_features"][0]
     assert top == {"name": "pkts", "value": 50.0, "baseline": 2.0, "baseline_std": 1.0, "z": 5.0}
     assert alert["evidence"]["baseline_scope"] == "device"

@@ -11,6 +11,7 @@ can be killed like crashed services. ``CLOUD_BACKEND`` picks the cloud: the real
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -258,6 +259,7 @@ def test_a_killed_edge_resumes_its_learned_baseline(tmp_path):
             fog.stop()
     log = (tmp_path / "edge.log").read_text()
     assert "resumed the baseline" in log and log.count("learning a new baseline") == 1
+    assert re.search(r"site site_a: learning baseline \d+/60 s", log), "the edge says it is learning"
     assert st["grace_observations"] == grace_before, "the restarted edge started no new grace period"
     assert st["decisions"] > 200, "…and its windows were decided from the start"
     resumed = json.loads(state.read_text())["baseline"]

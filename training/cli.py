@@ -17,7 +17,13 @@ app = typer.Typer(
 def mappo(
     data: list[Path] = typer.Option([], "--data", help="Labeled Parquet or capture with <name>.groundtruth.csv; "
                                                         "repeatable (default: the bundled range captures)."),
+    benign: list[Path] = typer.Option([], "--benign", help="Benign-only capture, or a folder of captures taken as one "
+                                                            "site (e.g. an IoT Sentinel device type); repeatable."),
     scorer: Path = typer.Option(None, "--scorer", help="Temporal-scorer checkpoint for the score part of the Observation."),
+    scorer_epochs: int = typer.Option(0, "--scorer-epochs", min=0,
+                                      help="Train the temporal scorer first on the training data's benign windows "
+                                           "(this many epochs; it is bundled with the policy) instead of --scorer."),
+    scorer_seq_len: int = typer.Option(10, "--scorer-seq-len", min=2, help="Windows per scorer sequence (T)."),
     iterations: int = typer.Option(30, "--iterations", min=1, help="Training iterations."),
     seed: int = typer.Option(0, "--seed", help="Seed of env, league sampling and networks."),
     n_defenders: int = typer.Option(4, "--n-defenders", min=1, help="Defender agents (sites) per environment."),
@@ -67,7 +73,10 @@ def mappo(
 
     if resume is not None and not resume.is_dir():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
-    args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], scorer=str(scorer) if scorer else None,
+    if scorer is not None and scorer_epochs:
+        raise ValueError("give either --scorer CHECKPOINT or --scorer-epochs N (train one), not both")
+    args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], benign=[str(p) for p in benign],
+                     scorer=str(scorer) if scorer else None, scorer_epochs=scorer_epochs, scorer_seq_len=scorer_seq_len,
                      n_defenders=n_defenders, max_steps=max_steps, iterations=iterations,
                      train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
                      gamma=gamma, entropy_coeff=entropy_coeff, class_bonus=class_bonus, train_fraction=train_fraction,

@@ -100,6 +100,43 @@ def labeled_capture(capture: str | Path, *, window_s: float = 5.0, site: str | N
                           extra=f"labeled|{window_s}|{site}")
 
 
+def benign_capture(path: str | Path, *, window_s: float = 5.0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Windows of a benign-only capture, or of every capture in a folder taken as one site (its setups in
+    time order: one baseline), all labeled benign, with their embeddings (cached).
+
+    The site id is the file stem (or the folder name); public benign captures (IoT Sentinel device types,
+    O'Connor, Kitsune) are used this way as more benign sites.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path is missing or a folder holds no capture.
+    """
+    from training.range.groundtruth import write_ground_truth
+    from training.range.label import capture_stem, label_capture
+
+    p = Path(path)
+    files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".pcap", ".pcapng", ".cap")) if p.is_dir() \
+        else ([p] if p.is_file() else [])
+    if not files:
+        raise FileNotFoundError(f"{p}: no capture (a benign capture file or a folder of captures)")
+    site = p.name if p.is_dir() else capture_stem(p)
+
+    def compute() -> pd.DataFrame:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            empty = Path(tmp) / "benign.groundtruth.csv"
+            write_ground_truth([], empty)
+            frames = [label_capture(f, empty, window_s=window_s, site=site) for f in files]
+        frame = pd.concat(frames, ignore_index=True)
+        frame["capture"] = site  # one site, one baseline
+        frame["device_id"] = site + "/" + frame["device_id"].astype(str)
+        return frame
+
+    return cached_windows(site, files, compute, extra=f"benign|{window_s}")
+
+
 def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.0
                           ) -> tuple[pd.DataFrame, np.ndarray]:
     """Labeled windows and their embeddings from labeled Parquet files and/or captures with a ground-truth

@@ -46,6 +46,10 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         ]
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {keys['ingest']}"}) as c:
             assert [c.post("/api/v1/alerts", json=a).status_code for a in alerts] == [201] * 3
+            # the fog reports each site's baseline state: one still in its grace period, one detecting
+            for site, st in (("site_a", {"state": "learning", "grace_elapsed_s": 35.0, "grace_s": 60.0}),
+                             ("site_b", {"state": "detecting", "grace_s": 60.0, "devices_own": 7})):
+                assert c.put(f"/api/v1/sites/{site}", json=st).status_code == 200
         assert srv.app.state.worker.wait_idle(30)
 
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
@@ -57,6 +61,9 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         page.click("#login")
         rows = page.locator("#alerts tr")
         expect(rows).to_have_count(3)  # locator waits: the page's CSP forbids eval, so no wait_for_function
+        expect(page.locator("#sites [data-site='site_a']")).to_have_text("site_a: learning baseline 35/60 s")
+        expect(page.locator("#sites [data-site='site_b']")).to_have_text(
+            "site_b: detecting (7 devices with their own baseline)")
         # newest first, with level, technique and the explanation
         assert rows.nth(0).get_attribute("data-id") == alerts[2]["alert_id"]
         assert rows.nth(1).locator(".lvl").inner_text() == "4"

@@ -20,8 +20,16 @@ class MappoArgs:
     """seed of the env, the league sampling and the networks"""
     data: list[str] = field(default_factory=list)
     """labeled Parquet files or captures with ``<name>.groundtruth.csv`` beside them (default: bundled)"""
+    benign: list[str] = field(default_factory=list)
+    """benign-only captures, or folders of captures each taken as one site (public IoT captures): more benign
+    sites, every window labeled benign"""
     scorer: str | None = None
     """temporal-scorer checkpoint feeding the score part of the Observation (none: score unavailable)"""
+    scorer_epochs: int = 0
+    """train the temporal scorer first, on the benign windows of the training data, for this many epochs
+    (0: use ``scorer`` as given); it is written to ``<run>/scorer`` and bundled with the policy"""
+    scorer_seq_len: int = 10
+    """T of the scorer trained with ``scorer_epochs``: windows per sequence"""
     grace_s: float = 60.0
     """grace period of each capture's site baseline, seconds (``edge.baseline``), as in deployment"""
     train_fraction: float = 0.7

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from edge.observation import FusionPipeline
 from training.mappo.config import DEFENDER, DEFENDER_LEAGUE, MappoArgs
@@ -32,25 +33,46 @@ def single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def prepare_data(args: MappoArgs):
+def prepare_data(args: MappoArgs, scorer_dir: Path | None = None):
     """Labeled windows → (fitted fusion pipeline, train trace set, held-out frame, held-out trace set).
 
     Every capture is standardised by its own site baseline as in deployment (:func:`training.data.observations`,
     grace period ``args.grace_s``); the scale floor is fitted on the benign windows of the training part only.
+    With ``args.scorer_epochs`` the temporal scorer is trained first on the training part's benign windows
+    and written to ``scorer_dir``.
     """
     from fog.traces import TraceSet
-    from training.data import BUNDLED_CAPTURES, load_labeled_embedded, observations, split_by_time
+    from training.data import BUNDLED_CAPTURES, benign_capture, load_labeled_embedded, observations, split_by_time
 
     sources = args.data or sorted(str(p) for p in BUNDLED_CAPTURES.glob("*.pcap"))
     if not sources:
         raise FileNotFoundError(f"no training data: pass --data or add captures to {BUNDLED_CAPTURES}")
     frame, emb = load_labeled_embedded(sources)  # cached by content: a rerun never meters or embeds again
+    if args.benign:
+        parts = [benign_capture(p) for p in args.benign]
+        frame = pd.concat([frame, *(f for f, _ in parts)], ignore_index=True)
+        emb = np.concatenate([emb, *(e for _, e in parts)])
     frame = frame.assign(_row=np.arange(len(frame)))
     if args.train_fraction >= 1.0:  # everything trains; nothing is held out
         train_df, test_df = frame, frame.iloc[:0]
     else:
         train_df, test_df = split_by_time(frame, args.train_fraction)
-    pipe = FusionPipeline(args.scorer, baseline={"grace_s": args.grace_s}).fit(train_df)
+    scorer = args.scorer
+    if args.scorer_epochs > 0:
+        from edge.scorer import export_onnx, save_checkpoint
+        from edge.scorer.train import TrainConfig, train_from_frame
+
+        if scorer_dir is None:
+            raise ValueError("scorer_epochs needs a folder for the scorer")
+        log.info("training the temporal scorer (%d epochs) on %d benign windows", args.scorer_epochs,
+                 int((train_df["label"] == 0).sum()))
+        net, threshold, summary = train_from_frame(
+            train_df.drop(columns=["_row"]), TrainConfig(seq_len=args.scorer_seq_len, epochs=args.scorer_epochs,
+                                                         seed=args.seed, grace_s=args.grace_s))
+        save_checkpoint(scorer_dir, net, threshold, extra=summary)
+        export_onnx(net, Path(scorer_dir) / "scorer.onnx")
+        scorer = str(scorer_dir)
+    pipe = FusionPipeline(scorer, baseline={"grace_s": args.grace_s}).fit(train_df)
     obs = observations(frame, pipe, emb)
     train_ts = TraceSet.from_frame(train_df, obs[train_df["_row"].to_numpy()])
     test_ts = TraceSet.from_frame(test_df, obs[test_df["_row"].to_numpy()]) if (test_df["label"] == 1).any() else None
@@ -116,7 +138,6 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     from training.mappo.config import build_config
     from training.mappo.env import RllibIdsEnv
 
-    pipe, train_ts = prepared if prepared is not None else prepare_data(args)[:2]
     run_name = f"{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.out_dir) / run_name
     n = 1
@@ -126,6 +147,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     run_name = run_dir.name
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+    pipe, train_ts = prepared if prepared is not None else prepare_data(args, run_dir / "scorer")[:2]
 
     def make_env(_cfg=None):
         return RllibIdsEnv({"env": MarlIdsEnv(train_ts, n_defenders=args.n_defenders, max_steps=args.max_steps,

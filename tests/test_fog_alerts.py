@@ -1,0 +1,63 @@
+"""The decision rule and the alert builder of fog/alerts.py (one rule for every path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fog.alerts import ALERT_THRESHOLD, decide, make_alert, window_evidence
+from fog.attacks import ATTACK_CLASSES
+
+
+def _probs(*rows):
+    return np.array(rows, dtype=np.float64)
+
+
+def test_alert_needs_half_the_probability_on_levels_2_to_4():
+    p = _probs([0.2, 0.3, 0.2, 0.2, 0.1],    # P(alert) 0.5 although level 1 is the likeliest level
+               [0.5, 0.01, 0.49, 0.0, 0.0],  # P(alert) 0.49
+               [0.0, 0.0, 0.01, 0.01, 0.98])
+    cls = np.zeros((3, len(ATTACK_CLASSES)))
+    level, c, conf, alert = decide(p, cls)
+    assert alert.tolist() == [True, False, True]
+    assert conf.tolist() == pytest.approx([0.5, 0.51, 1.0])
+
+
+@pytest.mark.parametrize("p_alert, level", [(0.10, 0), (0.30, 1), (0.49, 1), (0.50, 2), (0.79, 2), (0.80, 3),
+                                             (0.94, 3), (0.95, 4), (1.0, 4)])
+def test_level_follows_the_confidence(p_alert, level):
+    p = _probs([1 - p_alert, 0, p_alert, 0, 0])
+    got, _, _, alert = decide(p, np.zeros((1, len(ATTACK_CLASSES))))
+    assert got[0] == level and alert[0] == (level >= ALERT_THRESHOLD)
+
+
+def test_an_alert_never_has_the_benign_class_and_a_non_alert_always_has_it():
+    logits = np.zeros((2, len(ATTACK_CLASSES)))
+    logits[:, 0] = 9.0                                  # benign is the likeliest class …
+    logits[:, ATTACK_CLASSES.index("arp_spoof")] = 1.0  # … arp_spoof the likeliest attack class
+    _, cls, _, alert = decide(_probs([0, 0, 0, 0, 1], [1, 0, 0, 0, 0]), logits)
+    assert alert.tolist() == [True, False]
+    assert [ATTACK_CLASSES[c] for c in cls] == ["arp_spoof", "benign"]
+
+
+def test_make_alert_refuses_an_inconsistent_decision():
+    ev = window_evidence(x=np.zeros(63), z=np.zeros(63), baseline=np.zeros(63), spread=np.ones(63), attention=None,
+                         attention_t=None, proto_text="x")
+    kw = dict(site_id="s", device_id="d", t_start=0.0, t_end=5.0, confidence=0.9, evidence=ev, policy_version="v")
+    a = make_alert(level=3, attack_class=ATTACK_CLASSES.index("scan"), **kw)
+    assert a["attack_class"] == "scan" and a["technique_ids"] == ["T1046"]
+    with pytest.raises(ValueError, match="inconsistent"):
+        make_alert(level=3, attack_class=0, **kw)
+    with pytest.raises(ValueError, match="inconsistent"):
+        make_alert(level=1, attack_class=1, **kw)
+
+
+def test_evidence_ranks_by_deviation_and_drops_non_finite_numbers():
+    z = np.zeros(63)
+    z[[3, 7]] = [-9.0, 4.0]
+    ev = window_evidence(x=np.arange(63.0), z=z, baseline=np.full(63, np.nan), spread=np.full(63, np.inf),
+                         attention=np.array([0.5, np.nan]), attention_t=np.array([1.0, 2.0]), proto_text="t",
+                         scope="site")
+    top = ev["top_features"]
+    assert [f["z"] for f in top[:2]] == [-9.0, 4.0] and top[0]["baseline"] == 0.0 and top[0]["baseline_std"] is None
+    assert ev["baseline_scope"] == "site" and all(0 <= p["weight"] <= 1 for p in ev["attention"])
