@@ -338,10 +338,11 @@ class SiteFusion:
         else:
             cal = None
             self._remember(devices, t_start, z)
-        vectors = build_observations(z, emb, cal, att)
+        vectors = build_observations(z, emb, cal, att, site_scores)
         return self._batch(t_start, x=x.astype(np.float32), learning=np.zeros(n, dtype=bool), z=z,
-                                vectors=vectors, scores=np.full(n, np.nan) if cal is None else cal, raw_scores=raw,
-                                attention=att, attention_t=att_t, baseline=base, spread=spread, scope=scope)
+                           vectors=vectors, scores=np.full(n, np.nan) if cal is None else cal, raw_scores=raw,
+                           attention=att, attention_t=att_t, baseline=base, spread=spread, scope=scope,
+                           site_scores=site_scores)
 
     def _score(self, devices: list[str], t_start: np.ndarray, z: np.ndarray):
         """Raw scores, attention and attention times of the new windows; appends them to the histories."""

@@ -162,8 +162,8 @@ def _citation(name: str) -> str:
 
 
 def _benign_windows(pcaps: Sequence[Path], site: str, one_capture: str | None) -> pd.DataFrame:
-    """Windows of benign-only captures (an empty ground truth); ``one_capture`` names them all as one
-    capture, so they share one baseline (the setups of one device type, in time order)."""
+    """Windows of benign-only captures (an empty ground truth), each its own capture (``sentinel``,
+    ``oconnor_benign``); ``one_capture`` names them all as one capture instead."""
     from training.range.groundtruth import write_ground_truth
     from training.range.label import label_capture
 
@@ -216,12 +216,19 @@ def load_source(name: str) -> Source:
         frame = pd.concat([f for f, _ in parts], ignore_index=True)
         emb = np.concatenate([e for _, e in parts])
         prefix = site
+    elif name.startswith(("sentinel/", "oconnor/", "kitsune/")):  # the same cache entries as `train mappo --benign`
+        from training.data import benign_capture
+
+        target = inputs[0].parent if name.startswith("sentinel/") else inputs[0]
+        frame, emb = benign_capture(target, window_s=WINDOW_S)
+        frame = frame.assign(device_id=frame["device_id"].str.split("/", n=1).str[1], device_type=target.stem
+                             if target.is_file() else target.name)
+        prefix = name
     else:
         gt_free = name not in MIXES
-        one = name if name.startswith("sentinel/") else None
         site = name.replace("/", "_")
         frame, emb = cached_windows(name.replace("/", "_"), inputs,
-                                    (lambda: _benign_windows(inputs, site, one)) if gt_free else (lambda: _mix(name)),
+                                    (lambda: _benign_windows(inputs, site, None)) if gt_free else (lambda: _mix(name)),
                                     extra=f"experiments|{WINDOW_S}|{name}")
         prefix = name
     frame = frame.assign(_row=np.arange(len(frame))).sort_values(["t_start", "device_id"], kind="stable")

@@ -214,3 +214,33 @@ def test_corrupt_state_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="version"):
         SiteBaseline.from_dict({"version": 99})
     assert load_state(tmp_path / "missing.json") is None
+
+
+def test_every_window_after_the_grace_period_carries_its_site_score(site_a):
+    from edge.observation import OBS_SLICES
+
+    pipe = FusionPipeline().fit(site_a)
+    fused = fuse_frame(pipe, site_a, np.zeros((len(site_a), 384), np.float32), learn_from="labels", retrospective=True)
+    ss = fused.vectors[:, OBS_SLICES["site_score"].start]
+    np.testing.assert_allclose(ss, np.clip(fused.site_scores, -10, 10), rtol=1e-6)
+    y = site_a["label"].to_numpy() == 1
+    after = ~fused.learning
+    assert np.isfinite(fused.site_scores).all() and (ss != 0).mean() > 0.9
+    assert np.median(ss[after & y]) > np.median(ss[after & ~y]) + 1.0, "attack windows are unlike the grace period"
+
+
+def test_site_model_state_round_trip_and_settings():
+    from edge.site_model import SiteAnomalyModel
+
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(size=(150, N_FEATURES))
+    m = SiteAnomalyModel(epochs=10, seed=3).fit(x)
+    again = SiteAnomalyModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_array_equal(again.score(x[:20]), m.score(x[:20]))
+    np.testing.assert_array_equal(SiteAnomalyModel(epochs=10, seed=3).fit(x).score(x[:5]), m.score(x[:5]))
+    assert np.mean(m.score(x) <= 0) >= 0.9, "most grace windows score at or below the reference"
+    for bad in ({"max_group": 1}, {"epochs": 0}, {"hidden_ratio": 0}, {"batch_size": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SiteAnomalyModel(**bad)
+    with pytest.raises(ValueError, match="version"):
+        SiteAnomalyModel.from_dict({"version": 0})

@@ -15,10 +15,12 @@ app = typer.Typer(
 
 @app.command()
 def mappo(
-    data: list[Path] = typer.Option([], "--data", help="Labeled Parquet or capture with <name>.groundtruth.csv; "
-                                                        "repeatable (default: the bundled range captures)."),
-    benign: list[Path] = typer.Option([], "--benign", help="Benign-only capture, or a folder of captures taken as one "
-                                                            "site (e.g. an IoT Sentinel device type); repeatable."),
+    data: list[Path] = typer.Option([], "--data", help="Labeled Parquet, capture with <name>.groundtruth.csv, or a "
+                                                        "folder of such captures; repeatable (default: the bundled "
+                                                        "range captures)."),
+    benign: list[Path] = typer.Option([], "--benign", help="Benign-only site: a capture, a folder of captures (one "
+                                                            "site) or a folder of such folders (one site each, e.g. "
+                                                            "iot-sentinel/); repeatable."),
     scorer: Path = typer.Option(None, "--scorer", help="Temporal-scorer checkpoint for the score part of the Observation."),
     scorer_epochs: int = typer.Option(0, "--scorer-epochs", min=0,
                                       help="Train the temporal scorer first on the training data's benign windows "

@@ -137,10 +137,47 @@ def benign_capture(path: str | Path, *, window_s: float = 5.0) -> tuple[pd.DataF
     return cached_windows(site, files, compute, extra=f"benign|{window_s}")
 
 
+def benign_sites(path: str | Path) -> list[Path]:
+    """The benign sites a ``--benign`` path names: a capture file (one site), a folder of captures (one
+    site: its captures in time order), or a folder of such folders (one site per sub-folder, e.g.
+    ``iot-sentinel/`` with one folder per device type).
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing usable is there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and any(q.suffix.lower() in (".pcap", ".pcapng", ".cap")
+                                                                  for q in d.iterdir()))
+        if subs and not any(q.suffix.lower() in (".pcap", ".pcapng", ".cap") for q in p.iterdir()):
+            return subs
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such benign capture or folder")
+    return [p]
+
+
+def labeled_sources(sources: Sequence[str | Path]) -> list[Path]:
+    """Expand ``--data`` sources: a folder stands for every capture in it with a ground truth beside it."""
+    out = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            caps = sorted(q for q in p.iterdir() if q.suffix.lower() in (".pcap", ".pcapng")
+                          and q.with_name(q.stem + ".groundtruth.csv").is_file())
+            if not caps:
+                raise FileNotFoundError(f"{p}: no capture with a <name>.groundtruth.csv beside it")
+            out += caps
+        else:
+            out.append(p)
+    return out
+
+
 def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.0
                           ) -> tuple[pd.DataFrame, np.ndarray]:
     """Labeled windows and their embeddings from labeled Parquet files and/or captures with a ground-truth
-    CSV beside them (captures through the cache of :func:`labeled_capture`).
+    CSV beside them, or folders of such captures (captures through the cache of :func:`labeled_capture`).
 
     Raises
     ------
@@ -150,8 +187,7 @@ def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.
         If a Parquet file has no ``label`` column, or no source is given.
     """
     frames, embs = [], []
-    for src in sources:
-        p = Path(src)
+    for p in labeled_sources(sources):
         if p.suffix == ".parquet":
             df = pd.read_parquet(p)
             if "label" not in df.columns:

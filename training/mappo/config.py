@@ -21,8 +21,8 @@ class MappoArgs:
     data: list[str] = field(default_factory=list)
     """labeled Parquet files or captures with ``<name>.groundtruth.csv`` beside them (default: bundled)"""
     benign: list[str] = field(default_factory=list)
-    """benign-only captures, or folders of captures each taken as one site (public IoT captures): more benign
-    sites, every window labeled benign"""
+    """benign-only sites (``training.data.benign_sites``): a capture, a folder of captures (one site) or a
+    folder of such folders (one site each), e.g. public IoT captures; every window labeled benign"""
     scorer: str | None = None
     """temporal-scorer checkpoint feeding the score part of the Observation (none: score unavailable)"""
     scorer_epochs: int = 0

@@ -42,14 +42,21 @@ def prepare_data(args: MappoArgs, scorer_dir: Path | None = None):
     and written to ``scorer_dir``.
     """
     from fog.traces import TraceSet
-    from training.data import BUNDLED_CAPTURES, benign_capture, load_labeled_embedded, observations, split_by_time
+    from training.data import (
+        BUNDLED_CAPTURES,
+        benign_capture,
+        benign_sites,
+        load_labeled_embedded,
+        observations,
+        split_by_time,
+    )
 
     sources = args.data or sorted(str(p) for p in BUNDLED_CAPTURES.glob("*.pcap"))
     if not sources:
         raise FileNotFoundError(f"no training data: pass --data or add captures to {BUNDLED_CAPTURES}")
     frame, emb = load_labeled_embedded(sources)  # cached by content: a rerun never meters or embeds again
     if args.benign:
-        parts = [benign_capture(p) for p in args.benign]
+        parts = [benign_capture(site) for p in args.benign for site in benign_sites(p)]
         frame = pd.concat([frame, *(f for f, _ in parts)], ignore_index=True)
         emb = np.concatenate([emb, *(e for _, e in parts)])
     frame = frame.assign(_row=np.arange(len(frame)))
