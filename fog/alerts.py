@@ -89,6 +89,29 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarra
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
 
 
+def json_safe(value):
+    """``value`` (alerts, evidence, decision rows: dicts, lists, numbers, numpy scalars) with every non-finite
+    number replaced by None and numpy scalars made Python numbers, so ``json.dumps(..., allow_nan=False)``
+    never fails and the fog never writes ``NaN``/``Infinity``, which are not JSON (RFC 8259)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(value)`` with ``allow_nan=False``: strict JSON, always."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+
+
 def alert_id(site_id: str, device_id: str, t_start: float) -> str:
     """Deterministic alert id from the window key, so a retried post never duplicates an alert.
 
