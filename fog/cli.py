@@ -195,3 +195,21 @@ def status(
         for d in dead:
             t.add_row(d["alert_id"], str(d["attempts"]), (d["reason"] or "")[:200])
         console.print(t)
+
+
+@app.command("init-certs")
+def init_certs(
+    out: Path = typer.Option(..., "--out", help="Folder for ca.crt/key, fog.crt/key, cloud.crt/key, edge.crt/key."),
+    fog_name: list[str] = typer.Option(["fog"], "--fog-name",
+                                       help="Name the edges use to reach the fog (repeatable)."),
+    cloud_name: list[str] = typer.Option(["cloud"], "--cloud-name",
+                                         help="Name the fog and analysts use to reach the cloud (repeatable)."),
+    days: int = typer.Option(825, "--days", min=1, max=3650, help="Validity of the certificates, days."),
+) -> None:
+    """Make a private CA and the TLS certificates of a deployment (the compose file's init step; for
+    Kubernetes, turn them into Secrets as docs/deploy.md shows). Keys are written 0600; a folder that
+    already holds ca.crt is left as it is."""
+    from edge.transport.tls import make_pki
+
+    paths = make_pki(out, fog_names=fog_name, cloud_names=cloud_name, days=days)
+    typer.echo(f"certificates in {out}: " + ", ".join(sorted(p.name for p in paths.values())))
