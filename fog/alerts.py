@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +90,23 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarra
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def json_safe(value):
     """``value`` (alerts, evidence, decision rows: dicts, lists, numbers, numpy scalars) with every non-finite
-    number replaced by None and numpy scalars made Python numbers, so ``json.dumps(..., allow_nan=False)``
-    never fails and the fog never writes ``NaN``/``Infinity``, which are not JSON (RFC 8259)."""
+    number replaced by None, numpy scalars made Python numbers and lone UTF-16 surrogates in text replaced
+    by U+FFFD, so ``json.dumps(..., allow_nan=False)`` never fails, the fog never writes ``NaN``/``Infinity``
+    (not JSON, RFC 8259), and the cloud — which refuses unencodable text with 422 — never refuses an alert
+    for the attacker-controlled strings in its evidence."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _SURROGATES.sub("\ufffd", value)
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -11,8 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-import click
 import typer
+
+try:  # typer < 0.20 depends on click; newer releases vendor their own copy (then click may be absent)
+    import click
+except ImportError:  # e.g. the fog image: `pip install .[fog]` brings no click
+    click = None
 
 from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
@@ -152,9 +156,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 
 
 # Recent Typer releases vendor their own copy of click, whose exceptions are not the installed click's: catch both.
-_EXITS = (click.exceptions.Exit, typer.Exit)
-_USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
-_ABORTS = (click.exceptions.Abort, typer.Abort)
+_EXITS: tuple[type[BaseException], ...] = (typer.Exit,) + ((click.exceptions.Exit,) if click else ())
+_USAGE_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(typer, "TyperException", None), click.ClickException if click else None) if e is not None)
+_ABORTS: tuple[type[BaseException], ...] = (typer.Abort,) + ((click.exceptions.Abort,) if click else ())
 
 
 #: Command groups whose results must not depend on Python's per-process string-hash seed.

@@ -78,6 +78,11 @@ def test_json_safe_turns_non_finite_numbers_into_null():
     assert json.loads(dumps(value)) == {"a": None, "b": [None, None, 1.5, 3], "c": True}
 
 
+def test_json_safe_replaces_lone_surrogates_so_the_cloud_never_refuses_evidence_text():
+    assert json_safe({"hostnames": ["a\ud800b", "\U0001f600 ok"]}) == {"hostnames": ["a\ufffdb", "\U0001f600 ok"]}
+    dumps({"x": "\udfff"}).encode("utf-8")
+
+
 def test_the_outbox_stores_strict_json(tmp_path):
     box = AlertOutbox(tmp_path / "o.sqlite")
     box.commit([_alert(1, confidence=float("nan"), evidence={"top_features": [{"value": float("inf")}]})], {})
@@ -173,8 +178,11 @@ def test_an_alert_that_breaks_the_cloud_does_not_block_the_others(tmp_path):
 
 
 def test_the_issue_scenario_a_surrogate_alert_against_the_real_cloud(tmp_path):
-    """The alert that used to take the analyst API down: refused (422), dead-lettered, the rest delivered and
-    the API still lists them."""
+    """The alert that used to take the analyst API down, as an older fog left it in its outbox: refused (422),
+    dead-lettered, the rest delivered and the API still lists them. The same evidence committed by this
+    fog reaches the cloud with U+FFFD instead (an attacker cannot get an alert refused with odd text)."""
+    import sqlite3
+
     import httpx
 
     from cloud.api.main import BackgroundServer
@@ -182,7 +190,11 @@ def test_the_issue_scenario_a_surrogate_alert_against_the_real_cloud(tmp_path):
 
     box = AlertOutbox(tmp_path / "o.sqlite", max_attempts=2)
     hostile = _alert(0, attack_class="scan", technique_ids=["T1046"], evidence={"hostnames": ["\ud800"]})
-    box.commit([hostile] + [_alert(i) for i in range(1, 4)], {})
+    with sqlite3.connect(tmp_path / "o.sqlite") as con:  # written around json_safe, as before issue 17
+        con.execute("INSERT INTO alerts (alert_id, body) VALUES (?, ?)", (hostile["alert_id"], json.dumps(hostile)))
+    box.close()
+    box = AlertOutbox(tmp_path / "o.sqlite", max_attempts=2)
+    box.commit([_alert(i) for i in range(1, 4)] + [hostile | {"alert_id": "id0004"}], {})
     settings = cloud_settings(tmp_path / "cloud.db", port=0, bootstrap_keys_file=tmp_path / "keys.json",
                               explain=False)
     with BackgroundServer(settings) as srv:
@@ -191,7 +203,9 @@ def test_the_issue_scenario_a_surrogate_alert_against_the_real_cloud(tmp_path):
         poster.stop()
         listed = httpx.get(f"{srv.url}/api/v1/alerts", headers={"X-API-Key": srv.keys["analyst"]})
     assert listed.status_code == 200
-    assert sorted(a["alert_id"] for a in listed.json()["items"]) == ["id0001", "id0002", "id0003"]
+    items = {a["alert_id"]: a for a in listed.json()["items"]}
+    assert sorted(items) == ["id0001", "id0002", "id0003", "id0004"]
+    assert items["id0004"]["evidence"]["hostnames"] == ["\ufffd"]
     assert box.dead_letters()[0]["alert_id"] == "id0000" and "422" in box.dead_letters()[0]["reason"]
     box.close()
 
