@@ -12,44 +12,36 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.metrics import Metrics
 from cloud.core.security import Role, hash_api_key
 from cloud.models import ApiKeyRow
-from cloud.schemas import TS_MAX_S, TS_MIN_S
 from cloud.services.attack import AttackTable
 
 COOKIE_NAME = "marlids_key"
 CSRF_HEADER = "X-Requested-With"
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 
 
-def _epoch_seconds_or_iso(value: Any) -> Any:
-    """A number (or numeric string) is epoch **seconds**, never milliseconds; other text is left to the
-    ISO 8601 parser."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        value = float(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not TS_MIN_S <= value <= TS_MAX_S:
-            raise ValueError(f"epoch seconds {value!r} out of range [{TS_MIN_S}, {TS_MAX_S}] (1970 … 9999)")
-        return datetime.fromtimestamp(value, UTC)
+def _iso_only(value: Any) -> Any:
+    """Refuse numbers: pydantic would read a large one as milliseconds, a small one as seconds."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError(f"{value!r} is a number; give an ISO 8601 time such as 2025-11-24T16:00:00Z "
+                         "(naive times are UTC)")
     return value
 
 
-#: A time in a query: ISO 8601 (naive = UTC) or epoch seconds in [0, 253402300799].
-TimeQuery = Annotated[datetime, BeforeValidator(_epoch_seconds_or_iso), WithJsonSchema(
-    {"anyOf": [{"type": "string", "format": "date-time"},
-               {"type": "number", "minimum": TS_MIN_S, "maximum": TS_MAX_S}]})]
-
+#: A time in a query: ISO 8601 only (naive = UTC), never a bare number (seconds? milliseconds?).
+TimeQuery = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 @dataclass(frozen=True)

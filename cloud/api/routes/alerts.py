@@ -115,8 +115,8 @@ def list_alerts(
     technique: Annotated[str | None, Query(pattern=TECHNIQUE_ID_PATTERN,
                                            description="ATT&CK ID, e.g. T1046; T1498 also matches T1498.001.")] = None,
     status_: Annotated[TriageStatus | None, Query(alias="status", description="Triage status.")] = None,
-    since: Annotated[TimeQuery | None, Query(description="ts ≥ since (ISO 8601, or epoch seconds).")] = None,
-    until: Annotated[TimeQuery | None, Query(description="ts < until (ISO 8601, or epoch seconds).")] = None,
+    since: Annotated[TimeQuery | None, Query(description="ts ≥ since (ISO 8601; naive = UTC).")] = None,
+    until: Annotated[TimeQuery | None, Query(description="ts < until (ISO 8601; naive = UTC).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the previous page.")] = None,
 ) -> AlertsPage:

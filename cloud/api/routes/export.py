@@ -21,7 +21,7 @@ from cloud.services.writer import row_dict
 router = APIRouter(prefix="/export", tags=["export"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
 SiteQ = Annotated[str | None, Query(pattern=ID_PATTERN)]
-TimeQ = Annotated[TimeQuery | None, Query(description="ISO 8601, or epoch seconds.")]
+TimeQ = Annotated[TimeQuery | None, Query(description="ISO 8601 (naive = UTC).")]
 LimitQ = Annotated[int, Query(ge=1, le=100_000)]
 
 
