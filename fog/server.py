@@ -253,8 +253,11 @@ class FogServer:
         from fog.outbox import AlertOutbox, CloudPoster
         from fog.policy import DefenderActor
 
+        from fog.outbox import check_cloud_url
+
         cfg = self.config
         host, port = parse_hostport(cfg.listen, "--listen")
+        check_cloud_url(cfg.cloud_url, allow_plain_http=cfg.allow_plain_http)  # before any slow start-up work
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))  # a line per POST
         sites = parse_sites(cfg.sites) if isinstance(cfg.sites, str) else cfg.sites
         policy = Path(cfg.policy_dir)

@@ -11,6 +11,17 @@ from edge.features import N_FEATURES
 from edge.observation import OBS_DIM
 
 
+def current_policy(directory) -> "Path":
+    """A defender policy folder (``actor.json``, ``actor.pt``) of this version's Observation layout — the
+    tests' own, so they do not depend on the bundled model being retrained for the current layout."""
+    from pathlib import Path
+
+    from tests.transport_support import threshold_actor
+
+    threshold_actor(2.0).save(directory, meta={"run": "fog-test"})
+    return Path(directory)
+
+
 def decide_one_window(port: int, *, site: str = "site_a", device: str = "10.0.0.7", t_start: float = 1764000000.0,
                       timeout: float = 60.0) -> int:
     """Send Hello, one Observation (seq 1) and a Watermark closing its tick (seq 2) to the fog on

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fog_client import current_policy
 from tests.malformed_captures import pcap_bytes, read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,8 @@ def _run_until(tmp_path: Path, ready, extra: list[str], sig: int):
     """Start the demo, collect its process tree until ``ready(out, tree)``, send ``sig``; return
     (exit code, every process seen, output folder, key checks)."""
     out = tmp_path / "out"
+    if "--policy" not in extra:  # the fog's own policy of this layout (the bundled one may be mid-retraining)
+        extra = [*extra, "--policy", str(current_policy(tmp_path / "policy"))]
     demo = subprocess.Popen([sys.executable, "-m", "marlids", "demo", "--captures", str(_small_site(tmp_path / "caps")),
                              "--out", str(out), *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "COLUMNS": "200"})
@@ -85,13 +88,16 @@ def _fog_listening(out: Path, seen: dict) -> bool:
 
 
 def _bundled_policy_is_current() -> bool:
-    from edge.observation import FUSION_FORMAT
+    from edge.observation import FUSION_FORMAT, OBS_DIM
 
-    return json.loads((REPO / "models/defender/fusion.json").read_text()).get("format") == FUSION_FORMAT
+    fusion = json.loads((REPO / "models/defender/fusion.json").read_text())
+    actor = json.loads((REPO / "models/defender/actor.json").read_text())
+    return fusion.get("format") == FUSION_FORMAT and fusion.get("obs_dim") == actor.get("obs_dim") == OBS_DIM
 
 
 @pytest.mark.timeout(600)
 def test_sigterm_mid_run_stops_every_child_and_keys_stay_off_the_command_line(tmp_path):
+    """SIGTERM once the cloud and the fog are up (the demo is starting the edges)."""
     code, seen, out, argv_env = _run_until(tmp_path, _fog_listening, [], signal.SIGTERM)
     assert code == 128 + signal.SIGTERM
     names = set(argv_env)
@@ -106,13 +112,14 @@ def test_sigterm_mid_run_stops_every_child_and_keys_stay_off_the_command_line(tm
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(not _bundled_policy_is_current(), reason="models/defender/fusion.json predates site baselines: "
-                    "the demo's edges refuse it until the policy is retrained, so the demo cannot finish")
+@pytest.mark.skipif(not _bundled_policy_is_current(), reason="models/defender is not of this version's Observation layout "
+                    "(fusion.json format / obs_dim): the demo cannot finish until the policy is retrained")
 def test_ctrl_c_on_keep_running_stops_the_services(tmp_path):
     def waiting(out: Path, seen: dict) -> bool:
         return (out / "demo_metrics.json").is_file() and any("cloud serve" in " ".join(p.cmdline())
                                                               for p in seen.values() if _alive(p))
 
-    code, seen, _, _ = _run_until(tmp_path, waiting, ["--keep-running"], signal.SIGINT)
+    code, seen, _, _ = _run_until(tmp_path, waiting, ["--keep-running", "--policy", str(REPO / "models/defender")],
+                                  signal.SIGINT)
     assert code == 128 + signal.SIGINT
     assert not [(pid, p.cmdline()) for pid, p in seen.items() if _alive(p)]

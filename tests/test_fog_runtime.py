@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fog_client import decide_one_window
+from tests.fog_client import current_policy, decide_one_window
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "deploy" / "docker" / "fog.Dockerfile"
@@ -56,10 +56,11 @@ def test_a_fog_with_the_training_stack_blocked_decides_a_window(tmp_path):
     """``FogServer`` (the code ``marlids fog serve`` runs) in a process where importing gymnasium, pettingzoo,
     ray or training.* fails: it loads the bundled policy and decides a streamed window."""
     port_file = tmp_path / "port"
+    policy = current_policy(tmp_path / "policy")
     code = BLOCKER.format(blocked=TRAINING_STACK) + f"""
 import pathlib, time
 from fog.server import FogConfig, FogServer
-cfg = FogConfig(listen="127.0.0.1:0", policy_dir=pathlib.Path({str(REPO / "models" / "defender")!r}),
+cfg = FogConfig(listen="127.0.0.1:0", policy_dir=pathlib.Path({str(policy)!r}),
                 cloud_url="http://127.0.0.1:9", ingest_key="k" * 24, sites=("site_a",),
                 outbox_path=pathlib.Path({str(tmp_path / "outbox.sqlite")!r}), tick_timeout_s=1.0,
                 decisions_path=pathlib.Path({str(tmp_path / "decisions.jsonl")!r}), drain_s=0.0)
@@ -132,9 +133,10 @@ def test_fog_extra_in_a_fresh_venv_serves_and_decides_a_window(tmp_path):
     assert found == {"gymnasium": False, "pettingzoo": False, "ray": False, "fastapi": False, "torch": True,
                      "prometheus_client": True}, found
     port, metrics_port = _free_port(), _free_port()
+    policy = current_policy(tmp_path / "policy")  # the image's models/defender, of the current layout
     log = (tmp_path / "fog.log").open("w")
     fog = subprocess.Popen([str(venv / "bin" / "marlids"), "fog", "serve", "--listen", f"127.0.0.1:{port}",
-                            "--policy", str(src / "models" / "defender"), "--cloud", "http://127.0.0.1:9",
+                            "--policy", str(policy), "--cloud", "http://127.0.0.1:9",
                             "--sites", "site_a", "--insecure", "--tick-timeout", "1",
                             "--outbox", str(tmp_path / "outbox.sqlite"), "--decisions", str(tmp_path / "d.jsonl"),
                             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
