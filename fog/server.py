@@ -250,10 +250,8 @@ class FogServer:
         from edge.transport.tls import server_credentials
         from fog.alerts import policy_version_of
         from fog.coordinator import Coordinator
-        from fog.outbox import AlertOutbox, CloudPoster
+        from fog.outbox import AlertOutbox, CloudPoster, check_cloud_url
         from fog.policy import DefenderActor
-
-        from fog.outbox import check_cloud_url
 
         cfg = self.config
         host, port = parse_hostport(cfg.listen, "--listen")

@@ -4,6 +4,7 @@ MiniLM: the Observation is synthetic, of the layout the fog expects)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -11,11 +12,9 @@ from edge.features import N_FEATURES
 from edge.observation import OBS_DIM
 
 
-def current_policy(directory) -> "Path":
+def current_policy(directory: Path) -> Path:
     """A defender policy folder (``actor.json``, ``actor.pt``) of this version's Observation layout — the
     tests' own, so they do not depend on the bundled model being retrained for the current layout."""
-    from pathlib import Path
-
     from tests.transport_support import threshold_actor
 
     threshold_actor(2.0).save(directory, meta={"run": "fog-test"})
