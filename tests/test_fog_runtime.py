@@ -65,7 +65,9 @@ cfg = FogConfig(listen="127.0.0.1:0", policy_dir=pathlib.Path({str(policy)!r}),
                 outbox_path=pathlib.Path({str(tmp_path / "outbox.sqlite")!r}), tick_timeout_s=1.0,
                 decisions_path=pathlib.Path({str(tmp_path / "decisions.jsonl")!r}), drain_s=0.0)
 with FogServer(cfg) as fog:
-    pathlib.Path({str(port_file)!r}).write_text(str(fog.port))
+    tmp = pathlib.Path({str(port_file)!r} + ".tmp")
+    tmp.write_text(str(fog.port))
+    tmp.rename({str(port_file)!r})  # atomic: the test never reads a half-written file
     while not pathlib.Path({str(tmp_path / "stop")!r}).exists():
         time.sleep(0.1)
 """
