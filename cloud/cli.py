@@ -62,18 +62,28 @@ def serve(
         "--cors-origin", help="Allow this origin by CORS (repeatable; default: CORS off).")] = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain",
                                           help="Write explanations in the background.")] = True,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", dir_okay=False, help="Serve HTTPS with this certificate chain (PEM; env "
+                                           "MARLIDS_CLOUD_TLS_CERT). Needs --tls-key.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", dir_okay=False, help="Private key of --tls-cert (PEM; env MARLIDS_CLOUD_TLS_KEY).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the analyst API and dashboard with uvicorn (one process: a single writer commits in groups).
 
     The fog posts alerts with `Authorization: Bearer <ingest key>`; analysts open /dashboard. Keys also
     come from $MARLIDS_INGEST_KEY / $MARLIDS_ANALYST_KEY; LLM explanations need $OPENAI_BASE_URL and
-    $OPENAI_MODEL (otherwise the built-in grounded explainer writes them).
+    $OPENAI_MODEL (otherwise the built-in grounded explainer writes them). Bound to an address other
+    than loopback, serve HTTPS (--tls-cert/--tls-key) or put a TLS proxy in front: keys and the session
+    cookie would otherwise cross the network in clear (a warning says so at start-up).
     """
     from cloud.api.main import serve as serve_app
 
+    for opt, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{opt} {path}: no such file")
     settings = _settings(db, database_url, host=host, port=port, bootstrap_keys_file=bootstrap_keys,
-                         cors_origins=cors_origin or None, explain=explain)
+                         cors_origins=cors_origin or None, explain=explain, tls_cert=tls_cert, tls_key=tls_key)
     if bootstrap_keys is not None and not bootstrap_keys.exists():
         typer.echo(f"creating API keys in {bootstrap_keys} (mode 0600)", err=True)
     serve_app(settings, log_level=log_level)

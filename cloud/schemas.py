@@ -45,6 +45,62 @@ UNTRUSTED_MAX_CHARS = 1024
 UNTRUSTED_MAX_ITEMS = 32
 PROTOCOL_SUMMARY_MAX_CHARS = 4096
 TRUNCATED = "…[truncated]"
+#: Timestamps are epoch seconds (UTC), never milliseconds, between 1970-01-01T00:00:00Z and
+#: 9999-12-31T23:59:59Z (the last second a datetime can hold).
+TS_MIN_S = 0
+TS_MAX_S = 253_402_300_799
+
+
+class UnencodableTextError(ValueError):
+    """A string holds code points that UTF-8 cannot encode (lone UTF-16 surrogates, U+D800–U+DFFF)."""
+
+
+def unencodable_at(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` (a str, or lists/dicts of them) the first string UTF-8 cannot encode is, else None.
+
+    JSON allows ``"\\ud800"`` escapes that decode to lone surrogates; such text cannot be stored, indexed
+    or sent on, so it is refused at the door rather than found broken on the way out.
+
+    Returns
+    -------
+    str or None
+        A dotted path (``"0.name"``; ``""`` for ``value`` itself) naming the string, or None.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (where := unencodable_at(item, f"{path}.{i}" if path else str(i))) is not None:
+                return where
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            if (where := unencodable_at(k, path)) is not None:
+                return where
+            if (where := unencodable_at(item, f"{path}.{k}" if path else str(k))) is not None:
+                return where
+    return None
+
+
+class InputModel(BaseModel):
+    """Base of every schema a client (or a model) writes: no string anywhere in it may be unencodable
+    (:func:`unencodable_at`); such input is refused with a validation error (HTTP 422)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _encodable(cls, value: Any) -> Any:
+        if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+            return value  # a nested model checks its own fields (and the error names them)
+        where = unencodable_at(value)
+        if where is not None:
+            raise UnencodableTextError("text is not valid Unicode (a lone UTF-16 surrogate \\uD800–\\uDFFF)"
+                                       + (f" at item {where}" if where else ""))
+        return value
 
 
 def _no_nul(value: str) -> str:
@@ -73,7 +129,10 @@ SafeStr = Annotated[str, AfterValidator(_no_nul)]
 AlertId = Annotated[str, Field(pattern=ALERT_ID_PATTERN, examples=["0f3a9c1e5b7d4a2c8e6f1b3d5a7c9e0f"])]
 EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
 TechniqueId = Annotated[str, Field(pattern=TECHNIQUE_ID_PATTERN, examples=["T1046"])]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+StrictInt = Annotated[int, Field(strict=True)]
+EpochSeconds = Annotated[float, Field(ge=TS_MIN_S, le=TS_MAX_S, allow_inf_nan=False, strict=True,
+                                      examples=[1764000005.0])]
 # No maxLength/maxItems in the schema on purpose: longer input is accepted and cut, not refused.
 UntrustedStr = Annotated[str, BeforeValidator(_cap_text(UNTRUSTED_MAX_CHARS))]
 UntrustedList = Annotated[list[UntrustedStr], BeforeValidator(_cap_list), Field(default_factory=list)]
@@ -88,7 +147,7 @@ class TriageStatus(str, enum.Enum):
     resolved = "resolved"
 
 
-class FeatureEvidence(BaseModel):
+class FeatureEvidence(InputModel):
     """A top deviating window statistic with the site baseline it deviates from (``edge/baseline.py``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -105,16 +164,16 @@ class FeatureEvidence(BaseModel):
                                                "log-compressed statistic (what the detector saw), if known.")
 
 
-class AttentionPoint(BaseModel):
+class AttentionPoint(InputModel):
     """Temporal attention weight of one window among the last T windows."""
 
     model_config = ConfigDict(extra="forbid")
 
-    t: Finite = Field(ge=0, le=1e11, description="Window start, epoch seconds.")
+    t: EpochSeconds = Field(description="Window start, epoch seconds (UTC; 0 … 253402300799).")
     weight: Finite = Field(ge=0, le=1, description="Attention weight (the T weights sum to 1).")
 
 
-class Evidence(BaseModel):
+class Evidence(InputModel):
     """What the detector saw. ``protocol_summary`` and the last five lists carry attacker-controlled
     text: never trusted, cut to :data:`UNTRUSTED_MAX_CHARS` characters and :data:`UNTRUSTED_MAX_ITEMS`
     items (never rejected for length, so an attacker cannot suppress an alert with long strings)."""
@@ -150,29 +209,27 @@ class Evidence(BaseModel):
         return value
 
 
-class AlertCreate(BaseModel):
+class AlertCreate(InputModel):
     """An alert as a fog coordinator posts it (DESIGN.md › Alert)."""
 
     model_config = ConfigDict(extra="forbid")
 
     alert_id: AlertId = Field(description="Deterministic from site/device/window: a retry never duplicates.")
-    ts: datetime = Field(description="Window end, epoch seconds (a number) or ISO 8601; naive times are UTC.")
+    ts: EpochSeconds = Field(description="Window end in epoch seconds (UTC), a number between 0 (1970-01-01) and "
+                                         "253402300799 (9999-12-31T23:59:59Z); never milliseconds.")
     site_id: EntityId
     device_id: EntityId
-    level: int = Field(ge=0, le=4, description="Alert level 0 (none) … 4 (critical).")
+    level: StrictInt = Field(ge=0, le=4, description="Alert level 0 (none) … 4 (critical).")
     attack_class: AttackClass = Field(description="The detector's class (fog/attacks.py ATTACK_CLASSES).")
     confidence: Finite = Field(ge=0, le=1)
     technique_ids: list[TechniqueId] = Field(default_factory=list, max_length=16)
     evidence: Evidence = Field(default_factory=Evidence)
     policy_version: Annotated[SafeStr, Field(min_length=1, max_length=128)]
 
-    @field_validator("ts")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not 1970 <= value.year <= 9999 - 1:
-            raise ValueError("ts must lie between 1970 and 9998")
-        return value
+    @property
+    def ts_datetime(self) -> datetime:
+        """``ts`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.ts, UTC)
 
 
 class TacticRef(BaseModel):
@@ -183,7 +240,7 @@ class TacticRef(BaseModel):
     technique_id: str
 
 
-class ClaimTechnique(BaseModel):
+class ClaimTechnique(InputModel):
     """A technique the explanation names, why, and the evidence it rests on."""
 
     model_config = ConfigDict(extra="forbid")
@@ -195,7 +252,7 @@ class ClaimTechnique(BaseModel):
     evidence_refs: list[str] = Field(min_length=1, max_length=32)
 
 
-class ClaimAction(BaseModel):
+class ClaimAction(InputModel):
     """An observational step for the analyst (never automatic blocking)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -204,7 +261,7 @@ class ClaimAction(BaseModel):
     evidence_refs: list[str] = Field(min_length=1, max_length=32)
 
 
-class ExplanationBody(BaseModel):
+class ExplanationBody(InputModel):
     """What an explainer (built-in or a model) writes; validated, then checked against the alert.
 
     ``summary`` and ``confidence_rationale`` rest on the top-level ``evidence_refs``; each technique
@@ -254,7 +311,7 @@ class AlertPublic(BaseModel):
     explanation: ExplanationPublic | None = None
 
 
-class SiteStateUpdate(BaseModel):
+class SiteStateUpdate(InputModel):
     """A site's baseline state as the fog reports it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -263,8 +320,8 @@ class SiteStateUpdate(BaseModel):
                                                                 "alerted; detecting: the baseline is learned.")
     grace_elapsed_s: Finite = Field(0.0, ge=0, le=1e9, description="Seconds of the grace period elapsed.")
     grace_s: Finite = Field(0.0, ge=0, le=1e9, description="Length of the grace period, seconds.")
-    grace_windows: int = Field(0, ge=0, le=2**31 - 1, description="Windows collected in the grace period.")
-    devices_own: int = Field(0, ge=0, le=2**31 - 1, description="Devices with their own baseline statistics.")
+    grace_windows: StrictInt = Field(0, ge=0, le=2**31 - 1, description="Windows collected in the grace period.")
+    devices_own: StrictInt = Field(0, ge=0, le=2**31 - 1, description="Devices with their own baseline statistics.")
 
 
 class SitePublic(SiteStateUpdate):
@@ -283,7 +340,7 @@ class AlertsPage(BaseModel):
     next_cursor: str | None
 
 
-class AlertUpdate(BaseModel):
+class AlertUpdate(InputModel):
     """Triage change: a new status, an analyst note, or both."""
 
     model_config = ConfigDict(extra="forbid")

@@ -3,10 +3,18 @@
 NFStream meters IP flows only and silently stops at a damaged record. This module makes one fast
 pass over the file with scapy's raw reader (no dissection; ~600k records/s here) to
 
-* reject files that are not pcap/pcapng with a :class:`CaptureError` naming the file,
-* report damage (a truncated last record, a bad block) as a warning and a flag, so the caller can
-  say how far the capture was read,
+* reject files that are not pcap/pcapng with a :class:`CaptureError` naming the file, and captures of a
+  link type NFStream cannot meter with an :class:`UnsupportedLinkTypeError` (rather than yield no
+  windows),
+* report damage as a warning and a flag, so the caller can say how far the capture was read: any record
+  or block that cannot be read — a cut inside a record header or its data, a pcapng block whose trailing
+  length does not match, an implausible record length, bytes left after the last readable record, a
+  pcapng interface of another link type — names the file, the record index (0-based: how many packets
+  were read before it) and the byte offset,
 * collect ARP frames (RFC 826) and other non-IP frames, which the windows attribute to devices.
+
+Formats: pcap (libpcap, https://www.tcpdump.org/manpages/pcap-savefile.5.html) and pcapng
+(draft-ietf-opsawg-pcapng); link types as in https://www.tcpdump.org/linktypes.html.
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ _PCAP_MAGICS = {
     b"\x0a\x0d\x0d\x0a",  # pcapng section header block
 }
 _LINKTYPE_ETHERNET = 1
+#: Link types NFStream meters (probed with NFStream 6.6 on site_a.pcap re-encapsulated in each), by name.
+SUPPORTED_LINK_TYPES: dict[int, str] = {0: "NULL (BSD loopback)", 1: "Ethernet", 9: "PPP", 12: "raw IP",
+                                        101: "raw IP", 113: "Linux cooked (SLL)", 228: "raw IPv4"}
+#: Largest record a capture may hold, bytes (libpcap refuses larger ones as corrupt: MAXIMUM_SNAPLEN).
+MAX_RECORD_BYTES = 262_144
 _ETH_ARP = 0x0806
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
@@ -33,6 +46,16 @@ _ETH_VLAN = {0x8100, 0x88A8}
 
 class CaptureError(ValueError):
     """A file cannot be read as a packet capture (missing, empty, not pcap/pcapng)."""
+
+
+class UnsupportedLinkTypeError(CaptureError):
+    """A capture whose link type NFStream cannot meter (:data:`SUPPORTED_LINK_TYPES`)."""
+
+
+def _link_type_error(path: Path, link_type: int) -> UnsupportedLinkTypeError:
+    allowed = ", ".join(f"{k} ({v})" for k, v in SUPPORTED_LINK_TYPES.items())
+    return UnsupportedLinkTypeError(f"{path}: link type {link_type} is not supported (no packet of it could "
+                                    f"be metered); supported link types: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +100,11 @@ class CaptureScan:
     link_type : int
         DLT/LINKTYPE of the capture (1 = Ethernet).
     damaged : bool
-        True when scapy reported a truncated record or an invalid block.
+        True when a record or block could not be read (module docstring).
     damage : str
-        The first damage message, empty when undamaged.
+        The damage message (file, record index, byte offset, packets read before it), empty when undamaged.
+    damaged_record : int or None
+        0-based index of the first record that could not be read (= packets read before it).
     arp : list of ArpFrame
     l2 : list of L2Frame
     """
@@ -91,6 +116,7 @@ class CaptureScan:
     link_type: int = _LINKTYPE_ETHERNET
     damaged: bool = False
     damage: str = ""
+    damaged_record: int | None = None
     arp: list[ArpFrame] = field(default_factory=list)
     l2: list[L2Frame] = field(default_factory=list)
 
@@ -146,65 +172,127 @@ def scan_capture(path: str | Path) -> CaptureScan:
     ------
     CaptureError
         If the file is not a capture (see :func:`check_capture`) or scapy cannot open it.
+    UnsupportedLinkTypeError
+        If its link type (pcapng: its first interface's) is not one NFStream meters.
 
     Notes
     -----
-    Damage does not raise: the records before it are kept, ``damaged`` is set and a warning is
-    logged, so a partly written capture (a crashed tcpdump, a copy cut short) still yields windows.
+    Damage does not raise: the records before it are kept, ``damaged`` is set and one warning is
+    logged naming the file, the record index, the byte offset and how many packets were read before it,
+    so a partly written capture (a crashed tcpdump, a copy cut short) still yields windows.
     """
     from scapy.error import Scapy_Exception
     from scapy.utils import RawPcapReader
 
     p = check_capture(path)
     scan = CaptureScan(path=p)
+    size = p.stat().st_size
     catcher = _ScapyWarnings()
     scapy_log = logging.getLogger("scapy.runtime")
     scapy_log.addHandler(catcher)
+    damage = ""
     try:
         try:
             reader = RawPcapReader(str(p))
-        except (Scapy_Exception, OSError, struct.error, EOFError) as exc:
+        except (Scapy_Exception, OSError, struct.error, EOFError, ValueError) as exc:
             raise CaptureError(f"{p}: cannot read capture ({exc})") from exc
         with reader:
-            scan.link_type = int(getattr(reader, "linktype", _LINKTYPE_ETHERNET))
+            pcapng = not hasattr(reader, "snaplen")
+            if not pcapng:
+                scan.link_type = int(reader.linktype)
+                if scan.link_type not in SUPPORTED_LINK_TYPES:
+                    raise _link_type_error(p, scan.link_type)
+                max_record = max(int(reader.snaplen), MAX_RECORD_BYTES)
             ethernet = scan.link_type == _LINKTYPE_ETHERNET
             unpack_h = struct.Struct("!H").unpack_from
-            try:
-                for data, meta in reader:
-                    ts = _meta_ts(meta)
-                    if scan.first_ts is None:
-                        scan.first_ts = ts
-                    scan.last_ts = ts
-                    scan.packets += 1
-                    if not ethernet or len(data) < 14:
-                        continue
-                    off = 12
+            fh = reader.f
+            pos = fh.tell()  # where the next record starts
+            while True:
+                try:
+                    data, meta = next(reader)
+                except StopIteration:
+                    break
+                except (Scapy_Exception, struct.error, ValueError, OverflowError, MemoryError) as exc:
+                    damage = f"unreadable record ({exc})"
+                    break
+                end = fh.tell()
+                if pcapng:
+                    link_type = int(getattr(meta, "linktype", _LINKTYPE_ETHERNET))
+                    if scan.packets == 0:
+                        scan.link_type = link_type
+                        if link_type not in SUPPORTED_LINK_TYPES:
+                            raise _link_type_error(p, link_type)
+                        ethernet = link_type == _LINKTYPE_ETHERNET
+                    elif link_type != scan.link_type:
+                        damage = (f"its interface has link type {link_type}, the first interface "
+                                  f"{scan.link_type} (libpcap stops reading there)")
+                        break
+                else:
+                    caplen = int(meta.caplen)
+                    if caplen > max_record:
+                        damage = f"implausible record length {caplen} bytes (largest allowed {max_record})"
+                        break
+                    if end - pos - 16 < caplen:
+                        kept = max(0, end - pos - 16)
+                        damage = f"record cut short: {kept} of its {caplen} bytes in the file"
+                        break
+                pos = end
+                ts = _meta_ts(meta)
+                if scan.first_ts is None:
+                    scan.first_ts = ts
+                scan.last_ts = ts
+                scan.packets += 1
+                if not ethernet or len(data) < 14:
+                    continue
+                off = 12
+                ethertype = unpack_h(data, off)[0]
+                while ethertype in _ETH_VLAN and len(data) >= off + 6:
+                    off += 4
                     ethertype = unpack_h(data, off)[0]
-                    while ethertype in _ETH_VLAN and len(data) >= off + 6:
-                        off += 4
-                        ethertype = unpack_h(data, off)[0]
-                    if ethertype in (_ETH_IPV4, _ETH_IPV6):
-                        continue
-                    size = int(getattr(meta, "wirelen", len(data)) or len(data))
-                    if ethertype == _ETH_ARP:
-                        arp = _parse_arp(data[off + 2:], ts, size)
-                        if arp is not None:
-                            scan.arp.append(arp)
-                    elif ethertype >= 0x0600:  # Ethernet II; smaller values are 802.3 lengths
-                        scan.l2.append(L2Frame(ts, _mac(data[6:12]), _mac(data[0:6]), ethertype, size))
-                    else:
-                        scan.l2.append(L2Frame(ts, _mac(data[6:12]), _mac(data[0:6]), 0, size))
-            except (Scapy_Exception, struct.error) as exc:
-                catcher.messages.append(str(exc))
+                if ethertype in (_ETH_IPV4, _ETH_IPV6):
+                    continue
+                size_b = int(getattr(meta, "wirelen", len(data)) or len(data))
+                if ethertype == _ETH_ARP:
+                    arp = _parse_arp(data[off + 2:], ts, size_b)
+                    if arp is not None:
+                        scan.arp.append(arp)
+                elif ethertype >= 0x0600:  # Ethernet II; smaller values are 802.3 lengths
+                    scan.l2.append(L2Frame(ts, _mac(data[6:12]), _mac(data[0:6]), ethertype, size_b))
+                else:
+                    scan.l2.append(L2Frame(ts, _mac(data[6:12]), _mac(data[0:6]), 0, size_b))
+            if not damage and pos < size:
+                damage = _diagnose(p, pos, size, pcapng, getattr(reader, "endian", "<"))
     finally:
         scapy_log.removeHandler(catcher)
-    damage = [m for m in catcher.messages if "truncated" in m.lower() or "invalid" in m.lower()
-              or m.lower().startswith(("pcap", "pcapng"))]
     if damage:
         scan.damaged = True
-        scan.damage = damage[0]
-        log.warning("%s: damaged capture (%s); read %d packets up to the damage", p, damage[0], scan.packets)
+        scan.damaged_record = scan.packets
+        scan.damage = (f"record index {scan.packets} at byte {pos} of {size}: {damage}; {scan.packets} "
+                       f"packets were read before it, the remaining {size - pos} bytes are skipped")
+        log.warning("%s: damaged capture: %s", p, scan.damage)
     return scan
+
+
+def _diagnose(path: Path, pos: int, size: int, pcapng: bool, endian: str) -> str:
+    """Why the record (pcap) or block (pcapng) at byte ``pos`` cannot be read, from its raw bytes."""
+    with path.open("rb") as fh:
+        fh.seek(pos)
+        head = fh.read(16 if not pcapng else 8)
+        if not pcapng:
+            return f"record header cut short ({len(head)} of 16 bytes)"
+        if len(head) < 8:
+            return f"block header cut short ({len(head)} of 8 bytes)"
+        kind, length = struct.unpack(endian + "II", head)
+        if length < 12 or length % 4:
+            return f"block of type 0x{kind:08x} has an invalid length {length}"
+        if pos + length > size:
+            return f"block of type 0x{kind:08x} cut short ({size - pos} of its {length} bytes in the file)"
+        fh.seek(pos + length - 4)
+        (trailer,) = struct.unpack(endian + "I", fh.read(4))
+        if trailer != length:
+            return (f"bad block trailer: block of type 0x{kind:08x} says {length} bytes at its start, "
+                    f"{trailer} at its end")
+        return f"block of type 0x{kind:08x} ({length} bytes) cannot be read"
 
 
 def _meta_ts(meta: object) -> float:

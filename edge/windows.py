@@ -549,8 +549,9 @@ def extract_windows(
     Raises
     ------
     edge.capture.CaptureError
-        If a file is not a pcap/pcapng capture. A damaged capture is read up to the damage with a
-        warning instead.
+        If a file is not a pcap/pcapng capture; :class:`edge.capture.UnsupportedLinkTypeError` if its
+        link type cannot be metered. A damaged capture is read up to the damage with a warning naming
+        the record instead, and packets read but not metered are counted in a warning too.
     ValueError
         For invalid window or timeout settings.
     """
@@ -562,11 +563,18 @@ def extract_windows(
             on_scan(scan)
         builder = WindowBuilder(cfg.window_s, site_id, Path(path).name, devices)
         if scan.packets:
+            metered = 0
             for flow in F.meter_flows(scan.path, cfg):
                 builder.add_flow(flow)
+                metered += flow.bidirectional_packets
                 if on_packets is not None:
                     on_packets(flow.bidirectional_packets)
             builder.add_scan(scan)
+            unused = scan.packets - metered - len(scan.arp) - len(scan.l2)
+            if unused > 0:  # read, but neither in a flow nor an ARP/L2 frame: lost to the windows
+                log.warning("%s: %d of %d packets read could not be metered (not IP, ARP or Ethernet frames NFStream "
+                            "parses, or malformed headers; link type %d); the windows leave them out", path, unused,
+                            scan.packets, scan.link_type)
             if on_packets is not None:
                 on_packets(len(scan.arp) + len(scan.l2))
         else:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,42 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarra
     cls = np.where(alert, 1 + c[:, 1:].argmax(axis=1), 0)
     conf = np.where(alert, p_alert, 1.0 - p_alert).astype(np.float32)
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def json_safe(value):
+    """``value`` (alerts, evidence, decision rows: dicts, lists, numbers, numpy scalars) with every non-finite
+    number replaced by None, numpy scalars made Python numbers and lone UTF-16 surrogates in text replaced
+    by U+FFFD, so ``json.dumps(..., allow_nan=False)`` never fails, the fog never writes ``NaN``/``Infinity``
+    (not JSON, RFC 8259), and the cloud — which refuses unencodable text with 422 — never refuses an alert
+    for the attacker-controlled strings in its evidence."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(value)`` with ``allow_nan=False``: strict JSON, always."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
 def alert_id(site_id: str, device_id: str, t_start: float) -> str:

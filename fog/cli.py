@@ -61,11 +61,10 @@ def detect(
 ) -> None:
     """Decide every window with the shared defender actor after each site's grace period; print alerts (and
     metrics when labeled)."""
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
+    from fog.alerts import dumps
     from fog.detect import detect as run_detect
     from training.evaluate import policy_dir, score
 
@@ -92,7 +91,7 @@ def detect(
     if out:
         with out.open("w") as fh:
             for rec in alerts.drop(columns=[c for c in ("alert",) if c in alerts.columns]).to_dict("records"):
-                fh.write(json.dumps(rec, default=str) + "\n")
+                fh.write(dumps(rec, default=str) + "\n")
         console.print(f"wrote {len(alerts)} alerts to {out}")
 
 
@@ -101,7 +100,14 @@ def serve(
     listen: str = typer.Option("127.0.0.1:50051", "--listen", help="HOST:PORT of the gRPC endpoint for edges."),
     policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported policy folder (or a training run folder)."),
     cloud: str = typer.Option(..., "--cloud", envvar="MARLIDS_CLOUD_URL",
-                              help="Base URL of the cloud API, e.g. http://127.0.0.1:8080 (env MARLIDS_CLOUD_URL)."),
+                              help="Base URL of the cloud API, e.g. https://cloud.example:8080 (env MARLIDS_CLOUD_URL); "
+                                   "http:// only to this machine unless --allow-plain-http."),
+    cloud_ca: Path | None = typer.Option(None, "--cloud-ca", envvar="MARLIDS_CLOUD_CA",
+                                         help="CA certificate (PEM) of the cloud's HTTPS certificate, for a private "
+                                              "CA (env MARLIDS_CLOUD_CA)."),
+    allow_plain_http: bool = typer.Option(False, "--allow-plain-http",
+                                          help="Allow an http:// --cloud on another machine: the ingest key then "
+                                               "crosses the network in clear (trusted networks only)."),
     ingest_key: str = typer.Option(..., "--ingest-key", envvar="MARLIDS_INGEST_KEY",
                                    help="Cloud API key with the ingest role (env MARLIDS_INGEST_KEY)."),
     sites: str = typer.Option(..., "--sites", help="Number of sites, or their ids comma-separated (site_a,site_b)."),
@@ -115,6 +121,11 @@ def serve(
     decisions: Path | None = typer.Option(None, "--decisions", help="Append every decision to this JSON-lines file."),
     retry_max: float = typer.Option(30.0, "--retry-max", min=0.1,
                                     help="Longest wait (s) between retries of a failed cloud post (doubling from 0.5)."),
+    max_attempts: int = typer.Option(3, "--max-attempts", min=1,
+                                     help="Times the cloud may refuse one alert (HTTP 4xx) before it is dead-lettered "
+                                          "(kept in the outbox, listed by `marlids fog status`)."),
+    metrics_listen: str | None = typer.Option(None, "--metrics-listen",
+                                              help="HOST:PORT of a Prometheus /metrics endpoint (default: off)."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate chain (PEM)."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA of the edges' certificates: require mTLS."),
@@ -126,6 +137,8 @@ def serve(
     Example: marlids fog serve --listen 127.0.0.1:50051 --cloud http://127.0.0.1:8080 --sites site_a,site_b
     --insecure
     """
+    if cloud_ca is not None and not cloud_ca.is_file():
+        raise typer.BadParameter(f"{cloud_ca}: no such file", param_hint="--cloud-ca")
     from rich.console import Console
 
     from edge.transport.tls import resolve_security
@@ -134,9 +147,69 @@ def serve(
     tls = resolve_security(role="server", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
     cfg = FogConfig(listen=listen, policy_dir=policy, cloud_url=cloud, ingest_key=ingest_key, sites=parse_sites(sites),
                     tick_timeout_s=tick_timeout, outbox_path=outbox, outbox_capacity=outbox_max,
-                    decisions_path=decisions, tls=tls, backoff_max_s=retry_max)
+                    decisions_path=decisions, tls=tls, backoff_max_s=retry_max, cloud_ca=cloud_ca,
+                    allow_plain_http=allow_plain_http, max_attempts=max_attempts, metrics_listen=metrics_listen)
     console = Console()
     stats = serve_fog(cfg, on_started=lambda s: console.print(f"fog listening on port {s.port}", highlight=False))
     console.print(f"fog stopped: {stats['ticks_closed']} ticks, {stats['decisions']} decisions, {stats['alerts']} "
                   f"alerts ({stats['late_observations']} late observations), {stats['outbox_pending']} alerts still "
                   f"waiting for the cloud", highlight=False)
+
+
+@app.command()
+def status(
+    outbox: Path | None = typer.Option(None, "--outbox",
+                                       help="The fog's outbox (default ~/.cache/marlids/fog/outbox.sqlite)."),
+    limit: int = typer.Option(20, "--limit", min=0, help="Dead-lettered alerts listed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Show the alert outbox of a fog (running or not): alerts waiting for the cloud, posted, and
+    dead-lettered — refused by the cloud --max-attempts times, kept with the cloud's last answer."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fog.outbox import AlertOutbox
+    from fog.server import default_outbox_path
+
+    path = outbox or default_outbox_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"--outbox {path}: no such outbox (the fog creates it on its first start)")
+    box = AlertOutbox(path)
+    try:
+        counts, dead = box.counts(), box.dead_letters(limit)
+        positions = box.committed_positions()
+    finally:
+        box.close()
+    if as_json:
+        typer.echo(json.dumps({"outbox": str(path), "alerts": counts, "dead_letters": dead, "edges": positions}))
+        return
+    console = Console()
+    console.print(f"outbox {path}: {counts['pending']} waiting for the cloud · {counts['posted']} posted (ids kept) "
+                  f"· {counts['dead_letter']} dead-lettered", highlight=False)
+    if dead:
+        t = Table(title=f"dead-lettered alerts (newest {len(dead)})")
+        for c in ("alert id", "tries", "the cloud's last answer"):
+            t.add_column(c, overflow="fold")
+        for d in dead:
+            t.add_row(d["alert_id"], str(d["attempts"]), (d["reason"] or "")[:200])
+        console.print(t)
+
+
+@app.command("init-certs")
+def init_certs(
+    out: Path = typer.Option(..., "--out", help="Folder for ca.crt/key, fog.crt/key, cloud.crt/key, edge.crt/key."),
+    fog_name: list[str] = typer.Option(["fog"], "--fog-name",
+                                       help="Name the edges use to reach the fog (repeatable)."),
+    cloud_name: list[str] = typer.Option(["cloud"], "--cloud-name",
+                                         help="Name the fog and analysts use to reach the cloud (repeatable)."),
+    days: int = typer.Option(825, "--days", min=1, max=3650, help="Validity of the certificates, days."),
+) -> None:
+    """Make a private CA and the TLS certificates of a deployment (the compose file's init step; for
+    Kubernetes, turn them into Secrets as docs/deploy.md shows). Keys are written 0600; a folder that
+    already holds ca.crt is left as it is."""
+    from edge.transport.tls import make_pki
+
+    paths = make_pki(out, fog_names=fog_name, cloud_names=cloud_name, days=days)
+    typer.echo(f"certificates in {out}: " + ", ".join(sorted(p.name for p in paths.values())))

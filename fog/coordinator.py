@@ -59,7 +59,6 @@ reconnect or a restart of either side never duplicates an alert; ``alert_id`` is
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import math
 import threading
@@ -72,7 +71,7 @@ import numpy as np
 from edge.embed import EMBED_DIM
 from edge.features import FEATURE_NAMES, N_FEATURES
 from edge.observation import OBS_DIM, OBS_SLICES, build_observation
-from fog.alerts import ALERT_THRESHOLD, make_alert, window_evidence
+from fog.alerts import ALERT_THRESHOLD, dumps, make_alert, window_evidence
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +278,9 @@ class Coordinator:
                     raise ValueError(f"observation {o.site_id}/{o.device_id!r}: bad window [{o.t_start}, {o.t_end})")
             except ValueError as exc:
                 self.counters["invalid_observations"] += 1
-                log.error("site %s: skipping an invalid observation (seq %d): %s", e.site_id, o.seq, exc)
+                log.error("site %s: rejected an invalid observation from edge %s (seq %d, not decided; "
+                          "marlids_fog_invalid_observations_total counts them): %s", e.site_id, edge_id[:8], o.seq,
+                          exc)
                 self._notify([e])
                 return
             self.counters["grace_observations" if arrays["learning"] else "observations"] += 1
@@ -428,7 +429,7 @@ class Coordinator:
         self.counters["alerts_new"] += added
         if self._decisions is not None:
             for r in log_rows:
-                self._decisions.write(json.dumps(r, allow_nan=False, default=str) + "\n")
+                self._decisions.write(dumps(r, default=str) + "\n")
         self._notify(touched.values())
 
     def _notify(self, edges) -> None:

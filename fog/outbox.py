@@ -1,37 +1,62 @@
 """The fog's durable alert outbox and the thread that posts it to the cloud with backoff.
 
-:class:`AlertOutbox` is one SQLite file (WAL journal) holding
+:class:`AlertOutbox` is one SQLite file (WAL journal, created mode 0600) holding
 
 * the alerts waiting for the cloud, in the order they were decided, plus the ids of recently posted
-  ones (so an alert decided again after a restart or a replay is not posted twice), and
+  ones (so an alert decided again after a restart or a replay is not posted twice), and the
+  dead-lettered ones (below), and
 * per edge stream (``edge_id``), the highest sequence number whose decisions are committed — written
   in the same transaction as the alerts, which is what lets the coordinator acknowledge a message only
   once its alerts can no longer be lost.
 
 The outbox is bounded: :meth:`AlertOutbox.commit` blocks while ``capacity`` alerts are waiting. The
 coordinator then stops committing, hence stops acknowledging, and the edges keep the observations in
-their own disk buffers: backpressure instead of loss.
+their own disk buffers: backpressure instead of loss. Alerts are written as strict JSON (non-finite
+numbers become ``null``; :func:`fog.alerts.dumps`).
 
-:class:`CloudPoster` sends waiting alerts one by one, oldest first, as ``POST {cloud}/api/v1/alerts``
-with ``Authorization: Bearer <ingest key>``. 201 (stored) and 200 (already stored: the API is
-idempotent by ``alert_id``) remove an alert from the queue; 400/409/422 mark it rejected (logged, kept
-in the file for inspection, never retried); connection errors, timeouts, 401/403 (key not yet valid),
-408, 429 and 5xx are retried, the wait doubling from ``backoff_initial_s`` to ``backoff_max_s`` (a
-``Retry-After`` header, when present and larger, is honoured) and resetting after a success.
+:class:`CloudPoster` sends waiting alerts oldest first, as ``POST {cloud}/api/v1/alerts`` with
+``Authorization: Bearer <ingest key>``, and by these rules:
+
+* 201 (stored) and 200 (already stored: the API is idempotent by ``alert_id``) remove an alert from the
+  queue.
+* **Dead-letter rule.** Any other 4xx except 401/403/408/425/429 means the cloud refuses *this* alert
+  (400, 404, 409, 413, 422, …). The alert is tried ``max_attempts`` times in all (default 3), each retry
+  deferred by ``backoff_max_s`` while the alerts behind it are posted; after the last refusal it moves
+  to the dead-letter state — kept in the file with the cloud's answer, never posted again, logged as an
+  error, counted in ``marlids_fog_outbox_alerts{state="dead_letter"}`` and listed by
+  ``marlids fog status``. A refused alert therefore never blocks the queue.
+* A 5xx for one alert defers that alert by ``backoff_max_s`` (so an alert that crashes the cloud cannot
+  block the others either) and pauses posting for the current backoff; it is never dead-lettered (the cloud is at
+  fault, not the alert).
+* Connection errors, timeouts, 401/403 (key not yet valid), 408, 425 and 429 are retried, the wait
+  doubling from ``backoff_initial_s`` to ``backoff_max_s`` (a ``Retry-After`` header, when present and
+  larger, is honoured) and resetting after a success.
+
+The ingest key is never sent in clear off the machine: an ``http://`` cloud URL whose host is not a
+loopback address is refused unless ``allow_plain_http`` is set (``--allow-plain-http``).
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from edge.transport.buffer import create_private_file
+from fog.alerts import dumps, json_safe
 
 log = logging.getLogger(__name__)
 
-PENDING, POSTED, REJECTED = 0, 1, 2
+PENDING, POSTED, DEAD_LETTER = 0, 1, 2
+REJECTED = DEAD_LETTER  # the name before the dead-letter rule had retries
+#: Names of the states, as ``marlids fog status`` and the metrics show them.
+STATE_NAMES = {PENDING: "pending", POSTED: "posted", DEAD_LETTER: "dead_letter"}
+#: Tries before an alert the cloud refuses with a 4xx is dead-lettered (module docstring).
+DEFAULT_MAX_ATTEMPTS = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -40,7 +65,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     body TEXT NOT NULL,
     state INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    reason TEXT
+    reason TEXT,
+    not_before REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, n);
 CREATE TABLE IF NOT EXISTS edges (edge_id TEXT PRIMARY KEY, site_id TEXT NOT NULL, committed_seq INTEGER NOT NULL);
@@ -57,29 +83,37 @@ class AlertOutbox:
     Parameters
     ----------
     path : str or Path
-        SQLite file; created with its folder when missing.
+        SQLite file; created (mode 0600) with its folder when missing.
     capacity : int, default 10000
         Most alerts waiting for the cloud before :meth:`commit` blocks.
     keep_posted : int, default 100000
         Ids of posted alerts remembered to skip re-decided duplicates (oldest forgotten first).
+    max_attempts : int, default 3
+        Refusals (4xx) after which an alert is dead-lettered (module docstring).
 
     Raises
     ------
     ValueError
-        For ``capacity`` or ``keep_posted`` < 1.
+        For ``capacity``, ``keep_posted`` or ``max_attempts`` < 1.
     """
 
-    def __init__(self, path: str | Path, capacity: int = 10000, keep_posted: int = 100_000) -> None:
-        if capacity < 1 or keep_posted < 1:
-            raise ValueError(f"capacity and keep_posted must be ≥ 1, got {capacity!r} and {keep_posted!r}")
+    def __init__(self, path: str | Path, capacity: int = 10000, keep_posted: int = 100_000,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        if capacity < 1 or keep_posted < 1 or max_attempts < 1:
+            raise ValueError(f"capacity, keep_posted and max_attempts must be ≥ 1, got {capacity!r}, "
+                             f"{keep_posted!r} and {max_attempts!r}")
         self.path = Path(path)
         self.capacity = capacity
         self.keep_posted = keep_posted
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_attempts = max_attempts
+        create_private_file(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        if "not_before" not in columns:  # an outbox written before retries were deferred
+            self._db.execute("ALTER TABLE alerts ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
         self._cond = threading.Condition()
         self._closed = False
         self._woken = False
@@ -133,7 +167,7 @@ class AlertOutbox:
             try:
                 before = db.total_changes
                 db.executemany("INSERT OR IGNORE INTO alerts (alert_id, body) VALUES (?, ?)",
-                               [(a["alert_id"], json.dumps(a, separators=(",", ":"))) for a in alerts])
+                               [(a["alert_id"], dumps(a, separators=(",", ":"))) for a in alerts])
                 added = db.total_changes - before
                 db.executemany(
                     "INSERT INTO edges VALUES (?, ?, ?) ON CONFLICT(edge_id) DO UPDATE SET "
@@ -149,12 +183,12 @@ class AlertOutbox:
             return added
 
     def next_pending(self, limit: int = 64) -> list[tuple[str, str]]:
-        """Up to ``limit`` waiting ``(alert_id, body JSON)``, oldest first."""
+        """Up to ``limit`` waiting ``(alert_id, body JSON)`` due now (not deferred), oldest first."""
         with self._cond:
             if self._closed:
                 return []
-            return self._db.execute("SELECT alert_id, body FROM alerts WHERE state = 0 ORDER BY n LIMIT ?",
-                                    (limit,)).fetchall()
+            return self._db.execute("SELECT alert_id, body FROM alerts WHERE state = 0 AND not_before <= ? "
+                                    "ORDER BY n LIMIT ?", (time.time(), limit)).fetchall()
 
     def wait_pending(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for a waiting alert (or :meth:`wake`); returns whether there is one."""
@@ -188,11 +222,62 @@ class AlertOutbox:
         self._finish(alert_id, POSTED, None)
 
     def mark_rejected(self, alert_id: str, reason: str) -> None:
-        """The cloud refused the alert for good (4xx other than auth/rate limits); kept with the reason."""
-        self._finish(alert_id, REJECTED, reason[:500])
+        """Dead-letter the alert now, whatever its attempts (kept with the reason, never posted again)."""
+        self._finish(alert_id, DEAD_LETTER, reason[:500])
+
+    def _defer(self, alert_id: str, reason: str, retry_in_s: float) -> int:
+        """Count one failed attempt and defer the alert by ``retry_in_s``; returns its attempts so far."""
+        with self._cond:
+            if self._closed:
+                return 0
+            self._db.execute("UPDATE alerts SET attempts = attempts + 1, reason = ?, not_before = ? "
+                             "WHERE alert_id = ? AND state = 0", (reason[:500], time.time() + retry_in_s, alert_id))
+            row = self._db.execute("SELECT attempts FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+            return int(row[0]) if row else 0
+
+    def mark_refused(self, alert_id: str, reason: str, retry_in_s: float) -> bool:
+        """The cloud refused the alert with a 4xx (module docstring: dead-letter rule).
+
+        Returns
+        -------
+        bool
+            True when this was the ``max_attempts``-th refusal and the alert is now dead-lettered; False
+            when it is deferred by ``retry_in_s`` seconds for another try.
+        """
+        with self._cond:
+            attempts = self._defer(alert_id, reason, retry_in_s)
+            if attempts < self.max_attempts:
+                return False
+            cur = self._db.execute("UPDATE alerts SET state = ? WHERE alert_id = ? AND state = 0",
+                                   (DEAD_LETTER, alert_id))
+            if cur.rowcount:
+                self._pending -= 1
+                self._cond.notify_all()
+            return bool(cur.rowcount)
+
+    def mark_failed(self, alert_id: str, reason: str, retry_in_s: float) -> None:
+        """A 5xx for this alert: count the attempt and defer it by ``retry_in_s`` (never dead-lettered)."""
+        self._defer(alert_id, reason, retry_in_s)
+
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        """The most recent dead-lettered alerts: ``alert_id``, ``attempts``, ``reason`` (the cloud's answer)."""
+        with self._cond:
+            if self._closed:
+                return []
+            rows = self._db.execute("SELECT alert_id, attempts, reason FROM alerts WHERE state = ? "
+                                    "ORDER BY n DESC LIMIT ?", (DEAD_LETTER, limit)).fetchall()
+        return [{"alert_id": a, "attempts": n, "reason": r} for a, n, r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Alerts in the file by state name (:data:`STATE_NAMES`)."""
+        with self._cond:
+            if self._closed:
+                return dict.fromkeys(STATE_NAMES.values(), 0)
+            got = dict(self._db.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state").fetchall())
+        return {name: int(got.get(state, 0)) for state, name in STATE_NAMES.items()}
 
     def count(self, state: int | None = None) -> int:
-        """Alerts in the file (in ``state`` when given: 0 waiting, 1 posted, 2 rejected)."""
+        """Alerts in the file (in ``state`` when given: 0 waiting, 1 posted, 2 dead-lettered)."""
         with self._cond:
             if self._closed:
                 return 0
@@ -215,6 +300,40 @@ class AlertOutbox:
             self._db.close()
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (from a URL) names this machine: ``localhost`` or a loopback address."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_cloud_url(cloud_url: str, *, allow_plain_http: bool = False) -> str:
+    """Validate ``--cloud``: an http(s) URL with a host; plain ``http://`` only to a loopback host unless
+    ``allow_plain_http`` (the ingest key would cross the network in clear). Returns the URL without a
+    trailing slash.
+
+    Raises
+    ------
+    ValueError
+        For a URL that is not http(s), has no host, or is plain http to another machine without
+        ``allow_plain_http``.
+    """
+    parts = urlsplit(cloud_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--cloud {cloud_url!r} is invalid: expected an http:// or https:// URL with a host")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        if not allow_plain_http:
+            raise ValueError(f"--cloud {cloud_url!r}: the ingest key would cross the network in clear to "
+                             f"{parts.hostname}; use https:// (with --cloud-ca for a private CA), or pass "
+                             "--allow-plain-http on a trusted network")
+        log.warning("posting alerts and the ingest key over plain http to %s (--allow-plain-http)", parts.hostname)
+    return cloud_url.rstrip("/")
+
+
 class CloudPoster:
     """Thread posting the outbox to the cloud (module docstring).
 
@@ -222,31 +341,40 @@ class CloudPoster:
     ----------
     outbox : AlertOutbox
     cloud_url : str
-        Base URL of the cloud API, e.g. ``http://127.0.0.1:8080``.
+        Base URL of the cloud API, e.g. ``https://cloud.example:8080`` (``http://`` only to loopback unless
+        ``allow_plain_http``; :func:`check_cloud_url`).
     ingest_key : str
         API key with the ``ingest`` role (sent as ``Authorization: Bearer <key>``).
     timeout_s : float, default 10.0
         Timeout of one request.
     backoff_initial_s, backoff_max_s : float
         Retry wait: doubles from the first to the second.
+    cloud_ca : str or Path, optional
+        CA bundle (PEM) that signed the cloud's certificate (a private CA); default: the system's.
+    allow_plain_http : bool
+        Allow ``http://`` to a non-loopback host.
 
     Raises
     ------
     ValueError
-        For a URL that is not http(s) or an empty key.
+        For a bad URL (:func:`check_cloud_url`) or an empty key.
+    FileNotFoundError
+        For a ``cloud_ca`` that does not exist.
     """
 
-    RETRY_STATUSES = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
+    RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
 
     def __init__(self, outbox: AlertOutbox, cloud_url: str, ingest_key: str, *, timeout_s: float = 10.0,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
-        if not cloud_url.startswith(("http://", "https://")):
-            raise ValueError(f"--cloud {cloud_url!r} is invalid: expected an http:// or https:// URL")
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, cloud_ca: str | Path | None = None,
+                 allow_plain_http: bool = False) -> None:
+        self.base_url = check_cloud_url(cloud_url, allow_plain_http=allow_plain_http)
         if not ingest_key:
             raise ValueError("--ingest-key is empty: give the cloud API key with the ingest role "
                              "(or set MARLIDS_INGEST_KEY)")
+        if cloud_ca is not None and not Path(cloud_ca).is_file():
+            raise FileNotFoundError(f"--cloud-ca {cloud_ca}: no such file")
+        self.cloud_ca = cloud_ca
         self.outbox = outbox
-        self.base_url = cloud_url.rstrip("/")
         self.url = self.base_url + "/api/v1/alerts"
         self._site_states: dict[str, dict] = {}  # latest state per site not yet delivered
         self._site_lock = threading.Lock()
@@ -259,8 +387,10 @@ class CloudPoster:
         self._thread: threading.Thread | None = None
         self.posted = 0
         self.duplicates = 0
-        self.rejected = 0
+        self.rejected = 0  # 4xx refusals (each try)
+        self.dead_lettered = 0
         self.failures = 0
+        self._backoff = backoff_initial_s
         self._last_error = ""
 
     def site_state(self, site_id: str, state: dict) -> None:
@@ -278,8 +408,8 @@ class CloudPoster:
         with self._site_lock:
             todo, self._site_states = self._site_states, {}
         for site, state in todo.items():
-            body = {k: state[k] for k in ("state", "grace_elapsed_s", "grace_s", "grace_windows", "devices_own")
-                    if k in state}
+            body = json_safe({k: state[k] for k in ("state", "grace_elapsed_s", "grace_s", "grace_windows",
+                                                   "devices_own") if k in state})
             try:
                 r = client.put(f"{self.base_url}/api/v1/sites/{urllib.parse.quote(site, safe='')}", json=body)
                 ok = r.status_code in (200, 201)
@@ -314,31 +444,42 @@ class CloudPoster:
         if self._thread is not None:
             self._thread.join(self.timeout_s + 5)
 
-    def _run(self) -> None:
+    def _client(self):
+        import ssl
+
         import httpx
 
-        backoff = self.backoff_initial_s
+        verify: bool | ssl.SSLContext = True
+        if self.cloud_ca is not None:
+            verify = ssl.create_default_context(cafile=str(self.cloud_ca))
+        return httpx.Client(timeout=self.timeout_s, headers=self._headers, verify=verify)
+
+    def _run(self) -> None:
+        self._backoff = self.backoff_initial_s
         warned = False
-        with httpx.Client(timeout=self.timeout_s, headers=self._headers) as client:
+        with self._client() as client:
             while not self._stop.is_set():
                 if self._site_states:
                     self._post_site_states(client)
                 batch = self.outbox.next_pending(64)
                 if not batch:
-                    self.outbox.wait_pending(0.5)
+                    if self.outbox.pending:  # all waiting alerts are deferred: look again shortly
+                        self._stop.wait(0.2)
+                    else:
+                        self.outbox.wait_pending(0.5)
                     continue
                 for alert_id, body in batch:
                     if self._stop.is_set():
                         return
                     wait = self._post_one(client, alert_id, body)
                     if wait is None:
-                        backoff = self.backoff_initial_s
+                        self._backoff = self.backoff_initial_s
                         if warned:
                             log.info("cloud %s reachable again", self.url)
                             warned = False
                         continue
                     self.failures += 1
-                    delay = max(backoff, min(wait, self.backoff_max_s))
+                    delay = max(self._backoff, min(wait, self.backoff_max_s))
                     if not warned:
                         log.warning("cloud post failed (%s); %d alerts waiting; retrying with backoff", self._last_error,
                                     self.outbox.pending)
@@ -346,11 +487,12 @@ class CloudPoster:
                     else:
                         log.debug("cloud post failed (%s); retry in %.1f s", self._last_error, delay)
                     self._stop.wait(delay)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    self._backoff = min(self._backoff * 2, self.backoff_max_s)
                     break
 
     def _post_one(self, client, alert_id: str, body: str) -> float | None:
-        """Post one alert; None on success or permanent rejection, else the suggested wait (s)."""
+        """Post one alert; None when the queue may move on (posted, refused, dead-lettered), else the
+        suggested wait (s) before posting anything again (module docstring: the rules)."""
         import httpx
 
         try:
@@ -365,15 +507,24 @@ class CloudPoster:
             else:
                 self.posted += 1
             return None
-        if r.status_code in self.RETRY_STATUSES:
-            self._last_error = f"HTTP {r.status_code}: {r.text[:200]}"
+        reason = f"HTTP {r.status_code}: {r.text[:400]}"
+        if r.status_code in self.RETRY_STATUSES or r.status_code >= 500:
+            self._last_error = reason[:200]
             if r.status_code in (401, 403):
                 log.error("cloud refused the ingest key (HTTP %d); check --ingest-key; retrying", r.status_code)
+            elif r.status_code >= 500:  # maybe this alert breaks the cloud: let the others pass meanwhile
+                self.outbox.mark_failed(alert_id, reason, self.backoff_max_s)
             try:
                 return float(r.headers.get("Retry-After", 0))
             except ValueError:
                 return 0.0
         self.rejected += 1
-        log.error("cloud rejected alert %s (HTTP %d): %s", alert_id, r.status_code, r.text[:300])
-        self.outbox.mark_rejected(alert_id, f"HTTP {r.status_code}: {r.text}")
+        if self.outbox.mark_refused(alert_id, reason, self.backoff_max_s):
+            self.dead_lettered += 1
+            log.error("cloud refused alert %s %d times (last: %s); dead-lettered: it stays in %s and is not posted "
+                      "again (marlids fog status --outbox %s lists it)", alert_id, self.outbox.max_attempts,
+                      reason[:300], self.outbox.path, self.outbox.path)
+        else:
+            log.warning("cloud refused alert %s (%s); retrying it later, the alerts behind it go on", alert_id,
+                        reason[:300])
         return None

@@ -93,6 +93,15 @@ class FogConfig:
         On stop, seconds spent trying to deliver waiting alerts.
     backoff_max_s : float
         Longest wait between cloud retries.
+    cloud_ca : Path, optional
+        CA (PEM) of the cloud's HTTPS certificate, for a private CA.
+    allow_plain_http : bool
+        Allow an ``http://`` cloud URL to a non-loopback host (the ingest key then crosses the network in
+        clear; refused by default).
+    max_attempts : int
+        Refusals (4xx) of one alert before it is dead-lettered (:mod:`fog.outbox`).
+    metrics_listen : str, optional
+        ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (:mod:`fog.metrics`); None = off.
     """
 
     listen: str
@@ -108,6 +117,10 @@ class FogConfig:
     poll_s: float = 0.05
     drain_s: float = 2.0
     backoff_max_s: float = 30.0
+    cloud_ca: Path | None = None
+    allow_plain_http: bool = False
+    max_attempts: int = 3
+    metrics_listen: str | None = None
 
 
 class _Servicer:
@@ -216,6 +229,8 @@ class FogServer:
         self.outbox = None
         self.poster = None
         self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._metrics_httpd = None
 
     def start(self) -> FogServer:
         """Load the policy, open the outbox, start the poster and ticker and bind the gRPC port.
@@ -235,11 +250,12 @@ class FogServer:
         from edge.transport.tls import server_credentials
         from fog.alerts import policy_version_of
         from fog.coordinator import Coordinator
-        from fog.outbox import AlertOutbox, CloudPoster
+        from fog.outbox import AlertOutbox, CloudPoster, check_cloud_url
         from fog.policy import DefenderActor
 
         cfg = self.config
         host, port = parse_hostport(cfg.listen, "--listen")
+        check_cloud_url(cfg.cloud_url, allow_plain_http=cfg.allow_plain_http)  # before any slow start-up work
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))  # a line per POST
         sites = parse_sites(cfg.sites) if isinstance(cfg.sites, str) else cfg.sites
         policy = Path(cfg.policy_dir)
@@ -250,9 +266,11 @@ class FogServer:
                                     "in its policy/ folder")
         actor = self._actor or DefenderActor.load(policy)  # the edges build the Observations; the fog only decides
         version = policy_version_of(policy)
-        self.outbox = AlertOutbox(cfg.outbox_path or default_outbox_path(), capacity=cfg.outbox_capacity)
+        self.outbox = AlertOutbox(cfg.outbox_path or default_outbox_path(), capacity=cfg.outbox_capacity,
+                                  max_attempts=cfg.max_attempts)
         try:
-            self.poster = CloudPoster(self.outbox, cfg.cloud_url, cfg.ingest_key, backoff_max_s=cfg.backoff_max_s)
+            self.poster = CloudPoster(self.outbox, cfg.cloud_url, cfg.ingest_key, backoff_max_s=cfg.backoff_max_s,
+                                      cloud_ca=cfg.cloud_ca, allow_plain_http=cfg.allow_plain_http)
             self.coordinator = Coordinator(actor, self.outbox, sites, policy_version=version,
                                            tick_timeout_s=cfg.tick_timeout_s, decisions_path=cfg.decisions_path,
                                            on_site_state=self.poster.site_state)
@@ -273,6 +291,14 @@ class FogServer:
             if not bound:
                 raise RuntimeError(f"--listen {cfg.listen}: cannot bind (address in use or not local)")
             self.port = bound
+            if cfg.metrics_listen is not None:
+                from fog.metrics import start_metrics_server
+
+                m_host, m_port = parse_hostport(cfg.metrics_listen, "--metrics-listen")
+                try:
+                    self._metrics_httpd, self.metrics_port = start_metrics_server(self, m_host, m_port)
+                except OSError as exc:
+                    raise RuntimeError(f"--metrics-listen {cfg.metrics_listen}: cannot bind ({exc})") from None
             self.poster.start()
             self._ticker = threading.Thread(target=self._tick, name="fog-ticker", daemon=True)
             self._ticker.start()
@@ -280,13 +306,17 @@ class FogServer:
             self._server = server
         except BaseException:
             self._stopping.set()
+            if self._metrics_httpd is not None:
+                self._metrics_httpd.shutdown()
+                self._metrics_httpd.server_close()
             if self.poster is not None:
                 self.poster.stop()
             self.outbox.close()
             raise
-        log.info("fog listening on %s:%d (%s) for %s; policy %s; alerts to %s", host, self.port,
+        log.info("fog listening on %s:%d (%s) for %s; policy %s; alerts to %s%s", host, self.port,
                  "plaintext" if cfg.tls is None else ("mTLS" if cfg.tls.ca else "TLS"),
-                 f"{sites} sites" if isinstance(sites, int) else ",".join(sites), version, self.poster.url)
+                 f"{sites} sites" if isinstance(sites, int) else ",".join(sites), version, self.poster.url,
+                 "" if self.metrics_port is None else f"; metrics on port {self.metrics_port}")
         return self
 
     def _tick(self) -> None:
@@ -316,15 +346,20 @@ class FogServer:
             self.coordinator.close()
         if self.poster is not None:
             self.poster.stop(drain_s=self.config.drain_s)
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
+            self._metrics_httpd = None
         if self.outbox is not None:
             self.outbox.close()
 
     def stats(self) -> dict:
-        """Coordinator counters plus the poster's (posted, duplicates, rejected, failures)."""
+        """Coordinator counters plus the poster's (posted, duplicates, rejected, dead-lettered, failures)."""
         s = self.coordinator.stats() if self.coordinator else {}
         if self.poster is not None:
             s.update(posted=self.poster.posted, post_duplicates=self.poster.duplicates,
-                     post_rejected=self.poster.rejected, post_failures=self.poster.failures)
+                     post_rejected=self.poster.rejected, post_dead_lettered=self.poster.dead_lettered,
+                     post_failures=self.poster.failures)
         return s
 
     def __enter__(self) -> Self:
@@ -353,9 +388,10 @@ def serve_fog(config: FogConfig, *, on_started=None, stats_every_s: float = 30.0
             on_started(server)
         while not stop.wait(stats_every_s):
             s = server.stats()
-            log.info("ticks %d · decisions %d · alerts %d (late %d, idle %d) · outbox %d waiting · posted %d",
-                     s["ticks_closed"], s["decisions"], s["alerts"], s["late_observations"], s["idle_observations"],
-                     s["outbox_pending"], s["posted"])
+            log.info("ticks %d · decisions %d · alerts %d (late %d, idle %d, invalid observations %d) · outbox %d "
+                     "waiting · posted %d · dead-lettered %d", s["ticks_closed"], s["decisions"], s["alerts"],
+                     s["late_observations"], s["idle_observations"], s["invalid_observations"], s["outbox_pending"],
+                     s["posted"], s["post_dead_lettered"])
     finally:
         server.stop()
         for sig, handler in previous.items():

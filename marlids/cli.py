@@ -11,8 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-import click
 import typer
+
+try:  # typer < 0.20 depends on click; newer releases vendor their own copy (then click may be absent)
+    import click
+except ImportError:  # e.g. the fog image: `pip install .[fog]` brings no click
+    click = None
 
 from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
@@ -88,54 +92,56 @@ def demo(
     its own baseline in a grace period (--grace), during which nothing is alerted. Ends with the alerts,
     per-site detection metrics after the grace period against the captures' ground truth and the dashboard URL.
     """
+    import time
     from datetime import UTC, datetime
 
     from rich.console import Console
     from rich.table import Table
 
-    from marlids.demo import run_demo
+    from marlids.demo import DemoStopped, run_demo, stop_all, stop_on_signals
 
     pcaps = sorted(p for p in captures.glob("*.pcap*") if p.is_file())
     if not pcaps:
         raise FileNotFoundError(f"no .pcap/.pcapng captures in {captures}")
     console = Console()
-    result = run_demo(pcaps, policy, out, console=console, keep_running=keep_running, grace_s=grace)
-    alerts = sorted(result.alerts, key=lambda a: (-a["level"], a["ts"]))
-    t = Table(title=f"{len(alerts)} alerts stored in the cloud (showing {min(show, len(alerts))}, highest level first)")
-    for c in ("time (UTC)", "site", "device", "level", "technique", "explanation summary"):
-        t.add_column(c, overflow="fold")
-    for a in alerts[:show]:
-        expl = (a.get("explanation") or {}).get("summary", "(pending)")
-        t.add_row(datetime.fromisoformat(a["ts"]).strftime("%Y-%m-%d %H:%M:%S"), a["site_id"], a["device_id"], str(a["level"]),
-                  ", ".join(a["technique_ids"]) or a["attack_class"], expl if len(expl) <= 110 else expl[:107] + "…")
-    console.print(t)
-    m = Table(title="per-site detection after each site's grace period (a window counts as detected when an "
-                    "alert was stored for it)")
-    for c in ("site", "grace windows", "detecting from (UTC)", "windows", "malicious", "P", "R", "F1", "FPR"):
-        m.add_column(c, justify="left" if c in ("site", "detecting from (UTC)") else "right")
-    for site, r in result.metrics.items():
-        end = r.get("grace_period_end")
-        since = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M:%S") if end else "still learning"
-        m.add_row(site, str(r["grace_windows"]), since, str(r["windows"]), str(r["malicious"]), f"{r['precision']:.3f}",
-                  f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
-    console.print(m)
-    if policy.resolve() == BUNDLED_POLICY.resolve() and captures.resolve() == BUNDLED_CAPTURES.resolve():
-        console.print("The bundled policy was trained on other recordings of these sites (data/captures/train, "
-                      "models/README.md): none of these windows was seen in training.")
-    console.print(f"finished in {result.seconds:.0f} s; metrics in {out / 'demo_metrics.json'}, logs in {out}/")
-    console.print(f"dashboard: {result.dashboard_url}  (analyst key in {out / 'keys.json'})")
-    if keep_running:
-        import time as _time
-
-        console.print("services keep running; Ctrl-C stops them")
+    result = None
+    with stop_on_signals():  # SIGTERM and Ctrl-C stop every service, whenever they come
         try:
-            while all(s.alive() for s in result.services if not s.name.startswith("edge_")):
-                _time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+            result = run_demo(pcaps, policy, out, console=console, keep_running=keep_running, grace_s=grace)
+            alerts = sorted(result.alerts, key=lambda a: (-a["level"], a["ts"]))
+            t = Table(title=f"{len(alerts)} alerts stored in the cloud (showing {min(show, len(alerts))}, highest level first)")
+            for c in ("time (UTC)", "site", "device", "level", "technique", "explanation summary"):
+                t.add_column(c, overflow="fold")
+            for a in alerts[:show]:
+                expl = (a.get("explanation") or {}).get("summary", "(pending)")
+                t.add_row(datetime.fromisoformat(a["ts"]).strftime("%Y-%m-%d %H:%M:%S"), a["site_id"], a["device_id"], str(a["level"]),
+                          ", ".join(a["technique_ids"]) or a["attack_class"], expl if len(expl) <= 110 else expl[:107] + "…")
+            console.print(t)
+            m = Table(title="per-site detection after each site's grace period (a window counts as detected when an "
+                            "alert was stored for it)")
+            for c in ("site", "grace windows", "detecting from (UTC)", "windows", "malicious", "P", "R", "F1", "FPR"):
+                m.add_column(c, justify="left" if c in ("site", "detecting from (UTC)") else "right")
+            for site, r in result.metrics.items():
+                end = r.get("grace_period_end")
+                since = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M:%S") if end else "still learning"
+                m.add_row(site, str(r["grace_windows"]), since, str(r["windows"]), str(r["malicious"]),
+                          f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
+            console.print(m)
+            if policy.resolve() == BUNDLED_POLICY.resolve() and captures.resolve() == BUNDLED_CAPTURES.resolve():
+                console.print("The bundled policy was trained on other recordings of these sites (data/captures/train, "
+                              "models/README.md): none of these windows was seen in training.")
+            console.print(f"finished in {result.seconds:.0f} s; metrics in {out / 'demo_metrics.json'}, logs in {out}/")
+            console.print(f"dashboard: {result.dashboard_url}  (analyst key in {out / 'keys.json'})")
+            if keep_running:
+                console.print("services keep running; Ctrl-C (or SIGTERM) stops them")
+                while all(s.alive() for s in result.services if not s.name.startswith("edge_")):
+                    time.sleep(1)
+        except DemoStopped as exc:
+            console.print(f"{exc}: every service stopped")
+            raise typer.Exit(128 + exc.signum) from None
         finally:
-            for s in reversed(result.services):
-                s.stop()
+            if result is not None and keep_running:
+                stop_all(result.services)
 
 
 @app.command()
@@ -150,9 +156,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 
 
 # Recent Typer releases vendor their own copy of click, whose exceptions are not the installed click's: catch both.
-_EXITS = (click.exceptions.Exit, typer.Exit)
-_USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
-_ABORTS = (click.exceptions.Abort, typer.Abort)
+_EXITS: tuple[type[BaseException], ...] = (typer.Exit,) + ((click.exceptions.Exit,) if click else ())
+_USAGE_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(typer, "TyperException", None), click.ClickException if click else None) if e is not None)
+_ABORTS: tuple[type[BaseException], ...] = (typer.Abort,) + ((click.exceptions.Abort,) if click else ())
 
 
 #: Command groups whose results must not depend on Python's per-process string-hash seed.

@@ -13,10 +13,16 @@ learns its own baseline from its first ``grace_s`` seconds of traffic (the edge'
 which nothing is alerted); those windows are reported per site and left out of the metrics. The services stop
 at the end (``keep_running`` leaves them up until Ctrl-C). All state lives under the output folder,
 which is cleared at the start so a rerun never sees an earlier run's buffers or positions.
+
+Keys reach the children through their environment (``MARLIDS_INGEST_KEY``), never their command line,
+which any local user can read (``ps``). Each child runs in its own process group; SIGINT (Ctrl-C) or
+SIGTERM on the demo stops every group — the children and whatever they started — before it exits
+(:func:`stop_on_signals`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,14 +67,58 @@ class Service:
             return ""
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; only this process (by PID)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM to the child's process group (the child and what it started, e.g. the cloud's explanation
+        processes), then SIGKILL to the group after ``timeout`` seconds. The group is the child's own
+        (``start_new_session``), so nothing else is signalled. Idempotent."""
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.proc.wait(5)
+        self._signal_group(signal.SIGKILL)  # a descendant that outlived its parent
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)  # pgid == pid: the child leads its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class DemoStopped(KeyboardInterrupt):
+    """The demo received SIGINT or SIGTERM (``signum``); its services are being stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def stop_all(services: list[Service]) -> None:
+    """Stop ``services`` in reverse start order; SIGINT/SIGTERM wait until every one is stopped (a second
+    Ctrl-C must not cut the clean-up short and leave a child behind)."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        for s in reversed(services):
+            s.stop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`DemoStopped` in the main thread while the block runs, so the
+    ``finally`` clauses that stop the services run (Python's default SIGTERM ends the process at once and
+    would leave the children running). The previous handlers come back afterwards."""
+    def raise_stopped(signum, _frame):
+        raise DemoStopped(signum)
+
+    previous = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -83,6 +134,7 @@ class DemoResult:
 
 
 def _spawn(name: str, args: list[str], out: Path, env: dict) -> Service:
+    """Start ``marlids <args>`` in its own session (process group), output to ``out/<name>.log``."""
     log = out / f"{name}.log"
     fh = log.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "marlids", *args], stdout=fh, stderr=subprocess.STDOUT,
@@ -187,10 +239,12 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
                   *(f"buffer_{s}.sqlite" for s in sites), *(f"baseline_{s}.json" for s in sites)]:
         (out / stale).unlink(missing_ok=True)
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MARLIDS_INGEST_KEY", "MARLIDS_ANALYST_KEY")}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     cloud_port, fog_port = free_port(), free_port()
     base = f"http://127.0.0.1:{cloud_port}"
     services: list[Service] = []
+    stopped = False
     try:
         with console.status("starting the cloud API (SQLite, built-in explainer) …"):
             services.append(_spawn("cloud", ["cloud", "serve", "--db", str(out / "cloud.db"), "--port", str(cloud_port),
@@ -208,10 +262,11 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         console.print(f"[green]✓[/] cloud API on {base}")
 
         with console.status("starting the fog coordinator …"):
+            fog_env = {**env, "MARLIDS_INGEST_KEY": keys["ingest"]}  # not on the command line: ps shows argv
             services.append(_spawn("fog", ["fog", "serve", "--listen", f"127.0.0.1:{fog_port}", "--policy", str(policy),
-                                           "--cloud", base, "--ingest-key", keys["ingest"], "--sites", ",".join(sites),
+                                           "--cloud", base, "--sites", ",".join(sites),
                                            "--tick-timeout", str(tick_timeout_s), "--outbox", str(out / "outbox.sqlite"),
-                                           "--decisions", str(out / "decisions.jsonl"), "--insecure"], out, env))
+                                           "--decisions", str(out / "decisions.jsonl"), "--insecure"], out, fog_env))
             _wait(lambda: "listening on port" in services[-1].log.read_text(errors="replace"),
                   STARTUP_TIMEOUT_S, "the fog coordinator", services)
         console.print(f"[green]✓[/] fog coordinator on 127.0.0.1:{fog_port} (policy {policy})")
@@ -275,10 +330,12 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         (out / "demo_metrics.json").write_text(json.dumps({"metrics": metrics, "alerts": len(details),
                                                            "seconds": result.seconds}, indent=1))
         return result
+    except BaseException:  # an error, Ctrl-C or SIGTERM (stop_on_signals): never leave a service behind
+        stopped = True
+        raise
     finally:
-        if not keep_running:
-            for s in reversed(services):
-                s.stop()
+        if stopped or not keep_running:
+            stop_all(services)
 
 
 def _grace_windows(decisions: Path) -> dict[str, set[str]]:

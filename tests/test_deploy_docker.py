@@ -133,7 +133,7 @@ def test_compose_matches_the_compose_spec_schema(tmp_path, compose):
 
 def test_compose_wires_postgres_cloud_fog_and_a_replaying_edge(compose):
     svc = compose["services"]
-    assert set(svc) == {"postgres", "cloud", "fog", "edge-site-a"}
+    assert set(svc) == {"certs", "postgres", "cloud", "fog", "edge-site-a"}
     assert svc["postgres"]["image"].startswith("postgres:")
     for name, s in svc.items():
         for dep in s.get("depends_on", {}):
@@ -154,22 +154,75 @@ def test_compose_wires_postgres_cloud_fog_and_a_replaying_edge(compose):
     fog_cmd = svc["fog"]["command"]
     site = edge_cmd[edge_cmd.index("--site") + 1]
     assert site in fog_cmd[fog_cmd.index("--sites") + 1].split(",")
-    # ... which posts to the cloud service's published port with the shared ingest key
-    assert fog_cmd[fog_cmd.index("--cloud") + 1] == "http://cloud:" + svc["cloud"]["ports"][0].split(":")[1]
+    # ... which posts over HTTPS to the port the cloud container serves, with the shared ingest key
+    assert fog_cmd[fog_cmd.index("--cloud") + 1] == "https://cloud:" + svc["cloud"]["ports"][0].split(":")[-1]
     assert svc["fog"]["environment"]["MARLIDS_INGEST_KEY"] == svc["cloud"]["environment"]["MARLIDS_INGEST_KEY"]
 
 
-@pytest.mark.parametrize("service", ["cloud", "fog", "edge-site-a"])
+@pytest.mark.parametrize("service", ["certs", "cloud", "fog", "edge-site-a"])
 def test_compose_commands_parse_with_the_cli(compose, service):
-    """ENTRYPOINT + compose command are valid ``marlids`` arguments (``--help`` is eager, unknown options
-    still fail)."""
+    """ENTRYPOINT (the compose file's, else the image's) + compose command are valid ``marlids`` arguments
+    (``--help`` is eager, unknown options still fail)."""
     s = compose["services"][service]
-    entry = stages(COMPOSE.parent / s["build"]["context"] / s["build"]["dockerfile"])[-1]["entrypoint"]
+    entry = s.get("entrypoint") or stages(COMPOSE.parent / s["build"]["context"] / s["build"]["dockerfile"])[-1][
+        "entrypoint"]
     assert entry[0] == "marlids"
     args = entry[1:] + list(s.get("command", [])) + ["--help"]
-    r = subprocess.run([str(BIN / "marlids"), *args], check=False, capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-m", "marlids", *args], check=False, capture_output=True, text=True,
+                       timeout=120, cwd=REPO,
                        env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, f"marlids {shlex.join(args)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """``container path → volume[:ro]`` of a compose service's named volumes."""
+    out = {}
+    for v in service.get("volumes", []):
+        parts = v.split(":")
+        out[parts[1]] = parts[0] + (":" + parts[2] if len(parts) > 2 else "")
+    return out
+
+
+def test_compose_is_secure_by_default(compose):
+    """Issue 17: certificates from an init step, mutual TLS between edge and fog, HTTPS from the fog to the
+    cloud and from the cloud to analysts, the dashboard published on loopback only, no plaintext opt-outs."""
+    svc = compose["services"]
+    certs = svc["certs"]
+    assert certs["entrypoint"] == ["marlids", "fog", "init-certs"] and certs["restart"] == "no"
+    out_dir = certs["command"][certs["command"].index("--out") + 1]
+    assert _mounts(certs)[out_dir] == "certs", "init-certs writes into the certs volume"
+    for name in ("cloud", "fog", "edge-site-a"):
+        s = svc[name]
+        assert _mounts(s)["/etc/marlids/tls"] == "certs:ro", name
+        assert s["depends_on"]["certs"]["condition"] == "service_completed_successfully", name
+        args = " ".join(s.get("command", []))
+        assert "--insecure" not in args and "--allow-plain-http" not in args, name
+    tls = "/etc/marlids/tls/"
+    fog = svc["fog"]["command"]
+    assert fog[fog.index("--cloud") + 1].startswith("https://") and fog[fog.index("--cloud-ca") + 1] == tls + "ca.crt"
+    assert (fog[fog.index("--tls-cert") + 1], fog[fog.index("--tls-key") + 1], fog[fog.index("--tls-ca") + 1]) == \
+        (tls + "fog.crt", tls + "fog.key", tls + "ca.crt"), "mutual TLS towards the edges"
+    edge = svc["edge-site-a"]["command"]
+    assert (edge[edge.index("--tls-ca") + 1], edge[edge.index("--tls-cert") + 1]) == (tls + "ca.crt", tls + "edge.crt")
+    env = svc["cloud"]["environment"]
+    assert (env["MARLIDS_CLOUD_TLS_CERT"], env["MARLIDS_CLOUD_TLS_KEY"]) == (tls + "cloud.crt", tls + "cloud.key")
+    assert "https://" in " ".join(svc["cloud"]["healthcheck"]["test"]) and "ca.crt" in " ".join(
+        svc["cloud"]["healthcheck"]["test"])
+    for name, s in svc.items():
+        for port in s.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_the_certificate_init_step_writes_what_the_services_mount(tmp_path, compose):
+    """Run the init step's command here: it writes every file the compose services name."""
+    certs = compose["services"]["certs"]
+    args = [a if not a.startswith("/var/lib/marlids") else str(tmp_path) for a in certs["command"]]
+    r = subprocess.run([sys.executable, "-m", "marlids", *certs["entrypoint"][1:], *args], check=False,
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    named = {a.removeprefix("/etc/marlids/tls/") for s in compose["services"].values()
+             for a in [*s.get("command", []), *s.get("environment", {}).values()] if str(a).startswith("/etc/marlids/tls/")}
+    assert named and all((tmp_path / n).is_file() for n in named), named
 
 
 # -- each image's install steps, resolved outside Docker --------------------------------------------------

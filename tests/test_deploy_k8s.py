@@ -129,7 +129,7 @@ def test_services_select_their_pods_and_the_fog_reaches_the_cloud():
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports, name
     fog_args = deployments["marlids-fog"]["spec"]["template"]["spec"]["containers"][0]["args"]
     cloud = by_kind("Service")["marlids-cloud"]["spec"]["ports"][0]["port"]
-    assert fog_args[fog_args.index("--cloud") + 1] == f"http://marlids-cloud:{cloud}"
+    assert fog_args[fog_args.index("--cloud") + 1] == f"https://marlids-cloud:{cloud}"
     assert "@marlids-postgres:5432/" in (REPO / "docs" / "deploy.md").read_text()  # the database-url to create
 
 
@@ -152,7 +152,7 @@ def secret_refs(node) -> set[tuple[str, str | None]]:
 def test_every_secret_key_is_created_in_the_docs():
     docs = (REPO / "docs" / "deploy.md").read_text()
     refs = set().union(*(secret_refs(d) for _, d in documents()))
-    assert {name for name, _ in refs} == {"marlids-secrets", "marlids-fog-tls"}
+    assert {name for name, _ in refs} == {"marlids-secrets", "marlids-fog-tls", "marlids-cloud-tls"}
     for name, key in refs:
         assert f"kubectl -n marlids create secret generic {name}" in docs, name
         assert key is None or f"--from-literal={key}=" in docs, key
@@ -166,3 +166,26 @@ def test_pods_run_unprivileged():
             for c in pod["containers"]:
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
                 assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+
+
+def test_tls_everywhere():
+    """Issue 17: the cloud serves HTTPS only (probes too), the fog checks its certificate against the
+    deployment CA and serves the edges with mutual TLS; no plaintext opt-out; certificate keys readable by
+    the pod's group only."""
+    cloud = by_kind("Deployment")["marlids-cloud"]["spec"]["template"]["spec"]
+    c = cloud["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    secret = {v["name"]: v["secret"] for v in cloud["volumes"]}
+    assert env["MARLIDS_CLOUD_TLS_CERT"] == mounts["tls"] + "/tls.crt" and env["MARLIDS_CLOUD_TLS_KEY"] == \
+        mounts["tls"] + "/tls.key"
+    assert secret["tls"]["secretName"] == "marlids-cloud-tls" and secret["tls"]["defaultMode"] == 0o440
+    assert cloud["securityContext"]["fsGroup"] == 10001
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    fog = by_kind("Deployment")["marlids-fog"]["spec"]["template"]["spec"]
+    args = fog["containers"][0]["args"]
+    mount = {m["name"]: m["mountPath"] for m in fog["containers"][0]["volumeMounts"]}["tls"]
+    assert args[args.index("--cloud-ca") + 1] == mount + "/ca.crt" and args[args.index("--tls-ca") + 1] == mount + "/ca.crt"
+    assert "--insecure" not in args and "--allow-plain-http" not in args
+    assert {v["name"]: v for v in fog["volumes"]}["tls"]["secret"]["defaultMode"] == 0o440

@@ -243,7 +243,8 @@ def test_poster_retries_with_backoff_then_delivers_each_alert_once(tmp_path):
     box.close()
 
 
-@pytest.mark.parametrize("url, key, match", [("ftp://x", KEY, "http"), ("http://x", "", "ingest-key")])
+@pytest.mark.parametrize("url, key, match", [("ftp://x", KEY, "http"), ("http://127.0.0.1:1", "", "ingest-key"),
+                                            ("http://x", KEY, "allow-plain-http")])
 def test_poster_settings(tmp_path, url, key, match):
     box = AlertOutbox(tmp_path / "o.sqlite")
     with pytest.raises(ValueError, match=match):

@@ -8,14 +8,17 @@ set; with CORS off, no cross-site script can either).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +29,19 @@ from cloud.services.attack import AttackTable
 
 COOKIE_NAME = "marlids_key"
 CSRF_HEADER = "X-Requested-With"
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 
+
+def _iso_only(value: Any) -> Any:
+    """Refuse numbers: pydantic would read a large one as milliseconds, a small one as seconds."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError(f"{value!r} is a number; give an ISO 8601 time such as 2025-11-24T16:00:00Z "
+                         "(naive times are UTC)")
+    return value
+
+
+#: A time in a query: ISO 8601 only (naive = UTC), never a bare number (seconds? milliseconds?).
+TimeQuery = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 @dataclass(frozen=True)

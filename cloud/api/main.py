@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import ipaddress
 import logging
 import threading
 import time
@@ -27,9 +28,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Self
 
 from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud.api.deps import AnalystDep, KeyStore
+from cloud.api.errors import validation_error_handler
 from cloud.api.metrics import Metrics
 from cloud.api.middleware import BodySizeLimit
 from cloud.api.routes import alerts, dashboard, export, health, sites, techniques
@@ -122,9 +125,12 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
                   docs_url=None, redoc_url=None, openapi_url=None, **_no_otel())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+
     @app.exception_handler(RecursionError)
     async def _too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
-        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=status.HTTP_400_BAD_REQUEST)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid",
+                                         "input": None}]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     app.state.settings = settings
     app.state.bootstrap_keys = {}
@@ -172,16 +178,45 @@ def register_startup_keys(app: FastAPI) -> None:
             log.info("%s key from the environment registered", role)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the API on this machine (127.0.0.0/8, ::1, ``localhost``)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: resolved by uvicorn, assume it is reachable from elsewhere
+        return False
+
+
+def warn_if_exposed(settings: Settings) -> bool:
+    """Log a warning when the API binds a non-loopback address without TLS; returns whether it warned."""
+    if settings.tls or is_loopback(settings.host):
+        return False
+    log.warning("the cloud API binds %s:%d without TLS: API keys and the dashboard cookie cross the network in "
+                "clear. Serve HTTPS (marlids cloud serve --tls-cert/--tls-key) or put a TLS proxy in front and "
+                "bind 127.0.0.1.", settings.host, settings.port)
+    return True
+
+
+def uvicorn_tls(settings: Settings) -> dict[str, Any]:
+    """uvicorn's ``ssl_certfile``/``ssl_keyfile`` options from the settings (empty without TLS)."""
+    if not settings.tls:
+        return {}
+    return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+
+
 def serve(settings: Settings | None = None, *, log_level: str = "info") -> None:
-    """Serve the API with uvicorn on ``settings.host:settings.port`` until interrupted (blocking).
+    """Serve the API with uvicorn on ``settings.host:settings.port`` until interrupted (blocking); HTTPS
+    when ``settings.tls_cert``/``tls_key`` are set (:func:`warn_if_exposed` otherwise, off loopback).
 
     One process only: the single writer thread is what makes SQLite commits fast and safe.
     """
     import uvicorn
 
     settings = settings or get_settings()
+    warn_if_exposed(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                access_log=False, workers=1)
+                access_log=False, workers=1, **uvicorn_tls(settings))
 
 
 class BackgroundServer:
@@ -200,7 +235,7 @@ class BackgroundServer:
     ----------
     app : FastAPI
     url : str
-        ``http://host:port`` once started.
+        ``http://host:port`` (``https://`` with TLS settings) once started.
     keys : dict
         The bootstrap keys (``{"ingest": …, "analyst": …}``) when a bootstrap file is configured.
     """
@@ -211,8 +246,9 @@ class BackgroundServer:
 
         self.settings = settings
         self.app = create_app(settings, explainer=explainer)
+        warn_if_exposed(settings)
         self._server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
-                                                     log_level=log_level, access_log=False))
+                                                     log_level=log_level, access_log=False, **uvicorn_tls(settings)))
         self._thread = threading.Thread(target=self._server.run, name="marlids-cloud-uvicorn", daemon=True)
         self.startup_timeout_s = startup_timeout_s
         self.url = ""
@@ -238,7 +274,7 @@ class BackgroundServer:
                                    "(port in use, bad settings? see the log)")
             time.sleep(0.02)
         sock = self._server.servers[0].sockets[0].getsockname()
-        self.url = f"http://{sock[0]}:{sock[1]}"
+        self.url = f"{'https' if self.settings.tls else 'http'}://{sock[0]}:{sock[1]}"
         return self
 
     def stop(self, timeout: float = 30.0) -> None:

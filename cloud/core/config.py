@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field("FULL", description="SQLite PRAGMA synchronous (FULL: durable commits).")
     host: str = Field("127.0.0.1", description="Address `marlids cloud serve` binds.")
     port: int = Field(8080, ge=0, le=65535, description="Port `marlids cloud serve` binds (0: any free port).")
+    tls_cert: Path | None = Field(None, description="Serve HTTPS with this certificate chain (PEM); needs tls_key.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert.")
+    cookie_secure: bool | None = Field(
+        None, description="Force the dashboard cookie's Secure flag on or off; unset = on exactly when the request "
+                          "came over HTTPS (set true behind a TLS-terminating proxy).")
     cors_origins: list[str] = Field(default_factory=list,
                                     description="Origins allowed by CORS; empty (the default) = CORS off.")
     auto_migrate: bool = Field(True, description="Run Alembic migrations to head at start-up.")
@@ -75,6 +80,17 @@ class Settings(BaseSettings):
                                      description="Cap on each attacker-controlled string sent to the model.")
     untrusted_max_items: int = Field(8, ge=0, le=64,
                                      description="Cap on attacker-controlled strings per evidence field.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(f"tls_cert={self.tls_cert} and tls_key={self.tls_key}: give both (HTTPS) or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the API is served over HTTPS by uvicorn itself."""
+        return self.tls_cert is not None
 
     @property
     def llm_enabled(self) -> bool:

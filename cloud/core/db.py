@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -18,7 +19,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url``.
 
     SQLite files get ``journal_mode=WAL`` (readers never block the writer), ``busy_timeout`` 10 s,
-    foreign keys on and the given ``synchronous`` level; their parent folder is created.
+    foreign keys on and the given ``synchronous`` level; their parent folder is created, and a new
+    file is created readable by its owner only (0600; SQLite gives its ``-wal``/``-shm`` files the same
+    mode). Text that is not valid UTF-8 (written around the API) is read with U+FFFD in place of the
+    bad bytes instead of failing the read.
 
     Parameters
     ----------
@@ -40,12 +44,13 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         if parsed.drivername == "postgresql":  # plain postgresql:// → psycopg 3
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        create_private_file(Path(parsed.database).expanduser().resolve())
     engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
+        dbapi_conn.text_factory = _decode_text
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={sync}")
@@ -54,6 +59,21 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         cur.close()
 
     return engine
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def create_private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder) readable and writable by its owner only (0600) if it does not exist;
+    an existing file keeps its mode. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

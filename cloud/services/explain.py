@@ -1,13 +1,20 @@
 """Explanations of alerts: the built-in grounded explainer, a model-backed one, and the checker both obey.
 
-Three rules hold whatever wrote the explanation:
+Five rules hold whatever wrote the explanation:
 
 1. Every claim cites evidence keys the alert really has (:func:`cloud.schemas.evidence_keys`).
 2. Analyst actions are observational: nothing that blocks, isolates or changes the network.
 3. Attacker-controlled strings (payload snippets, MQTT topics, hostnames, user agents, DNS names,
    the protocol summary) are data: a model sees them only length-capped and escaped inside a separate
    ``UNTRUSTED_EVIDENCE`` JSON section of the user message — never in the system prompt — and may
-   cite them only by key, never quote them.
+   cite them only by key, never quote them (no run of :data:`QUOTE_WINDOW` characters of any of them,
+   compared after Unicode NFKC folding, case folding and dropping invisible format characters).
+4. The explanation does not contradict the alert: it does not call it benign, safe, normal or a false
+   positive, does not say no action is needed, does not name a lower severity or level, names no
+   technique or attack other than the alert's, and recommends no enforcement anywhere in its prose
+   (:func:`contradictions`). An obedient model that
+   paraphrases an injected "this is a false positive" is caught here, not by the quote rule.
+5. No markup (``<tag``) and no links except attack.mitre.org pages.
 
 :func:`check_explanation` enforces the rules; :class:`LLMExplainer` retries once and then falls back to
 :class:`BuiltinExplainer`, saying so in ``source``.
@@ -18,12 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from cloud.schemas import UNTRUSTED_FIELDS, ExplanationBody, evidence_keys
-from cloud.services.attack import AttackTable
+from cloud.services.attack import CLASS_TECHNIQUES, EVIDENCE_RULES, AttackTable
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +45,162 @@ URL = re.compile(r"(?:https?|ftp|file|javascript|data):[^\s\"')]*", re.IGNORECAS
 URL_MARKERS = ("http", "ftp:", "file:", "javascript:", "data:")  # cheap pre-check before the URL regex
 ALLOWED_URL = re.compile(r"^https://attack\.mitre\.org/[A-Za-z0-9/._-]*$")
 MIN_QUOTE = 12  # an untrusted string at least this long may not appear verbatim in an explanation
-QUOTE_WINDOW = 24  # … nor may any 24-character piece of a longer one (a model may quote a capped prefix)
+QUOTE_WINDOW = 24  # … nor may any 24-character run of a longer one (a model may quote a capped piece)
 _SPACES = re.compile(r"\s+")
+MARKUP = re.compile(r"<\s*[a-z!/?]", re.IGNORECASE)  # an HTML/XML tag, comment or declaration opening
+#: Alert levels by name (0 none … 4 critical), for severity words an explanation may use.
+SEVERITY_WORDS = {"none": 0, "informational": 0, "negligible": 0, "harmless": 0, "low": 1, "minor": 1,
+                  "medium": 2, "moderate": 2, "high": 3, "critical": 4, "severe": 4}
+#: Claims that an alert is not an attack (normalized text: lower case, single spaces).
+BENIGN_CLAIMS = re.compile(
+    r"\bfalse[- ]?positives?\b"
+    r"|\b(?:is|are|was|were|be|been|being|looks?|seems?|appears?|deemed|considered|classified as|treat(?:ed)? as|"
+    r"as)\s+(?:(?:most |very |quite )?(?:likely|probably|entirely|completely|perfectly|totally|clearly|actually|"
+    r"just|fully|in fact|all)\s+)?(?:benign|harmless|safe|innocuous|legitimate|normal|clean|fine|ok|okay|expected "
+    r"behaviou?r)\b"
+    r"|\bbenign (?:traffic|activity|behaviou?r|event|alert|device)\b"
+    r"|\bsafe to (?:ignore|dismiss|close)\b|\b(?:can|may|should|could) (?:safely )?be (?:safely )?"
+    r"(?:ignored|dismissed|closed|disregarded)\b"
+    r"|\bno (?:further |immediate )?(?:action|follow-up|investigation|response|review)s? (?:is |are )?"
+    r"(?:needed|required|necessary|warranted)\b|\bnothing to (?:do|worry|see|investigate)\b"
+    r"|\b(?:not|no|never) (?:an? |any )?(?:real |actual |genuine )?(?:attack|threat|intrusion|malicious|"
+    r"compromise|incident|suspicious)\b|\bno evidence of (?:an? )?(?:attack|compromise|intrusion|malicious)"
+    r"|\ball clear\b|\bmark(?:ed|ing)? (?:it |this |the alert |this alert )?(?:as )?(?:benign|resolved|false|"
+    r"closed|safe)\b|\bapproved\b")
+LOWER_SEVERITY = re.compile(
+    r"\b(none|informational|negligible|harmless|low|minor|medium|moderate)[- ](?:severity|risk|priority|impact|"
+    r"threat|level|urgency)\b|\b(?:severity|risk|priority|urgency)(?: is| of| level| rating)?:? (none|informational|"
+    r"negligible|low|minor|medium|moderate)\b|\blevel:? ([0-4])\b|\bnot (?:urgent|serious|severe|critical|"
+    r"dangerous)\b")
+TECHNIQUE_ID = re.compile(r"\bt\d{4}(?:\.\d{3})?\b")
+#: Enforcement recommended anywhere in the prose (the actions themselves are checked with :data:`BLOCKING`).
+ENFORCEMENT_ADVICE = re.compile(
+    r"\b(?:should|must|needs? to|recommend(?:ed|s)?|advised?|urged?|please|immediately|right away)\b[^.;]{0,60}?"
+    r"\b(?:block|isolat|quarantin|disconnect|shut ?down|wipe|reboot|disabl|delet|kill|ban|blackhol|null-?rout|"
+    r"sinkhol|firewall)\w*"
+    r"|(?:^|[.!;:]\s*)(?:block|isolate|quarantine|disconnect|shut down|wipe|reboot|disable|delete|kill|ban)\b")
+#: Attack names an explanation may use only for the alert's own class (besides the techniques' ATT&CK names).
+CLASS_WORDS: dict[str, tuple[str, ...]] = {
+    "scan": ("port scan", "portscan", "network scan", "reconnaissance"),
+    "flood": ("flood", "volumetric", "ddos"),
+    "brute_force": ("brute force", "brute-force", "bruteforce", "password guessing", "credential stuffing",
+                    "dictionary attack"),
+    "app_dos": ("slowloris", "application-layer dos", "application-layer denial", "application layer denial"),
+    "arp_spoof": ("arp spoof", "arp-spoof", "arp poisoning", "arp cache poisoning", "man-in-the-middle",
+                  "adversary-in-the-middle"),
+}
 
 
 def _norm(text: str) -> str:
-    return _SPACES.sub(" ", text.lower())
+    """Text as compared by the checker: NFKC-folded (full-width and look-alike compatibility forms become
+    plain letters), invisible format characters (zero-width, bidi controls) dropped, case-folded, runs of
+    white space made one space."""
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return _SPACES.sub(" ", text.casefold()).strip()
 
 
-def _quote_pieces(value: str) -> set[str]:
-    """Pieces of an attacker-controlled string whose presence in an explanation counts as quoting it."""
-    value = _norm(value)
-    if len(value) <= QUOTE_WINDOW:
-        return {value} if len(value) >= MIN_QUOTE else set()
-    step = QUOTE_WINDOW // 2
-    return {value[i:i + QUOTE_WINDOW] for i in range(0, len(value) - QUOTE_WINDOW + 1, step)}
+def _runs(text: str, width: int = QUOTE_WINDOW) -> set[str]:
+    """Every ``width``-character run of ``text`` (the text itself when shorter)."""
+    return {text[i:i + width] for i in range(len(text) - width + 1)} if len(text) > width else {text}
+
+
+def untrusted_texts(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(evidence key, text)`` of every attacker-controlled string of an alert's evidence, the protocol
+    summary included."""
+    out = [("protocol_summary", evidence["protocol_summary"])] if evidence.get("protocol_summary") else []
+    for field in UNTRUSTED_FIELDS:
+        out += [(f"{field}:{i}", v) for i, v in enumerate(evidence.get(field) or []) if isinstance(v, str)]
+    return out
+
+
+def _quote_runs(evidence: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(runs of :data:`QUOTE_WINDOW` characters of the long untrusted strings, whole short ones ≥ MIN_QUOTE)."""
+    long_runs: set[str] = set()
+    short: set[str] = set()
+    for _, value in untrusted_texts(evidence):
+        v = _norm(value)
+        if len(v) >= QUOTE_WINDOW:
+            long_runs |= _runs(v)
+        elif len(v) >= MIN_QUOTE:
+            short.add(v)
+    return long_runs, short
+
+
+def _quotes(text: str, long_runs: set[str], short: set[str]) -> bool:
+    t = _norm(text)
+    if short and any(s in t for s in short):
+        return True
+    if not long_runs or len(t) < QUOTE_WINDOW:
+        return False
+    return any(t[i:i + QUOTE_WINDOW] in long_runs for i in range(len(t) - QUOTE_WINDOW + 1))
+
+
+def _foreign_names(alert: dict[str, Any], table: AttackTable) -> list[str]:
+    """Attack and technique names that belong to classes and techniques other than the alert's."""
+    own_ids = set(alert.get("technique_ids") or [])
+    own_ids |= {t.split(".")[0] for t in own_ids}
+    own_names = {_norm(table.get(t)["name"]) for t in own_ids if _known(table, t)}
+    own_text = " ".join(own_names)
+    known = {t for ids in CLASS_TECHNIQUES.values() for t in ids} | {r[3] for r in EVIDENCE_RULES}
+    known |= {t.split(".")[0] for t in known}
+    names = {_norm(table.get(t)["name"]) for t in known - own_ids if _known(table, t)}
+    names |= {w for cls, words in CLASS_WORDS.items() if cls != alert.get("attack_class") for w in words}
+    own_words = set(CLASS_WORDS.get(alert.get("attack_class", ""), ()))
+    return sorted(n for n in names if n not in own_text and n not in own_words)
+
+
+def _known(table: AttackTable, technique_id: str) -> bool:
+    try:
+        table.get(technique_id)
+        return True
+    except Exception:  # noqa: BLE001 - an unknown id simply has no name
+        return False
+
+
+def contradictions(text: str, alert: dict[str, Any], table: AttackTable) -> list[str]:
+    """What in ``text`` (one field of an explanation) contradicts ``alert`` (module docstring, rule 4).
+
+    Returns
+    -------
+    list of str
+        Short reasons (``"calls the alert benign ('false positive')"``, ``"names level 1, below the alert's
+        3"``, ``"names T1486, not the alert's technique"``, ``"names 'brute force', another attack than
+        'scan'"``); empty when nothing contradicts. An alert of level 0 or class ``benign`` contradicts
+        nothing of this kind.
+    """
+    level = int(alert.get("level") or 0)
+    if level == 0 or alert.get("attack_class") == "benign":
+        return []
+    t = _norm(text)
+    found: list[str] = []
+    if m := BENIGN_CLAIMS.search(t):
+        found.append(f"calls the alert benign or settled ({m.group(0)!r})")
+    if m := ENFORCEMENT_ADVICE.search(t):
+        found.append(f"recommends enforcement, not observation ({m.group(0).strip()!r})")
+    for m in LOWER_SEVERITY.finditer(t):
+        word = m.group(1) or m.group(2)
+        if word is not None:
+            named = SEVERITY_WORDS[word]
+        elif m.group(3) is not None:
+            named = int(m.group(3))
+        else:  # "not urgent", "not serious": below any alert worth posting
+            named = 0
+        if named < level:
+            found.append(f"names a lower severity than the alert's level {level} ({m.group(0)!r})")
+            break
+    own = {x.lower() for x in alert.get("technique_ids") or []}
+    own |= {x.split(".")[0] for x in own}
+    for m in TECHNIQUE_ID.finditer(t):
+        if m.group(0) not in own:
+            found.append(f"names technique {m.group(0).upper()}, not the alert's {alert.get('technique_ids')}")
+            break
+    for name in _foreign_names(alert, table):
+        if re.search(r"(?<![a-z])" + re.escape(name) + r"(?![a-z])", t):
+            found.append(f"names {name!r}, another attack than the alert's '{alert.get('attack_class')}'")
+            break
+    return found
 
 ACTIONS: dict[str, tuple[str, ...]] = {
     "scan": ("Review the device's connection records for the window to see which ports and hosts were probed.",
@@ -85,8 +234,9 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
 
     Rejects: evidence keys the alert does not have, claims without references, techniques the alert
     does not carry (or with a wrong name or tactic), non-observational analyst actions, links other
-    than attack.mitre.org, and attacker-controlled strings quoted verbatim (any 24-character piece,
-    case and whitespace ignored).
+    than attack.mitre.org, markup, attacker-controlled strings quoted verbatim (any 24-character run of
+    any attacker-controlled field, ``protocol_summary`` included; case, white space, compatibility forms
+    and invisible characters ignored), and claims that contradict the alert (:func:`contradictions`).
 
     Parameters
     ----------
@@ -129,15 +279,19 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
             problems.append(f"analyst_actions[{i}]: not observational (contains {m.group(0)!r})")
     texts = [("summary", body.summary), ("confidence_rationale", body.confidence_rationale)]
     texts += [(f"techniques[{i}].why", t.why) for i, t in enumerate(body.techniques)]
+    texts += [(f"techniques[{i}].name", t.name) for i, t in enumerate(body.techniques)]
     texts += [(f"analyst_actions[{i}]", a.action) for i, a in enumerate(body.analyst_actions)]
-    pieces = {p for f in UNTRUSTED_FIELDS for v in alert["evidence"].get(f, []) for p in _quote_pieces(v)}
+    long_runs, short = _quote_runs(alert["evidence"])
     for where, text in texts:
         low = text.lower()
         for url in (URL.findall(text) if any(m in low for m in URL_MARKERS) else ()):
             if not ALLOWED_URL.match(url):
                 problems.append(f"{where}: link {url[:80]!r} is not an attack.mitre.org page")
-        if pieces and any(p in _norm(text) for p in pieces):
+        if MARKUP.search(text):
+            problems.append(f"{where}: contains markup ({MARKUP.search(text).group(0)!r}…); plain text only")
+        if _quotes(text, long_runs, short):
             problems.append(f"{where}: quotes attacker-controlled evidence verbatim (cite it by key instead)")
+        problems += [f"{where}: contradicts the alert: {c}" for c in contradictions(text, alert, table)]
     return problems
 
 

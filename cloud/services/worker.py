@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.models import AlertRow, ExplanationRow
 from cloud.services.attack import AttackTable
+from cloud.services.convert import readable_row, stored_evidence
 from cloud.services.explain import BuiltinExplainer, Explainer, check_explanation
 from cloud.services.writer import AlertWriter
 
@@ -53,8 +54,10 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
     table_ = AlertRow.__table__
     with session_factory() as session:  # Core reads: plain dicts, no ORM identity map
         done = set(session.scalars(select(ExplanationRow.alert_id).where(ExplanationRow.alert_id.in_(alert_ids))))
-        alerts = [dict(r._mapping) for r in session.execute(
+        alerts = [readable_row(dict(r._mapping)) for r in session.execute(
             select(table_).where(table_.c.alert_id.in_([a for a in alert_ids if a not in done])))]
+    for alert in alerts:  # what the store holds, as the schema says it is (explainers rely on it)
+        alert["evidence"] = stored_evidence(alert).model_dump()
     builtin = BuiltinExplainer(table)
     rows, timings = [], []
     for alert in alerts:

@@ -45,8 +45,11 @@ class _Job:
 
 
 def row_dict(row: AlertRow) -> dict[str, Any]:
-    """A stored alert as a plain dict of its columns."""
-    return {c: getattr(row, c) for c in ALERT_COLUMNS}
+    """A stored alert as a plain dict of its columns, made serializable
+    (:func:`cloud.services.convert.readable`: what the store holds never breaks a read)."""
+    from cloud.services.convert import readable
+
+    return {c: readable(getattr(row, c)) for c in ALERT_COLUMNS}
 
 
 class AlertWriter:

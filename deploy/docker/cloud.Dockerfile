@@ -20,6 +20,8 @@ RUN pip install --no-cache-dir "./[cloud]" \
 USER 10001:10001
 WORKDIR /var/lib/marlids
 EXPOSE 8080
+# Liveness of the server itself on loopback: HTTPS when MARLIDS_CLOUD_TLS_CERT is set (certificate not
+# verified here: nothing secret is sent; docker-compose.yml checks it against the CA).
 HEALTHCHECK --interval=15s --timeout=3s --retries=5 \
-    CMD ["python", "-c", "import urllib.request as r; r.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request as r; tls = bool(os.environ.get('MARLIDS_CLOUD_TLS_CERT')); r.urlopen(('https' if tls else 'http') + '://127.0.0.1:8080/healthz', timeout=2, context=ssl._create_unverified_context() if tls else None)"]
 ENTRYPOINT ["marlids", "cloud", "serve"]

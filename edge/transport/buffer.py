@@ -24,6 +24,7 @@ about 3.5 kB, so the default 20,000 is ≈ 70 MB). When a new batch does not fit
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -41,6 +42,18 @@ CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, body
 """
 
 
+def create_private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder) with mode 0600 — readable and writable by its owner only — if it does
+    not exist yet; an existing file keeps its mode. SQLite gives a database's ``-wal`` and ``-shm`` files
+    the mode of the database, so opening the file afterwards keeps all three private. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
+
+
 class BufferClosedError(RuntimeError):
     """The buffer was closed while a call waited on it."""
 
@@ -51,7 +64,7 @@ class DiskBuffer:
     Parameters
     ----------
     path : str or Path
-        SQLite file; created with its folder when missing.
+        SQLite file; created (mode 0600) with its folder when missing.
     capacity : int, default 20000
         Most messages held (≥ 1).
     policy : {"drop-oldest", "block"}, default "drop-oldest"
@@ -80,7 +93,7 @@ class DiskBuffer:
         self.path = Path(path)
         self.capacity = capacity
         self.policy = policy
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

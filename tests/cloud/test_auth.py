@@ -29,13 +29,15 @@ def test_nothing_but_healthz_is_open(api):
     routes = _routes(api.app)
     assert len(routes) >= 12
     for method, path in routes:
-        r = api.client.request(method, path)
+        r = api.client.request(method, path, follow_redirects=False)
         if path == "/healthz":
             assert r.status_code == 200
         elif path == "/dashboard":
             assert r.status_code == 401 and "Analyst API key" in r.text  # the login form, no data
         elif path == "/dashboard/session":
             assert r.status_code == 401  # a login attempt without a key
+        elif path == "/dashboard/logout":
+            assert r.status_code == 303 and "marlids_key=" in r.headers["set-cookie"]  # forgets, reveals nothing
         else:
             assert r.status_code == 401, (method, path, r.status_code)
             assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -167,3 +169,29 @@ def test_dashboard_cookie_login_and_csrf_header(api):
     refused = api.client.patch(url, json={"status": "resolved"})
     assert refused.status_code == 403 and "X-Requested-With" in refused.json()["detail"]
     assert api.client.patch(url, json={"status": "resolved"}, headers={"X-Requested-With": "marlids"}).status_code == 200
+
+
+def test_cookie_is_not_secure_over_plain_http_and_logout_clears_it(api):
+    r = api.client.post("/dashboard/session", data={"key": api.analyst_key}, follow_redirects=False)
+    assert "secure" not in r.headers["set-cookie"].lower()
+    assert api.client.get("/dashboard").status_code == 200
+    out = api.client.post("/dashboard/logout", follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/dashboard"
+    cleared = out.headers["set-cookie"]
+    assert cleared.startswith('marlids_key=""') and "Max-Age=0" in cleared and "HttpOnly" in cleared
+    assert api.client.get("/dashboard").status_code == 401  # back to the login form
+    assert api.client.get(ALERTS).status_code == 401
+
+
+def test_cookie_is_secure_under_tls(make_api):
+    """Behind a TLS proxy (forced by the setting) and over HTTPS (the request's scheme) the cookie is Secure."""
+    from fastapi.testclient import TestClient
+
+    forced = make_api(cookie_secure=True)
+    r = forced.client.post("/dashboard/session", data={"key": forced.analyst_key}, follow_redirects=False)
+    assert "; secure" in r.headers["set-cookie"].lower()
+    plain = make_api()
+    with TestClient(plain.app, base_url="https://testserver") as tls_client:
+        r = tls_client.post("/dashboard/session", data={"key": plain.analyst_key}, follow_redirects=False)
+        assert "; secure" in r.headers["set-cookie"].lower()
+        assert "; secure" in tls_client.post("/dashboard/logout", follow_redirects=False).headers["set-cookie"].lower()

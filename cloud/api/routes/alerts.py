@@ -14,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import AnalystDep, IngestDep, SessionDep
+from cloud.api.deps import AnalystDep, IngestDep, SessionDep, TimeQuery
+from cloud.api.errors import AUTH_RESPONSES, BODY_RESPONSES, StrictJSONRoute, unprocessable
 from cloud.api.metrics import Metrics
 from cloud.models import AlertRow, AlertTechniqueRow, ExplanationRow
 from cloud.schemas import (
@@ -32,7 +33,7 @@ from cloud.services.attack import AttackTable, UnknownTechniqueError
 from cloud.services.convert import alert_public, alert_public_json, alert_to_row, dt_to_us, explanation_public
 from cloud.services.writer import AlertWriter, QueueFullError, row_dict
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
 AlertIdPath = Annotated[str, Path(pattern=ALERT_ID_PATTERN, description="The alert's ID.")]
 
@@ -41,7 +42,8 @@ def _explanations(session: Session, ids: list[str]) -> dict[str, ExplanationPubl
     if not ids:
         return {}
     rows = session.scalars(select(ExplanationRow).where(ExplanationRow.alert_id.in_(ids)))
-    return {r.alert_id: explanation_public(r.source, r.body, r.created_at_us) for r in rows}
+    out = {r.alert_id: explanation_public(r.source, r.body, r.created_at_us) for r in rows}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _encode_cursor(ts_us: int, alert_id: str) -> str:
@@ -55,17 +57,19 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
             raise ValueError
         return ts_us, alert_id
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=f"cursor {cursor[:40]!r} is not a cursor returned by this API "
-                                   "(pass next_cursor unchanged)") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
+            ["query", "cursor"], "not a cursor returned by this API (pass next_cursor unchanged)", "bad_cursor",
+            cursor[:40])]) from None
 
 
 @router.post("", response_model=AlertPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": AlertPublic, "description": "Already stored: the stored alert, unchanged."},
-                        503: {"description": "Ingest queue full; retry later."}})
+                        **BODY_RESPONSES, 503: {"description": "Ingest queue full; retry later."}})
 async def create_alert(alert: AlertCreate, request: Request, _: IngestDep) -> Response:
     """Store an alert; answer once it is committed. Idempotent by ``alert_id``: a repeat gets the stored
-    alert (200) and never creates a duplicate. Unknown ATT&CK technique IDs are refused with 422.
+    alert (200) and never creates a duplicate. Unknown ATT&CK technique IDs are refused with 422, and so is
+    text that is not valid Unicode, a non-finite number or a ``ts`` outside 1970 … 9999 (epoch seconds);
+    an alert refused with any error is not stored.
 
     The hot path: the writer, table and metrics come from ``app.state`` rather than dependencies, and
     the answer is serialized straight from the stored row (it is what :class:`AlertPublic` documents).
@@ -79,8 +83,8 @@ async def create_alert(alert: AlertCreate, request: Request, _: IngestDep) -> Re
         ids, tactics = table.map_alert(alert.attack_class, alert.technique_ids, evidence)
     except UnknownTechniqueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=[{"loc": ["body", "technique_ids"], "msg": str(exc),
-                                     "type": "unknown_technique", "input": exc.technique_id}]) from None
+                            detail=[unprocessable(["body", "technique_ids"], str(exc), "unknown_technique",
+                                                  exc.technique_id)]) from None
     try:
         stored, created = await writer.submit_alert(alert_to_row(alert, ids, tactics, evidence))
     except QueueFullError as exc:
@@ -111,8 +115,8 @@ def list_alerts(
     technique: Annotated[str | None, Query(pattern=TECHNIQUE_ID_PATTERN,
                                            description="ATT&CK ID, e.g. T1046; T1498 also matches T1498.001.")] = None,
     status_: Annotated[TriageStatus | None, Query(alias="status", description="Triage status.")] = None,
-    since: Annotated[datetime | None, Query(description="ts ≥ since (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="ts < until (ISO 8601).")] = None,
+    since: Annotated[TimeQuery | None, Query(description="ts ≥ since (ISO 8601; naive = UTC).")] = None,
+    until: Annotated[TimeQuery | None, Query(description="ts < until (ISO 8601; naive = UTC).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the previous page.")] = None,
 ) -> AlertsPage:
@@ -134,7 +138,8 @@ def list_alerts(
         if until is not None:
             stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
     except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="since/until out of range") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
+            ["query", "since"], "since/until out of range", "out_of_range", str(since or until))]) from None
     if technique is not None:  # a parent ID matches its sub-techniques too (T1498 → T1498.001)
         match = AlertTechniqueRow.technique_id == technique
         if "." not in technique:
@@ -165,7 +170,8 @@ def read_alert(alert_id: AlertIdPath, session: SessionDep, _: AnalystDep) -> Ale
     return alert_public(row_dict(row), _explanations(session, [alert_id]).get(alert_id))
 
 
-@router.patch("/{alert_id}", response_model=AlertPublic, responses={404: {"description": "No such alert."}})
+@router.patch("/{alert_id}", response_model=AlertPublic,
+              responses={404: {"description": "No such alert."}, **BODY_RESPONSES})
 def update_alert(alert_id: AlertIdPath, update: AlertUpdate, session: SessionDep, _: AnalystDep) -> AlertPublic:
     """Triage: set the status (new, acknowledged, false_positive, resolved) and/or the analyst note."""
     row = _get_or_404(session, alert_id)

@@ -10,17 +10,18 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import AnalystDep, AttackDep, SessionDep
+from cloud.api.deps import AnalystDep, AttackDep, SessionDep, TimeQuery
+from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute, unprocessable
 from cloud.models import AlertRow, ExplanationRow
 from cloud.schemas import ID_PATTERN
 from cloud.services.convert import dt_to_us
 from cloud.services.export import ecs_lines, stix_bundle
 from cloud.services.writer import row_dict
 
-router = APIRouter(prefix="/export", tags=["export"])
+router = APIRouter(prefix="/export", tags=["export"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
 SiteQ = Annotated[str | None, Query(pattern=ID_PATTERN)]
-TimeQ = Annotated[datetime | None, Query()]
+TimeQ = Annotated[TimeQuery | None, Query(description="ISO 8601 (naive = UTC).")]
 LimitQ = Annotated[int, Query(ge=1, le=100_000)]
 
 
@@ -35,7 +36,8 @@ def _rows(session: Session, site_id: str | None, since: datetime | None, until: 
         if until is not None:
             stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
     except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="since/until out of range") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
+            ["query", "since"], "since/until out of range", "out_of_range", str(since or until))]) from None
     return [row_dict(r) for r in session.scalars(stmt.order_by(AlertRow.ts_us, AlertRow.alert_id).limit(limit))]
 
 

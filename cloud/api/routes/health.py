@@ -8,9 +8,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from cloud.api.deps import MetricsDep, PrincipalDep, SessionDep
+from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute
 from cloud.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "Database down."}})
@@ -26,7 +27,8 @@ def healthz(session: SessionDep) -> Health | JSONResponse:
 
 
 @router.get("/metrics", response_model=None, response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+                       **AUTH_RESPONSES})
 def metrics(_: PrincipalDep, m: MetricsDep) -> Response:
     """Prometheus metrics (send the key as ``Authorization: Bearer <key>`` from the scraper)."""
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from cloud.api.deps import AnalystDep, IngestDep, SessionDep
+from cloud.api.errors import AUTH_RESPONSES, BODY_RESPONSES, StrictJSONRoute
 from cloud.models import SiteRow
 from cloud.schemas import ID_PATTERN, SitePublic, SiteStateUpdate
 from cloud.services.convert import dt_to_us, us_to_dt
 
-router = APIRouter(prefix="/sites", tags=["sites"])
+router = APIRouter(prefix="/sites", tags=["sites"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
 
 def _public(row: SiteRow) -> SitePublic:
@@ -22,7 +23,7 @@ def _public(row: SiteRow) -> SitePublic:
                       updated_at=us_to_dt(row.updated_at_us))
 
 
-@router.put("/{site_id}", response_model=SitePublic)
+@router.put("/{site_id}", response_model=SitePublic, responses=BODY_RESPONSES)
 def put_site_state(site_id: Annotated[str, Path(pattern=ID_PATTERN, description="The site's ID.")],
                    body: SiteStateUpdate, session: SessionDep, _: IngestDep) -> SitePublic:
     """Record a site's baseline state (the fog reports every change: learning in the grace period, then

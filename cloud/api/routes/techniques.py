@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from cloud.api.deps import AnalystDep, AttackDep
+from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute
 from cloud.schemas import TechniquePublic
 from cloud.services.attack import UnknownTechniqueError
 
-router = APIRouter(prefix="/techniques", tags=["techniques"])
+router = APIRouter(prefix="/techniques", tags=["techniques"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
 
 @router.get("/{technique_id}", response_model=TechniquePublic,
