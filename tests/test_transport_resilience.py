@@ -127,7 +127,7 @@ def test_kill_fog_then_cloud_mid_stream_loses_and_duplicates_nothing(tmp_path):
     from fog.detect import detect
 
     offline = detect(both, emb.embed(both["proto_text"].tolist()), policy)
-    after_grace = offline[~offline["learning"]]
+    after_grace = both[~offline["learning"].to_numpy()]
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     cloud = CLOUD_BACKEND(tmp_path)

@@ -30,6 +30,7 @@ def mappo(
     seed: int = typer.Option(0, "--seed", help="Seed of env, league sampling and networks."),
     n_defenders: int = typer.Option(4, "--n-defenders", min=1, help="Defender agents (sites) per environment."),
     max_steps: int = typer.Option(200, "--max-steps", min=1, help="Windows per episode."),
+    attack_budget: int = typer.Option(3, "--attack-budget", min=0, help="Attacks the attacker may launch per episode."),
     train_batch_size: int = typer.Option(4000, "--train-batch-size", min=100, help="Env steps per iteration."),
     minibatch_size: int = typer.Option(1000, "--minibatch-size", min=10, help="SGD minibatch (agent steps)."),
     num_epochs: int = typer.Option(4, "--num-epochs", min=1, help="SGD passes per batch."),
@@ -79,7 +80,7 @@ def mappo(
         raise ValueError("give either --scorer CHECKPOINT or --scorer-epochs N (train one), not both")
     args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], benign=[str(p) for p in benign],
                      scorer=str(scorer) if scorer else None, scorer_epochs=scorer_epochs, scorer_seq_len=scorer_seq_len,
-                     n_defenders=n_defenders, max_steps=max_steps, iterations=iterations,
+                     n_defenders=n_defenders, max_steps=max_steps, attack_budget=attack_budget, iterations=iterations,
                      train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
                      gamma=gamma, entropy_coeff=entropy_coeff, class_bonus=class_bonus, train_fraction=train_fraction,
                      centralized_critic=centralized_critic, self_play=self_play, snapshot_every=snapshot_every,
