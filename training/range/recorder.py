@@ -305,8 +305,8 @@ def _mdns_script(dev: Device, scen: Scenario, d: Path, seed: int, rng: random.Ra
         f"cp {d}/avahi/*.service /etc/avahi/services/ 2>/dev/null || true",
         f"mount --bind {d}/avahi/nsswitch.conf /etc/nsswitch.conf",
         "set +e",
-        f"avahi-daemon -f {d}/avahi/avahi-daemon.conf --no-drop-root --no-chroot --no-proc-title --no-rlimits "
-        f">>{d}/avahi.log 2>&1 &",
+        (f"avahi-daemon -f {d}/avahi/avahi-daemon.conf --no-drop-root --no-chroot --no-proc-title --no-rlimits "
+         f">>{d}/avahi.log 2>&1 &"),
         "for k in $(seq 50); do [ -S /run/avahi-daemon/socket ] && break; sleep 0.1; done",
     ])
     body = (f"  N=({names}); A=({ips}); k=$((RANDOM % ${{#N[@]}}))\n"
@@ -496,8 +496,8 @@ def _telnet_login(dev: Device, secret: str) -> str:
         "    while printf '%s# ' \"$host\" && IFS= read -r -t 120 cmd; do",
         "      cmd=${cmd%$'\\r'}",
         "      case \"$cmd\" in",
-        "        status) printf 'uptime %d s, temp %d.%d C, state RUN, io %04x\\r\\n' $SECONDS $((RANDOM % 40)) "
-        "$((RANDOM % 10)) $RANDOM ;;",
+        ("        status) printf 'uptime %d s, temp %d.%d C, state RUN, io %04x\\r\\n' $SECONDS $((RANDOM % 40)) "
+         "$((RANDOM % 10)) $RANDOM ;;"),
         "        exit|logout|quit) exit 0 ;;",
         "        '') ;;",
         "        *) printf 'sh: %s: not found\\r\\n' \"${cmd%% *}\" ;;",
@@ -563,8 +563,8 @@ def _start_device_services(r: Range, scen: Scenario, dev: Device, tag: str, work
             "port=8200", f"friendly_name={dev.name}", f"serial={rnd.randint(10**7, 10**8 - 1)}",
             f"model_name={dev.name.split('-')[0]} media", "inotify=no",
             f"notify_interval={int(dev.ssdp.notify_interval_s)}",
-            f"uuid={uuid.UUID(int=rnd.getrandbits(128), version=4)}", "log_level=general,artwork,database,"
-            "inotify,scanner,metadata,http,ssdp,tivo=warn"]) + "\n")
+            f"uuid={uuid.UUID(int=rnd.getrandbits(128), version=4)}",
+            "log_level=general,artwork,database,inotify,scanner,metadata,http,ssdp,tivo=warn"]) + "\n")
         r.popen(node.ns, ["minidlnad", "-S", "-f", str(conf), "-P", str(dl / "minidlna.pid")], log_path=d / "dlna.log")
     if dev.mdns:
         av = d / "avahi"
