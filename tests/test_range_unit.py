@@ -459,3 +459,19 @@ def test_eui64_and_dnsmasq_arguments():
     assert "--address=/cloud.lan/10.79.3.254" in args
     old = _dnsmasq_args(SimpleNamespace(nodes={}), load_scenario("site_a"), Path("/w"))
     assert not [a for a in old if a.startswith(("--dhcp", "--enable-ra", "--interface"))]  # old sites unchanged
+
+
+def test_ssdp_client_checks_its_arguments():
+    from training.range.ssdp import SEARCH_TARGETS, m_search
+
+    with pytest.raises(ValueError, match=r"mx=9; expected 1..5"):
+        m_search("10.0.0.1", mx=9)
+    assert "ssdp:all" in SEARCH_TARGETS
+
+
+def test_missing_tools_names_busybox_applets(monkeypatch):
+    from training.range import recorder
+
+    monkeypatch.setattr(recorder, "_busybox_applets", lambda: {"nslookup", "udhcpc", "ping6"})
+    miss = recorder.missing_tools(load_scenario("ci_short"))
+    assert "busybox telnetd" in miss and "busybox udhcpc" not in miss
