@@ -124,8 +124,8 @@ def missing_tools(scenario: Scenario | None = None) -> list[str]:
                  if uses(lambda d, k=k: getattr(d, k)) and a not in have]
     if uses(lambda d: d.mdns) and not Path("/etc/avahi/services").is_dir():
         miss.append("/etc/avahi/services (avahi-daemon)")
-    if uses(lambda d: d.mdns) and not list(Path("/").glob("lib*/**/libnss_mdns4.so.2")) \
-            and not list(Path("/usr").glob("lib*/**/libnss_mdns4.so.2")):
+    nss_mdns = any(next(Path(root).glob("*/libnss_mdns4.so.2"), None) for root in ("/usr/lib", "/lib"))
+    if uses(lambda d: d.mdns) and not nss_mdns:
         miss.append("libnss_mdns4 (libnss-mdns)")
     return miss
 
