@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: tcpdump/iproute2 record the range; the attack and service tools are what the
 # range really runs (see training/range/). Listed once, here.
-APT_PACKAGES=(tcpdump iproute2 libpcap0.8 procps mosquitto mosquitto-clients nmap hping3 hydra slowhttptest libcoap3-bin dnsmasq-base openssh-server openssh-client busybox curl postgresql chromium wrk systemd)
+APT_PACKAGES=(tcpdump iproute2 libpcap0.8 procps mosquitto mosquitto-clients nmap hping3 hydra slowhttptest libcoap3-bin dnsmasq-base openssh-server openssh-client busybox-static curl postgresql chromium wrk systemd chrony avahi-daemon libnss-mdns minidlna openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

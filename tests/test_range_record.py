@@ -140,6 +140,54 @@ def test_every_technique_produced_attacker_packets_and_benign_continued(recordin
     assert not stray, f"{len(stray)} attacker IP frames outside attack intervals, first {stray[:3]}"
 
 
+def _protocols(pcap: Path) -> dict[str, int]:
+    """Frames per benign protocol of the range, parsed from raw bytes (IPv4 and IPv6, no tshark)."""
+    import struct
+    from collections import Counter
+
+    from scapy.utils import RawPcapReader
+
+    n: Counter = Counter()
+    for raw, _m in RawPcapReader(str(pcap)):
+        et = struct.unpack_from("!H", raw, 12)[0]
+        if et == 0x0800:
+            ihl = (raw[14] & 15) * 4
+            proto, l4 = raw[23], 14 + ihl
+        elif et == 0x86DD:
+            proto, l4 = raw[20], 54
+            if proto == 0:  # hop-by-hop options (MLD reports)
+                proto, l4 = raw[54], 54 + (raw[55] + 1) * 8
+            if proto == 58:
+                icmp_type = raw[l4]
+                n[{133: "rs", 134: "ra", 135: "ns", 136: "na", 128: "echo6", 143: "mld"}.get(icmp_type, "icmp6")] += 1
+                if icmp_type == 134 and struct.unpack_from("!H", raw, l4 + 6)[0] != 0:
+                    n["ra_with_router_lifetime"] += 1
+                continue
+        else:
+            continue
+        if proto not in (6, 17):
+            continue
+        sport, dport = struct.unpack_from("!HH", raw, l4)
+        ports = {sport, dport}
+        for name, port, p in (("dhcp", 67, 17), ("ntp", 123, 17), ("mdns", 5353, 17), ("ssdp", 1900, 17),
+                              ("https", 443, 6), ("mqtts", 8883, 6), ("telnet", 23, 6), ("upnp_http", 8200, 6)):
+            if proto == p and port in ports:
+                n[name] += 1
+        if proto == 17 and dport == 5353 and et == 0x86DD:
+            n["mdns6"] += 1
+    return dict(n)
+
+
+@skip_unless_can_record
+def test_benign_services_really_appear(recording):
+    res, _ = recording
+    n = _protocols(res.pcap)
+    for name, least in (("dhcp", 4), ("ntp", 4), ("mdns", 5), ("ssdp", 3), ("https", 20), ("mqtts", 10),
+                        ("telnet", 20), ("upnp_http", 4), ("rs", 1), ("ra", 2), ("ns", 2), ("na", 1), ("echo6", 2)):
+        assert n.get(name, 0) >= least, f"{name}: {n.get(name, 0)} frames (< {least}); all: {n}"
+    assert not n.get("ra_with_router_lifetime"), "a router advertisement offered a default router"
+
+
 @skip_unless_can_record
 def test_nothing_left_after_normal_run(recording):
     res, (before_ns, before_links) = recording
@@ -154,7 +202,7 @@ def test_nothing_left_after_failed_run(tmp_path, monkeypatch):
     before = (_netns_inodes(), _host_links())
     started = {}
 
-    def boom(r, scen, work):
+    def boom(r, scen, work, *_):
         started["pids"] = list(r.pids)
         started["ns"] = list(r.namespaces)
         raise RuntimeError("deliberate failure after the services started")
@@ -162,7 +210,8 @@ def test_nothing_left_after_failed_run(tmp_path, monkeypatch):
     monkeypatch.setattr(recorder, "_start_benign", boom)
     with pytest.raises(RuntimeError, match="deliberate failure"):
         recorder.record(load_scenario("ci_short"), tmp_path, progress=False)
-    assert len(started["pids"]) >= 5 and len(started["ns"]) == 7
+    # bridge, gateway, 4 devices, cloud (ci_short has TLS devices), attacker
+    assert len(started["pids"]) >= 5 and len(started["ns"]) == 8
     _assert_nothing_left(*before, started["pids"])
 
 
@@ -204,7 +253,7 @@ def test_nothing_left_after_interrupt(tmp_path, sig):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     prefix = namespace_prefix(proc.pid)
     deadline = time.monotonic() + 30
-    while len(list_namespaces(prefix)) < 7 and time.monotonic() < deadline and proc.poll() is None:
+    while len(list_namespaces(prefix)) < 8 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(4.0)  # services and benign loops running
     proc.send_signal(getattr(signal, sig))

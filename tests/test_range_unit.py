@@ -24,13 +24,25 @@ from training.range.scenario import load_scenario, parse_scenario
 from training.range.techniques import TECHNIQUES, get_technique
 
 SCEN_DIR = Path(__file__).resolve().parents[1] / "training" / "range" / "scenarios"
+#: The technique library of the first two sites (site_a/site_b and their training days cover it).
+CLASSIC_TECHNIQUES = {"nmap_syn_scan", "nmap_udp_scan", "nmap_version_scan", "hping3_syn_flood", "hping3_udp_flood",
+                      "hping3_icmp_flood", "hydra_ssh_bruteforce", "slowloris", "mqtt_connect_flood",
+                      "mqtt_publish_flood", "coap_request_flood", "arp_spoof"}
+#: The diverse sites of issue 15 (training/evaluation sites, data/captures/sites/).
+SITES = ["flat_consumer", "warehouse", "office_small", "clinic", "farm", "factory_floor", "hotel", "campus_lab",
+         "retail_store"]
+FAMILIES = {"T1046": "scan", "T1498": "flood", "T1110": "brute_force", "T1499": "app_dos", "T1557": "arp_spoof"}
+
+
+def _family(technique: str) -> str:
+    return FAMILIES[TECHNIQUES[technique].technique_id.split(".")[0]]
 
 
 def _ci_raw() -> dict:
     return yaml.safe_load((SCEN_DIR / "ci_short.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["site_a", "site_b", "ci_short", "site_a_train", "site_b_train"])
+@pytest.mark.parametrize("name", ["site_a", "site_b", "ci_short", "site_a_train", "site_b_train", *SITES])
 def test_bundled_scenarios_load(name):
     s = load_scenario(SCEN_DIR / f"{name}.yaml")
     assert s.site == name.removesuffix("_train") and s.attacks and s.devices
@@ -45,8 +57,10 @@ def test_sites_differ_and_cover_every_technique():
     a, b = load_scenario("site_a"), load_scenario("site_b")
     assert a.subnet != b.subnet
     assert [d.name for d in a.devices] != [d.name for d in b.devices]
-    assert {x.technique for x in a.attacks} | {x.technique for x in b.attacks} == set(TECHNIQUES)
+    assert {x.technique for x in a.attacks} | {x.technique for x in b.attacks} == CLASSIC_TECHNIQUES
     assert load_scenario("ci_short").duration_s <= 60
+    every = {x.technique for p in SCEN_DIR.glob("*.yaml") for x in load_scenario(p).attacks}
+    assert every == set(TECHNIQUES), f"techniques no bundled scenario runs: {set(TECHNIQUES) - every}"
 
 
 @pytest.mark.parametrize("site", ["site_a", "site_b"])
@@ -54,7 +68,7 @@ def test_training_day_extends_its_site(site):
     base, train = load_scenario(site), load_scenario(f"{site}_train")
     assert train.devices == base.devices and train.subnet == base.subnet
     assert train.seed != base.seed and train.attacks != base.attacks
-    assert {x.technique for x in train.attacks} == set(TECHNIQUES)
+    assert {x.technique for x in train.attacks} == CLASSIC_TECHNIQUES
 
 
 def test_extends_errors_name_the_problem(tmp_path):
@@ -70,8 +84,8 @@ def test_extends_errors_name_the_problem(tmp_path):
         load_scenario(tmp_path / "day3.yaml")
 
 
-def _mutate(path: str, value):
-    raw = _ci_raw()
+def _mutate(path: str, value, raw: dict | None = None):
+    raw = _ci_raw() if raw is None else raw
     cur = raw
     keys = path.split(".")
     for k in keys[:-1]:
@@ -113,7 +127,9 @@ def test_scenario_validation_names_key_value_and_allowed(path, value, match):
 
 
 def test_missing_scenario_file_lists_bundled(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bundled: ci_short, site_a, site_a_train, site_b, site_b_train"):
+    with pytest.raises(FileNotFoundError, match="bundled: campus_lab, ci_short, clinic, factory_floor, farm, flat_consumer, hotel, "
+                                                "office_small, retail_store, site_a, site_a_train, site_b, site_b_train, "
+                                                "warehouse"):
         load_scenario(tmp_path / "nope.yaml")
 
 
@@ -130,8 +146,8 @@ def test_every_technique_renders_bounded(name):
                           wordlist="/tmp/w", python="python3")
     assert not re.search(r"\{[a-z_]+\}", cmd), cmd  # every placeholder filled
     assert count == max(1, round(t.default_count * 0.5))
-    # the count bound appears in the command (or in the wordlist it reads)
-    assert str(count) in cmd or "{wordlist}" in t.command
+    # the count bound appears in the command (or in the wordlist it reads, or the addresses it sweeps)
+    assert str(count) in cmd or "{wordlist}" in t.command or "{sweep}" in t.command
     with pytest.raises(ValueError, match="duration_s=0"):
         t.render(target="10.0.0.2", duration_s=0, gateway="10.0.0.1")
     with pytest.raises(ValueError, match="intensity=0"):
@@ -257,3 +273,205 @@ def test_default_ground_truth_path(name, gt):
     from training.range.label import default_ground_truth
 
     assert default_ground_truth(Path("/d") / name) == Path("/d") / gt
+
+
+# ---- the diverse sites (issue 15) ---------------------------------------------------------------
+
+def test_sites_vary_network_devices_and_services():
+    scens = [load_scenario(n) for n in SITES]
+    assert len(scens) >= 8
+    assert len({s.subnet for s in scens}) == len(scens)
+    firsts = {str(s.subnet).split(".")[0] for s in scens}
+    assert {"10", "172", "192"} <= firsts  # 10/8, 172.16/12 and 192.168/16 all present
+    assert all(4 <= len(s.devices) <= 14 for s in scens)
+    assert len({len(s.devices) for s in scens}) >= 5
+    assert len({s.attacker_host for s in scens}) == len(scens)
+    periods = [t.period_s for s in scens for d in s.devices for t in d.telemetry]
+    assert min(periods) <= 0.5 and max(periods) >= 60
+    assert len({s.dhcp_lease_s for s in scens if s.uses_dhcp}) >= 3
+    for key in ("dhcp", "ntp", "mdns", "ssdp", "tls", "ipv6", "telnet_server", "web_admin"):
+        users = [s.site for s in scens if any(getattr(d, key) for d in s.devices)]
+        assert len(users) >= 3, f"{key} used only by {users}"
+    assert sum(bool(s.ipv6_prefix) for s in scens) >= 2
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_site_schedule_rules(name):
+    s = load_scenario(name)
+    assert 240 <= s.duration_s <= 330
+    assert len({_family(a.technique) for a in s.attacks}) >= 4
+    for a, b in zip(s.attacks, s.attacks[1:], strict=False):
+        assert b.start_s - (a.start_s + a.duration_s) >= 5, f"{a.technique} and {b.technique} closer than 5 s"
+    first = s.attacks[0]
+    if first.start_s < 60:  # inside the detector's 60 s grace period: only a scan, 10-30 s in
+        assert _family(first.technique) == "scan" and 10 <= first.start_s <= 30
+        assert s.attacks[1].start_s >= 70
+    else:
+        assert first.start_s >= 70
+
+
+def test_sites_family_coverage_and_early_scans():
+    scens = [load_scenario(n) for n in SITES]
+    for fam in FAMILIES.values():
+        n = sum(any(_family(a.technique) == fam for a in s.attacks) for s in scens)
+        assert n >= 5, f"family {fam} only in {n} sites (leave-technique-out needs 5)"
+    early = [s.site for s in scens if s.attacks[0].start_s < 60]
+    assert len(early) == 2, early
+
+
+# ---- new scenario keys -------------------------------------------------------------------------
+
+def _site(**over) -> dict:
+    raw = _ci_raw()
+    raw.update(over)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("dhcp", {"lease_s": 60}, r"dhcp.lease_s=60; expected an integer in 120..86400 \(dnsmasq never leases"),
+        ("dhcp", {"lease": 300}, r"dhcp: unknown key\(s\) \['lease'\]; allowed: \['lease_s'\]"),
+        ("ipv6", {"prefix": "2001:db8::/64"}, r"ipv6.prefix='2001:db8::/64'; expected a unique-local"),
+        ("ipv6", {"prefix": "fd00::/48"}, r"expected a unique-local \(fc00::/7\) /64 prefix"),
+        ("ipv6", {"prefix": "fd00::/64", "ra_interval_s": 1}, r"ipv6.ra_interval_s=1; expected 4..1800"),
+        ("cloud", {"host": 11}, r"cloud.host=11 already used by 'sensor-1'"),
+        ("cloud", {"host": 400}, r"cloud.host=400; allowed 2..254"),
+        ("devices.0.dhcp", "yes", r"devices\[0\].dhcp='yes'; expected true or false"),
+        ("devices.0.telnet_server", 1, r"devices\[0\].telnet_server=1; expected true or false"),
+        ("devices.0.ntp", {"period_s": 1}, r"devices\[0\].ntp.period_s=1; expected >= 4"),
+        ("devices.0.mdns", {"publish": ["http:80"]}, r"devices\[0\].mdns.publish\[0\]='http:80'; expected a DNS-SD"),
+        ("devices.0.mdns", {"publish": ["_http._tcp:99999"]}, r"port 1..65535"),
+        ("devices.0.mdns", {"resolve": ["plug-1"]}, r"device 'sensor-1' mdns.resolve names 'plug-1', which has no mdns"),
+        ("devices.0.mdns", {"resolve": ["fridge"]}, r"mdns.resolve names 'fridge'; allowed: \['sensor-1'"),
+        ("devices.0.ssdp", {"notify_interval_s": 30}, r"devices\[0\].ssdp=.*expected announce: true and/or search_period_s"),
+        ("devices.0.ssdp", {"announce": True, "notify_interval_s": 2}, r"notify_interval_s=2; expected >= 10"),
+        ("devices.0.tls", {"period_s": 5, "protocol": "quic"}, r"devices\[0\].tls\[0\].protocol='quic'; allowed: https, mqtts"),
+        ("devices.0.tls", {"protocol": "https"}, r"devices\[0\].tls\[0\]: missing required key\(s\) \['period_s'\]"),
+        ("devices.0.ipv6", {"ping": ["plug-1"]}, r"ipv6.ping names 'plug-1', which has no ipv6"),
+        ("devices.0.ipv6", {"ping": ["nas"]}, r"ipv6.ping names 'nas'; allowed: .* or 'gateway'"),
+        ("devices.3.poll", {"period_s": 3, "telnet": ["camera-1"]}, r"polls telnet on 'camera-1', which has telnet_server: false"),
+        ("devices.3.poll", {"period_s": 3, "admin": ["camera-1"]}, r"polls admin on 'camera-1', which has web_admin: false"),
+        ("attacks.2.technique", "hydra_telnet_bruteforce", r"hydra_telnet_bruteforce needs a target running 'telnet'"),
+        ("attacks.0.port", 80, r"attacks\[0\].port: nmap_syn_scan takes no port; techniques with one: .*hping3_syn_flood"),
+        ("attacks.1.port", 70000, r"attacks\[1\].port=70000; expected an integer in 1..65535"),
+        ("attacks.1.payload_bytes", 10, r"hping3_syn_flood takes no payload size; techniques with one: .*hping3_udp_flood"),
+        ("attacks.1.target", "cloud", r"target='cloud'; allowed: 'subnet', 'gateway', a device name"),
+    ],
+)
+def test_new_keys_validation_names_key_value_and_allowed(path, value, match):
+    raw = _ci_raw()
+    if path == "cloud" or path == "attacks.1.target":
+        for d in raw["devices"]:
+            d.pop("tls", None)  # no TLS anywhere: no cloud namespace unless asked for
+    with pytest.raises(ValueError, match=match):
+        parse_scenario(_mutate(path, value, raw))
+
+
+def test_ipv6_prefix_needs_an_ipv6_device():
+    raw = _ci_raw()
+    for d in raw["devices"]:
+        d.pop("ipv6", None)
+        d.get("mdns", {}).pop("resolve", None)
+    with pytest.raises(ValueError, match="ipv6.prefix is set but no device has ipv6"):
+        parse_scenario(raw)
+
+
+def test_new_keys_parse_into_the_scenario():
+    s = load_scenario("ci_short")
+    assert s.uses_dhcp and s.uses_ntp and s.uses_ipv6 and s.dhcp_lease_s == 120
+    assert str(s.ipv6_prefix) == "fd79:3::/64" and s.ra_interval_s == 10
+    assert s.cloud_host == 254 and s.cloud_ip == "10.79.3.254"  # default: the highest free host
+    assert s.resolve_target("cloud") == ("10.79.3.254", ("https", "mqtts"))
+    plug, cam, sensor = s.device("plug-1"), s.device("camera-1"), s.device("sensor-1")
+    assert plug.dhcp and plug.services == ("telnet",)
+    assert cam.services == ("http", "ssh", "upnp") and cam.tls[0].protocol == "https"
+    assert sensor.mdns.publish == (("_coap._udp", 5683),) and sensor.ipv6.ping == ("gateway", "hub")
+    assert s.device("hub").ipv6 is not None and s.device("hub").ipv6.ping == ()
+    raw = _ci_raw()
+    raw["attacks"][1].update(technique="hping3_udp_flood", port=1883, payload_bytes=200)
+    a = parse_scenario(raw).attacks[1]
+    assert (a.port, a.payload_bytes) == (1883, 200)
+
+
+# ---- new techniques and recorder pieces --------------------------------------------------------
+
+def test_port_and_payload_render_and_defaults_keep_old_commands():
+    syn = TECHNIQUES["hping3_syn_flood"]
+    assert syn.render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1")[0].startswith("hping3 -q -S -p 8080 ")
+    assert " -p 1883 " in syn.render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1", port=1883)[0]
+    udp, _ = TECHNIQUES["hping3_udp_flood"].render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1")
+    assert "--udp -p 5683 -d 64 " in udp
+    ack, _ = TECHNIQUES["hping3_ack_flood"].render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1",
+                                                   port=80, data=100)
+    assert ack.startswith("hping3 -q -A -p 80 -d 100 -c 2500 ")
+    with pytest.raises(ValueError, match="port=0 for 'hping3_syn_flood'; expected 1..65535"):
+        syn.render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1", port=0)
+
+
+def test_ping_sweep_is_bounded_by_count():
+    from training.range.techniques import sweep_targets
+
+    t = TECHNIQUES["nmap_ping_sweep"]
+    cmd, count = t.render(target="172.22.0.0/16", duration_s=10, intensity=1.2, gateway="172.22.0.1", hosts=12)
+    assert count == 305 and cmd.endswith(" 172.22.0.1-255 172.22.1.0-49")
+    assert "--max-rate 34 " in cmd  # 305 addresses over 9 s, whatever the live hosts
+    assert sweep_targets("10.1.2.0/26", 500) == "10.1.2.1-62"
+    assert sweep_targets("10.1.2.9", 5) == "10.1.2.9"
+
+
+@pytest.mark.parametrize("name", ["hydra_telnet_bruteforce", "hydra_http_basic_bruteforce"])
+def test_new_brute_force_techniques(name):
+    t = TECHNIQUES[name]
+    assert t.technique_id == "T1110.001" and t.tool == "hydra" and t.service in ("telnet", "admin")
+    cmd, _ = t.render(target="10.0.0.5", duration_s=10, gateway="10.0.0.1", wordlist="w.txt")
+    assert cmd.startswith("hydra -I -q -l admin -P w.txt ") and "10.0.0.5" in cmd
+
+
+def test_site_password_never_in_attack_wordlists(tmp_path):
+    from training.range.recorder import _telnet_login, _wordlist, site_secret
+
+    for name in SITES:
+        s = load_scenario(name)
+        secret = site_secret(s)
+        assert secret == site_secret(s) and secret.startswith("Lab-")  # seeded
+        for i in range(len(s.attacks)):
+            words = _wordlist(tmp_path / "w.txt", 400, s.seed + i).read_text().split()
+            assert secret not in words
+    script = _telnet_login(load_scenario("ci_short").device("plug-1"), "Lab-x'y")
+    assert "plug-1" in script and "'Lab-x'\"'\"'y'" in script and "Login incorrect" in script
+
+
+def test_eui64_and_dnsmasq_arguments():
+    from types import SimpleNamespace
+
+    from training.range.recorder import _dnsmasq_args, eui64_address
+
+    assert eui64_address("fd79:3::/64", "02:4d:4c:4f:03:0d") == "fd79:3::4d:4cff:fe4f:30d"
+    s = load_scenario("ci_short")
+    nodes = {f"d{i}": SimpleNamespace(mac=f"02:4d:4c:4f:03:{d.host:02x}") for i, d in enumerate(s.devices)}
+    args = _dnsmasq_args(SimpleNamespace(nodes=nodes), s, Path("/w"))
+    assert "--dhcp-range=10.79.3.0,static,255.255.255.0,120" in args
+    assert "--dhcp-option=3" in args  # no router option: DHCP clients get no route
+    assert "--dhcp-host=02:4d:4c:4f:03:0d,10.79.3.13,plug-1" in args
+    assert "--dhcp-option=42,10.79.3.1" in args  # NTP server option
+    assert "--ra-param=eth0,10,0" in args  # router lifetime 0: never a default router
+    assert "--address=/cloud.lan/10.79.3.254" in args
+    old = _dnsmasq_args(SimpleNamespace(nodes={}), load_scenario("site_a"), Path("/w"))
+    assert not [a for a in old if a.startswith(("--dhcp", "--enable-ra", "--interface"))]  # old sites unchanged
+
+
+def test_ssdp_client_checks_its_arguments():
+    from training.range.ssdp import SEARCH_TARGETS, m_search
+
+    with pytest.raises(ValueError, match=r"mx=9; expected 1..5"):
+        m_search("10.0.0.1", mx=9)
+    assert "ssdp:all" in SEARCH_TARGETS
+
+
+def test_missing_tools_names_busybox_applets(monkeypatch):
+    from training.range import recorder
+
+    monkeypatch.setattr(recorder, "_busybox_applets", lambda: {"nslookup", "udhcpc", "ping6"})
+    miss = recorder.missing_tools(load_scenario("ci_short"))
+    assert "busybox telnetd" in miss and "busybox udhcpc" not in miss

@@ -4,7 +4,11 @@ Safety rules enforced here (issue 3):
 
 * every namespace is named ``mlr-<pid>-<tag>`` (unique per recording process);
 * the bridge lives inside its own namespace; veth pairs join only namespaces of this range, so the
-  host namespace gains no interface; no namespace gets a default route (checked after set-up);
+  host namespace gains no interface; no namespace gets a default route, IPv4 or IPv6, and none
+  forwards IPv6 (checked after set-up and again during the recording, :meth:`Range.check_isolation`);
+* IPv6 is off in every namespace except on the ``eth0`` of nodes given :meth:`Range.enable_ipv6`
+  (link-local and unique-local addresses only; router advertisements never install a default route:
+  ``accept_ra_defrtr=0``);
 * every process is started through :meth:`Range.popen` in its own session and ended by its PID
   (process group), then any process still inside one of our namespaces (``ip netns pids``) is ended
   by PID, then the namespaces are deleted.
@@ -102,11 +106,16 @@ class Range:
     def create_bridge(self) -> None:
         """Create the bridge namespace and its bridge ``br0`` (no address: it only switches)."""
         ns = self._add_ns("br")
-        _ip("-n", ns, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        # no IGMP/MLD snooping: multicast (mDNS, SSDP, IPv6 ND) is flooded like on a small unmanaged switch
+        _ip("-n", ns, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0",
+            "mcast_snooping", "0")
         _ip("-n", ns, "link", "set", "br0", "up")
 
-    def add_node(self, tag: str, host: int) -> Node:
+    def add_node(self, tag: str, host: int, *, address: bool = True) -> Node:
         """Create namespace ``<prefix><tag>`` with ``eth0`` = host ``host`` of the subnet on the bridge.
+
+        With ``address=False`` the interface comes up without an IPv4 address (a DHCP client then
+        configures ``Node.ip`` itself).
 
         Raises
         ------
@@ -125,26 +134,55 @@ class Range:
         _ip("-n", self.bridge_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
         _ip("-n", self.bridge_ns, "link", "set", port, "master", "br0", "up")
         _ip("-n", ns, "link", "set", "eth0", "address", mac)
-        _ip("-n", ns, "addr", "add", f"{ip}/{self.subnet.prefixlen}", "dev", "eth0")
+        if address:
+            _ip("-n", ns, "addr", "add", f"{ip}/{self.subnet.prefixlen}", "dev", "eth0")
         _ip("-n", ns, "link", "set", "eth0", "up")
         node = Node(tag, ns, str(ip), mac)
         self.nodes[tag] = node
         return node
 
+    def enable_ipv6(self, tag: str, *, router: bool = False) -> None:
+        """Turn IPv6 on for ``eth0`` of node ``tag`` only: link-local address (EUI-64), DAD, MLD.
+
+        A host (``router=False``) also sends router solicitations and takes SLAAC addresses from
+        router advertisements, but never a default route (``accept_ra_defrtr=0``); a router node
+        (the gateway) accepts no advertisements. Forwarding stays off everywhere.
+        """
+        ns = self.nodes[tag].ns
+        ra = "0" if router else "1"
+        settings = ["net.ipv6.conf.all.forwarding=0", "net.ipv6.conf.eth0.forwarding=0",
+                    f"net.ipv6.conf.eth0.accept_ra={ra}", "net.ipv6.conf.eth0.accept_ra_defrtr=0",
+                    "net.ipv6.conf.eth0.accept_ra_rtr_pref=0", f"net.ipv6.conf.eth0.autoconf={ra}",
+                    "net.ipv6.conf.eth0.addr_gen_mode=0", "net.ipv6.conf.eth0.disable_ipv6=0"]
+        r = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", *settings], capture_output=True, text=True,
+                           check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"enabling IPv6 on {ns}/eth0 failed: {r.stderr.strip()}")
+
     def check_isolation(self) -> None:
-        """Assert that no namespace of the range has a default route or a non-subnet route.
+        """Assert that no namespace of the range can route out of the site.
+
+        Checked in every namespace: no IPv4 default route and no IPv4 route outside the subnet, no
+        IPv6 default route (``ip -6 route show default`` empty) and IPv6 forwarding off.
 
         Raises
         ------
         RuntimeError
-            When a namespace has a default route or a route outside the subnet.
+            When a namespace has a default route, a route outside the subnet, or forwards IPv6.
         """
-        for ns in self.namespaces:
+        for ns in list(self.namespaces):
             out = _ip("-n", ns, "-4", "route", "show").stdout
             for line in out.splitlines():
                 dst = line.split()[0]
                 if dst == "default" or (dst != str(self.subnet) and "/" in dst):
                     raise RuntimeError(f"namespace {ns} has route {line!r}; refusing to run")
+            v6 = _ip("-n", ns, "-6", "route", "show", "default", check=False).stdout.strip()
+            if v6:
+                raise RuntimeError(f"namespace {ns} has IPv6 default route {v6!r}; refusing to run")
+            fwd = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"],
+                                 capture_output=True, text=True, check=False).stdout.strip()
+            if fwd not in ("", "0"):
+                raise RuntimeError(f"namespace {ns} forwards IPv6 (all.forwarding={fwd}); refusing to run")
 
     # ---- processes ------------------------------------------------------------------------
     def popen(self, ns: str, argv: list[str], *, log_path: Path | None = None, cwd: Path | None = None,

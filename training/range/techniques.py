@@ -23,17 +23,23 @@ Template placeholders
 ``{interval_s}``, ``{gateway}`` the site gateway address, ``{iface}`` attacker interface,
 ``{wordlist}`` a file of ``count`` passwords, ``{python}`` the interpreter running marlids,
 ``{rate}`` probes per second that spread ``count`` probes per host over 90 % of the duration
-(``count * hosts / (0.9 * duration)``, at least 10; ``hosts`` = live hosts of a swept subnet).
+(``count * hosts / (0.9 * duration)``, at least 10; ``hosts`` = live hosts of a swept subnet),
+``{sweep}`` the first ``count`` host addresses of a swept subnet in nmap range syntax (the target
+itself for one host), ``{port}`` the destination port and ``{data}`` the payload size in bytes
+(the technique's ``default_port`` / ``default_data`` unless the schedule entry sets ``port`` /
+``payload_bytes``).
 
 References
 ----------
 MITRE ATT&CK Enterprise: T1046 Network Service Discovery; T1498.001 Network Denial of Service:
 Direct Network Flood; T1110.001 Brute Force: Password Guessing; T1499.002 Endpoint Denial of Service:
-Service Exhaustion Flood; T1557.002 Adversary-in-the-Middle: ARP Cache Poisoning.
+Service Exhaustion Flood; T1557.002 Adversary-in-the-Middle: ARP Cache Poisoning. Host discovery
+by ARP ping sweep (``nmap -sn``) is filed under T1046 with the scans, as the range's scan family.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass
 
@@ -62,9 +68,13 @@ class Technique:
     target : str
         ``"host"`` or ``"subnet"`` (sweeps; a host is accepted too).
     service : str or None
-        Service the target must run (``ssh``, ``http``, ``mqtt``, ``coap``), or None.
+        Service the target must run (``ssh``, ``http``, ``mqtt``, ``coap``, ``telnet``, ``admin``), or None.
     description : str
         One line for ``marlids range techniques``.
+    default_port : int or None
+        Value of ``{port}`` unless the schedule sets ``port`` (None: the template has no ``{port}``).
+    default_data : int or None
+        Value of ``{data}`` (payload bytes) unless the schedule sets ``payload_bytes``.
     """
 
     name: str
@@ -76,6 +86,8 @@ class Technique:
     target: str = "host"
     service: str | None = None
     description: str = ""
+    default_port: int | None = None
+    default_data: int | None = None
 
     def render(
         self,
@@ -88,6 +100,8 @@ class Technique:
         wordlist: str = "",
         python: str = "python3",
         hosts: int = 1,
+        port: int | None = None,
+        data: int | None = None,
     ) -> tuple[str, int]:
         """Fill the command template.
 
@@ -103,6 +117,10 @@ class Technique:
             Values of the matching placeholders.
         hosts : int
             Live hosts behind ``target`` (for ``{rate}`` of subnet sweeps).
+        port : int, optional
+            Destination port (``{port}``; default :attr:`default_port`).
+        data : int, optional
+            Payload size, bytes (``{data}``; default :attr:`default_data`).
 
         Returns
         -------
@@ -114,13 +132,17 @@ class Technique:
         Raises
         ------
         ValueError
-            When ``duration_s`` or ``intensity`` is not positive.
+            When ``duration_s`` or ``intensity`` is not positive, or ``port`` is outside 1..65535.
         """
         if duration_s <= 0:
             raise ValueError(f"duration_s={duration_s!r} for {self.name!r}; expected > 0")
         if intensity <= 0:
             raise ValueError(f"intensity={intensity!r} for {self.name!r}; expected > 0")
         count = max(1, round(self.default_count * intensity))
+        port = self.default_port if port is None else port
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError(f"port={port!r} for {self.name!r}; expected 1..65535")
+        data = self.default_data if data is None else data
         interval_us = max(100, int(duration_s * 0.9e6 / count))
         cmd = self.command.format(
             target=shlex.quote(target),
@@ -132,9 +154,38 @@ class Technique:
             iface=shlex.quote(iface),
             wordlist=shlex.quote(wordlist),
             python=shlex.quote(python),
-            rate=max(10, round(count * max(1, hosts) / (0.9 * duration_s))),
+            # a sweep probes each of its ``count`` addresses once: the rate spreads them, whatever ``hosts``
+            rate=max(10, round(count * (1 if "{sweep}" in self.command else max(1, hosts)) / (0.9 * duration_s))),
+            sweep=sweep_targets(target, count),
+            port=port,
+            data=data,
         )
         return cmd, count
+
+
+def sweep_targets(target: str, count: int) -> str:
+    """The first ``count`` host addresses of ``target`` in nmap range syntax (``target`` if one host).
+
+    Examples
+    --------
+    >>> sweep_targets("10.1.0.0/16", 300)
+    '10.1.0.1-255 10.1.1.0-44'
+    >>> sweep_targets("10.1.0.7", 50)
+    '10.1.0.7'
+    """
+    if "/" not in target:
+        return shlex.quote(target)
+    net = ipaddress.IPv4Network(target, strict=False)
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    last = min(last, first + count - 1)
+    terms, a = [], first
+    while a <= last:
+        block_end = min(last, (a | 0xFF))
+        lo, hi = ipaddress.IPv4Address(a), ipaddress.IPv4Address(block_end)
+        prefix = str(lo).rsplit(".", 1)[0]
+        terms.append(f"{prefix}.{str(lo).rsplit('.', 1)[1]}-{str(hi).rsplit('.', 1)[1]}")
+        a = block_end + 1
+    return " ".join(terms)
 
 
 _T = Technique
@@ -155,22 +206,46 @@ TECHNIQUES: dict[str, Technique] = {
            "nmap -n -sV --version-light -T4 --host-timeout {duration}s --top-ports {count} {target}",
            default_count=100, default_duration_s=20, target="subnet",
            description="service/version detection with banner grabbing (nmap -sV)"),
+        _T("nmap_ack_scan", "T1046", "nmap",
+           "nmap -n -sA -T4 --max-retries 1 --max-rate {rate} --host-timeout {duration}s -p 1-{count} {target}",
+           default_count=500, default_duration_s=15, target="subnet",
+           description="TCP ACK scan, firewall mapping (nmap -sA)"),
+        _T("nmap_fin_scan", "T1046", "nmap",
+           "nmap -n -sF -T4 --max-retries 1 --max-rate {rate} --host-timeout {duration}s -p 1-{count} {target}",
+           default_count=500, default_duration_s=15, target="subnet",
+           description="TCP FIN scan (nmap -sF)"),
+        _T("nmap_ping_sweep", "T1046", "nmap",
+           "nmap -n -sn -T4 --max-retries 0 --max-rate {rate} --host-timeout {duration}s {sweep}",
+           default_count=254, default_duration_s=10, target="subnet",
+           description="host discovery of the first <count> addresses, ARP ping on the LAN (nmap -sn)"),
         _T("hping3_syn_flood", "T1498.001", "hping3",
-           "hping3 -q -S -p 8080 -c {count} -i u{interval_us} {target}",
-           default_count=3000, default_duration_s=12,
-           description="TCP SYN flood towards the device UI port (hping3 -S)"),
+           "hping3 -q -S -p {port} -c {count} -i u{interval_us} {target}",
+           default_count=3000, default_duration_s=12, default_port=8080,
+           description="TCP SYN flood towards one port, by default the device UI (hping3 -S)"),
         _T("hping3_udp_flood", "T1498.001", "hping3",
-           "hping3 -q --udp -p 5683 -d 64 -c {count} -i u{interval_us} {target}",
-           default_count=3000, default_duration_s=12,
-           description="UDP flood towards the CoAP port (hping3 --udp)"),
+           "hping3 -q --udp -p {port} -d {data} -c {count} -i u{interval_us} {target}",
+           default_count=3000, default_duration_s=12, default_port=5683, default_data=64,
+           description="UDP flood towards one port, by default CoAP (hping3 --udp)"),
         _T("hping3_icmp_flood", "T1498.001", "hping3",
-           "hping3 -q --icmp -d 56 -c {count} -i u{interval_us} {target}",
-           default_count=3000, default_duration_s=12,
+           "hping3 -q --icmp -d {data} -c {count} -i u{interval_us} {target}",
+           default_count=3000, default_duration_s=12, default_data=56,
            description="ICMP echo flood (hping3 --icmp)"),
+        _T("hping3_ack_flood", "T1498.001", "hping3",
+           "hping3 -q -A -p {port} -d {data} -c {count} -i u{interval_us} {target}",
+           default_count=2500, default_duration_s=12, default_port=443, default_data=0,
+           description="TCP ACK flood (hping3 -A), by default towards https"),
         _T("hydra_ssh_bruteforce", "T1110.001", "hydra",
            "hydra -I -q -l admin -P {wordlist} -t 4 -w 5 ssh://{target}",
            default_count=40, default_duration_s=25, service="ssh",
            description="SSH password guessing with a small wordlist (hydra)"),
+        _T("hydra_telnet_bruteforce", "T1110.001", "hydra",
+           "hydra -I -q -l admin -P {wordlist} -t 4 -w 5 telnet://{target}",
+           default_count=30, default_duration_s=20, service="telnet",
+           description="telnet password guessing against a device login (hydra)"),
+        _T("hydra_http_basic_bruteforce", "T1110.001", "hydra",
+           "hydra -I -q -l admin -P {wordlist} -t 4 -w 5 http-get://{target}/",
+           default_count=300, default_duration_s=15, service="admin",
+           description="HTTP basic-auth password guessing against a web admin page (hydra http-get)"),
         _T("slowloris", "T1499.002", "slowhttptest",
            "slowhttptest -H -c {count} -r 40 -i 4 -x 16 -p 3 -l {duration} -u http://{target}:8080/",
            default_count=150, default_duration_s=20, service="http",
