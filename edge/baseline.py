@@ -22,7 +22,10 @@ Life of a baseline
      one packet into an extreme value.
 
    Median, MAD and the 10–90 % range ignore a minority of attack windows inside the grace period
-   (``tests/test_baseline.py``). With a temporal scorer, the grace period's windows are also scored
+   (``tests/test_baseline.py``). Before the fit, **burst slots** are left out: a window slot whose
+   site-wide total of packets or of new flows is more than :data:`BURST_FACTOR` times the grace period's
+   median slot total (a flood, a sweep) — at most half of the slots and of the windows; without that, an
+   attacker busy during the grace period would get its attack traffic as its own baseline. With a temporal scorer, the grace period's windows are also scored
    when it ends (their scores against the robust :class:`ScoreBaseline`); windows the scorer flags
    (standardised score ≥ :data:`edge.online.GRACE_CLEAN_Z`), at most half of them, are left out and the
    statistics fitted again — an attack that fills much of the grace period (a subnet scan touches every
@@ -89,6 +92,8 @@ HUBER_BETA = 2 * (0.5 - HUBER_K * math.exp(-HUBER_K**2 / 2) / math.sqrt(2 * math
 #: σ-consistency factors: MAD · 1.4826 and (q90 − q10) / 2.5631 estimate σ of a normal law.
 MAD_TO_SIGMA = 1.4826
 Q10_90_TO_SIGMA = 2.5631
+#: A grace-period slot is a burst when its site-wide packets or new flows exceed this many times the median.
+BURST_FACTOR = 4.0
 #: Version of the persisted state.
 STATE_VERSION = 1
 
@@ -186,6 +191,11 @@ class SiteBaseline:
         A device's scale is at least this share of the site's scale.
     min_scale : float, default 0.1
         Floor of every scale (compressed units).
+    scale_floor : sequence of float, optional
+        Per-feature floor of the scale (compressed units), above ``min_scale``.
+    burst_features : sequence of int, optional
+        Indices of the statistics whose site-wide slot totals detect burst slots (packets, new flows);
+        none: no burst rejection.
 
     Attributes
     ----------
@@ -221,7 +231,7 @@ class SiteBaseline:
                  min_device_windows: int = DEFAULT_MIN_DEVICE_WINDOWS,
                  half_life_windows: float = DEFAULT_HALF_LIFE_WINDOWS,
                  device_scale_floor: float = DEFAULT_DEVICE_SCALE_FLOOR, min_scale: float = MIN_SCALE,
-                 scale_floor: Sequence[float] | None = None) -> None:
+                 scale_floor: Sequence[float] | None = None, burst_features: Sequence[int] | None = None) -> None:
         _check_positive("n_features", n_features, integer=True)
         if not (isinstance(grace_s, (int, float)) and math.isfinite(grace_s) and grace_s >= 0):
             raise ValueError(f"grace_s={grace_s!r} is invalid: expected a number of seconds >= 0")
@@ -239,6 +249,9 @@ class SiteBaseline:
         self.device_scale_floor = float(device_scale_floor)
         self.min_scale = float(min_scale)
         self.scale_floor = None if scale_floor is None else [float(v) for v in scale_floor]
+        self.burst_features = None if burst_features is None else [int(i) for i in burst_features]
+        if self.burst_features is not None and not all(0 <= i < self.n_features for i in self.burst_features):
+            raise ValueError(f"burst_features must be indices in [0, {self.n_features})")
         if self.scale_floor is not None and (len(self.scale_floor) != self.n_features
                                              or not all(math.isfinite(v) and v >= 0 for v in self.scale_floor)):
             raise ValueError(f"scale_floor must hold {self.n_features} finite numbers >= 0")
@@ -258,7 +271,7 @@ class SiteBaseline:
         return {"n_features": self.n_features, "grace_s": self.grace_s, "min_grace_windows": self.min_grace_windows,
                 "min_device_windows": self.min_device_windows, "half_life_windows": self.half_life_windows,
                 "device_scale_floor": self.device_scale_floor, "min_scale": self.min_scale,
-                "scale_floor": self.scale_floor}
+                "scale_floor": self.scale_floor, "burst_features": self.burst_features}
 
     @property
     def alpha(self) -> float:
@@ -354,6 +367,8 @@ class SiteBaseline:
         """
         if self.fitted_:
             raise RuntimeError("the baseline is already fitted")
+        if keep is None:
+            keep = self.burst_keep()
         rows = self._grace if keep is None else [g for g, k in zip(self._grace, keep) if k]
         if not rows:
             raise RuntimeError("no window was collected in the grace period")
@@ -372,6 +387,21 @@ class SiteBaseline:
         self.fitted_ = True
         self.fitted_at_ = None if t_now is None else float(t_now)
         return self
+
+    def burst_keep(self) -> np.ndarray | None:
+        """``(n,)`` mask of the grace windows outside burst slots (module docstring), or None (keep all)."""
+        if not self.burst_features or len(self._grace) < 2:
+            return None
+        t = np.array([g[1] for g in self._grace])
+        x = expand(np.stack([g[2][self.burst_features] for g in self._grace]))
+        slots, inv = np.unique(t, return_inverse=True)
+        totals = np.zeros((len(slots), x.shape[1]))
+        np.add.at(totals, inv, np.maximum(x, 0))
+        busy = (totals > BURST_FACTOR * np.maximum(np.median(totals, axis=0), 1.0)).any(axis=1)
+        keep = ~busy[inv]
+        if not busy.any() or busy.sum() > len(slots) / 2 or keep.sum() < max(len(keep) / 2, self.min_grace_windows / 2):
+            return None
+        return keep
 
     def refit(self, keep: np.ndarray) -> SiteBaseline:
         """Fit again, right after :meth:`fit`, on the grace windows ``keep`` (``grace_rows`` order of the

@@ -390,7 +390,8 @@ class Stitcher:
         return views
 
 
-def _step_builder(window_s: float, site_id: str, capture: str, devices: str, mac_ip: dict, ip_mac: dict):
+def _step_builder(window_s: float, site_id: str, capture: str, devices: str, mac_ip: dict, ip_mac: dict,
+                  mac_ip4: dict | None = None):
     """A :class:`~edge.windows.WindowBuilder` for one closing step that shares the address book learnt so far
     (MAC ↔ IP bindings used to attribute ARP frames), as one offline pass over the capture would."""
     from edge.windows import WindowBuilder
@@ -398,6 +399,7 @@ def _step_builder(window_s: float, site_id: str, capture: str, devices: str, mac
     b = WindowBuilder(window_s, site_id, capture, devices)
     b._mac_ip = mac_ip  # shared on purpose: bindings persist across steps
     b._ip_mac = ip_mac
+    b._mac_ip4 = mac_ip4 if mac_ip4 is not None else {}
     return b
 
 
@@ -469,6 +471,7 @@ class LiveWindows:
         self._empty = windows_frame([])
         mac_ip: dict = {}
         ip_mac: dict = {}
+        self._mac_ip4: dict = {}
         try:
             t0 = self._start_l2(l2)
             next_k = None if t0 is None else int(t0 * 1000) // self.window_ms
@@ -531,7 +534,8 @@ class LiveWindows:
                 due.append(l2.popleft())
         if not views and not due:
             return self._empty
-        builder = _step_builder(self.window_s, self.site_id, Path(self.source).name, self.devices, mac_ip, ip_mac)
+        builder = _step_builder(self.window_s, self.site_id, Path(self.source).name, self.devices, mac_ip, ip_mac,
+                                self._mac_ip4)
         for view in views:
             builder.add_flow(view)
         start_s = k * self.window_ms / 1000.0

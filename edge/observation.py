@@ -243,13 +243,14 @@ class FusionPipeline:
             If the pipeline is neither fitted nor loaded.
         """
         from edge.baseline import SiteBaseline
-        from edge.features import N_FEATURES
+        from edge.features import FEATURE_NAMES, N_FEATURES
 
         if not hasattr(self, "scale_floor_"):
             raise RuntimeError("FusionPipeline is not fitted: call fit(frame) or load a saved one")
         params = dict(self.baseline)
         if grace_s is not None:
             params["grace_s"] = float(grace_s)
+        params.setdefault("burst_features", [FEATURE_NAMES.index("pkts"), FEATURE_NAMES.index("new_flows")])
         return SiteBaseline(N_FEATURES, scale_floor=self.scale_floor_.tolist(), **params)
 
     def new_site_model(self):

@@ -375,15 +375,17 @@ class SiteFusion:
         devs, t, x = self.baseline.grace_rows()
         stored = self.baseline.grace_state()
         order = np.argsort(t, kind="stable")
-        self.baseline.fit(t_now)
+        burst = self.baseline.burst_keep()  # burst slots (a flood, a sweep) stay out of the baseline
+        keep = np.ones(len(devs), dtype=bool) if burst is None else burst
+        self.baseline.fit(t_now, keep)
         raw, att, att_t, z, cal = self._grace_pass(devs, t, x, order)
-        keep = np.ones(len(devs), dtype=bool)
         if cal is not None:
             # leave out the grace windows the scorer flags (an attack inside the grace period) and fit again
             flagged = np.zeros(len(devs), dtype=bool)
             flagged[order] = np.nan_to_num(self.score_baseline.standardise(raw), nan=0.0) >= GRACE_CLEAN_Z
-            if 0 < flagged.sum() <= GRACE_CLEAN_MAX_SHARE * len(devs):
-                keep = ~flagged
+            flagged &= keep
+            if 0 < flagged.sum() <= GRACE_CLEAN_MAX_SHARE * keep.sum():
+                keep = keep & ~flagged
                 self.baseline.restore_grace(stored)
                 self.baseline.refit(keep)
                 self._history = {}

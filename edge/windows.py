@@ -6,7 +6,7 @@ address). Each flow's packets are attributed to both of its endpoints that are d
 the device's side, so a SYN flood shows as ``in_syn_only_pkts`` at the victim and as
 ``out_syn_only_pkts`` at a local attacker. A flow whose device side has no IP (DHCP from 0.0.0.0)
 is keyed by MAC; ARP and other non-IP frames are attributed to the IP the sender MAC uses in IP
-traffic, else to its MAC.
+traffic (its IPv4 address when it has both), else to its MAC.
 
 Windows are aligned on the epoch: window *k* covers ``[k·window_s, (k+1)·window_s)`` seconds.
 The result is the *Window* contract of ``DESIGN.md``: ``site_id, device_id, t_start, t_end``
@@ -170,6 +170,7 @@ class WindowBuilder:
         self.capture = capture
         self._acc: dict[tuple[str, int], _Acc] = {}
         self._mac_ip: dict[str, str] = {}
+        self._mac_ip4: dict[str, str] = {}  # first IPv4 device address of each MAC (ARP is IPv4's)
         self._ip_mac: dict[str, str] = {}
         self.flows_seen = 0
         self.packets_seen = 0
@@ -201,6 +202,8 @@ class WindowBuilder:
         for side, addr, mac, peer in ((0, src, flow.src_mac, dst), (1, dst, flow.dst_mac, src)):
             if self._is_device(addr):
                 self._mac_ip.setdefault(mac, addr)
+                if ":" not in addr:
+                    self._mac_ip4.setdefault(mac, addr)
                 self._ip_mac.setdefault(addr, mac)
                 ends.append((side, addr, peer))
             elif side == 0 and addr in ("0.0.0.0", "::") and mac and not _is_group_mac(mac):
@@ -284,7 +287,8 @@ class WindowBuilder:
         """
         bound: dict[str, str] = dict(self._ip_mac)
         for fr in sorted(scan.arp, key=lambda f: f.ts):
-            dev = self._mac_ip.get(fr.hwsrc)
+            # a dual-stack host's ARP belongs to its IPv4 address, whichever address it used first
+            dev = self._mac_ip4.get(fr.hwsrc) or self._mac_ip.get(fr.hwsrc)
             if dev is None:
                 dev = fr.psrc if fr.psrc != "0.0.0.0" and self._is_device(fr.psrc) else fr.hwsrc
             a = self._get(dev, int(fr.ts * 1000) // self.window_ms)
@@ -305,7 +309,7 @@ class WindowBuilder:
                     a.arp_answered.add(peer)
             self._add_l2(a, fr.ts, fr.size_bytes, peer, "ARP reply" if fr.op == 2 else "ARP")
         for fr in scan.l2:
-            dev = self._mac_ip.get(fr.src_mac, fr.src_mac)
+            dev = self._mac_ip4.get(fr.src_mac) or self._mac_ip.get(fr.src_mac, fr.src_mac)
             a = self._get(dev, int(fr.ts * 1000) // self.window_ms)
             self._add_l2(a, fr.ts, fr.size_bytes, "", f"L2/0x{fr.ethertype:04x}")
 
