@@ -7,7 +7,10 @@
   raised no alert (from the fog's acknowledgements), so the baseline learns only from those;
 * :func:`fuse_frame` replays a whole window table slot by slot through one :class:`SiteFusion` per site —
   what training (``training.data``), ``marlids train eval`` and ``marlids fog detect`` use — so a capture
-  gives the same Observations offline as streamed (``tests/test_transport_edge.py``).
+  gives the same Observations offline as streamed (``tests/test_transport_edge.py``). One difference is
+  inherent: the replay learns from a slot's unalerted windows right after deciding it, a live edge when
+  the fog's acknowledgement arrives (possibly after it made the next slots' Observations), so the slow
+  update and the moment a new device gets statistics of its own can lag by a few slots live.
 
 Per site it keeps the :class:`edge.baseline.SiteBaseline` (grace period, robust per-device / per-site
 statistics, slow update), the site's Kitsune-style :class:`edge.site_model.SiteAnomalyModel` (fitted on

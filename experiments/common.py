@@ -165,8 +165,8 @@ def mappo_args(quick: bool, seed: int, out_dir: Path, **overrides):
                  snapshot_every=2) if quick else
             dict(iterations=40, train_batch_size=2000, minibatch_size=1000, num_epochs=4, max_steps=200,
                  snapshot_every=5))
-    base.update(overrides)
-    return MappoArgs(seed=seed, out_dir=str(out_dir), checkpoint_every=10_000, num_envs_per_env_runner=4, **base)
+    base = {"num_envs_per_env_runner": 4, **base, **overrides}
+    return MappoArgs(seed=seed, out_dir=str(out_dir), checkpoint_every=10_000, **base)
 
 
 def scorer_epochs(quick: bool) -> int:

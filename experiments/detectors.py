@@ -50,7 +50,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "stats": ("stats_z",),
     "stats+minilm": ("stats_z", "embedding"),
     "stats+score": ("stats_z", "score", "score_available", "attention"),
-    "full": ("stats_z", "embedding", "score", "score_available", "attention"),
+    "full": ("stats_z", "embedding", "score", "score_available", "attention", "site_score"),
 }
 
 

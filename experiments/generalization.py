@@ -46,6 +46,11 @@ from fog.attacks import ATTACK_CLASSES, technique_class
 
 log = logging.getLogger(__name__)
 
+#: MAPPO settings of the full mode: those of the bundled defender (models/README.md).
+BUNDLE_SETTINGS = dict(iterations=60, train_batch_size=4000, minibatch_size=250, num_epochs=10, lr=1e-3,
+                       attack_budget=6, n_defenders=4, num_envs_per_env_runner=32, random_attacker_share=0.5,
+                       class_bonus=1.5, max_steps=200, snapshot_every=5)
+
 #: Technique families (fog.attacks classes) of the leave-technique-out runs.
 FAMILIES: tuple[str, ...] = ("scan", "flood", "brute_force", "app_dos", "arp_spoof")
 
@@ -76,6 +81,10 @@ def _without_family(src, family: str):
     return subset(src, ~drop, f"{src.name}-{family}")
 
 
+def _mappo(quick: bool, seed: int, out: Path, name: str):
+    return mappo_args(quick, seed, out, exp_name=name, **({} if quick else BUNDLE_SETTINGS))
+
+
 def _public_groups() -> tuple[list[str], list[str]]:
     pub = public_benign_sites()
     return [s for s in pub if s.startswith("sentinel/")], [s for s in pub if not s.startswith("sentinel/")]
@@ -88,7 +97,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     Parameters
     ----------
     quick : bool
-        CI mode: 2 folds, one seed, tiny training, one leave-technique-out family, a few public sites.
+        CI mode: 4 networks in 2 folds, one seed, tiny training, one leave-technique-out family, a few public
+        sites.
     seed : int
         First seed; ``seeds`` seeds ``seed, seed + 1, …`` are run.
     seeds, folds : int, optional
@@ -106,6 +116,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     n_seeds = seeds or (1 if quick else 3)
     k = folds or (2 if quick else 3)
     nets = range_networks()
+    if quick:  # CI: the two original sites and two more networks
+        nets = dict(list(nets.items())[:4])
     if len(nets) < k:
         raise FileNotFoundError(f"only {len(nets)} range networks under data/captures: record more (training/range)")
     group_a, group_b = _public_groups()
@@ -122,7 +134,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 "scorer_epochs": epochs, "seq_len": 10}
     per_window, per_site, public_rows, loto_rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
-        settings["mappo"] = mappo_args(quick, seed, Path(tmp), exp_name="generalization")
+        settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization")
         cites = {f"range/{n}": s.citation for n, s in net_src.items()} | {s: v.citation for s, v in pub_src.items()}
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
         for s in range(seed, seed + n_seeds):
@@ -133,7 +145,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
-                dets = [MarlDetector(mappo_args(quick, s, Path(tmp), exp_name="generalization"), scorer).fit(train),
+                dets = [MarlDetector(_mappo(quick, s, Path(tmp), "generalization"), scorer).fit(train),
                         scorer, RandomForestDetector(seed=s).fit(train),
                         RandomForestDetector(seed=s, site_standardised=True).fit(train),
                         KitsuneGraceDetector(seed=s)]
@@ -177,7 +189,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s}: leave-technique-out {family}")
                 train = concat([_without_family(b, family) for b in base])
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                dets = [MarlDetector(mappo_args(quick, s, Path(tmp), exp_name=f"loto_{family}"), scorer).fit(train),
+                dets = [MarlDetector(_mappo(quick, s, Path(tmp), f"loto_{family}"), scorer).fit(train),
                         scorer]
                 for n in held:
                     src = net_src[n]

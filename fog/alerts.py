@@ -178,12 +178,14 @@ def feature_evidence(x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread:
     Returns
     -------
     list of dict
-        ``{"name", "value", "baseline", "baseline_std", "z"}`` in decreasing ``|z|`` order; ``z`` is the
+        ``{"name", "value", "baseline", "baseline_std", "z"}`` in decreasing ``|z|`` order (to 0.001; ties in
+        feature order); ``z`` is the
         standardised value (robust deviations on the log-compressed scale), ``baseline_std`` the spread.
         Non-finite numbers are left out (``None``).
     """
     zz = np.nan_to_num(np.asarray(z, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    order = np.argsort(-np.abs(zz), kind="stable")[:k]
+    # rank by |z| to 1e-3 (ties: feature order), so float rounding never reorders equally deviating features
+    order = np.argsort(-np.round(np.abs(zz), 3), kind="stable")[:k]
 
     def fin(v) -> float | None:
         v = float(v)

@@ -161,7 +161,8 @@ def test_edges_stream_to_the_fog_which_posts_exactly_the_offline_alerts(tmp_path
         assert (a["site_id"], a["device_id"], a["level"], a["attack_class"], a["ts"]) == \
                (w["site_id"], w["device_id"], w["level"], w["attack_class"], w["ts"])
         assert a["confidence"] == pytest.approx(w["confidence"], abs=1e-5)
-        assert [f["name"] for f in a["evidence"]["top_features"]] == [f["name"] for f in w["evidence"]["top_features"]]
+        assert [f["name"] for f in a["evidence"]["top_features"]] == [f["name"] for f in w["evidence"]["top_features"]], \
+            [(f["name"], f["z"]) for f in a["evidence"]["top_features"]] + [(f["name"], f["z"]) for f in w["evidence"]["top_features"]]
     assert stats["decisions"] == len(both) - n_grace and stats["duplicates"] == 0
     assert stats["observations"] == len(both) - n_grace and stats["grace_observations"] == n_grace
     # each edge learned from the decided windows that did not alert, and says so in its saved baseline

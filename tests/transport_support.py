@@ -54,8 +54,10 @@ def make_policy(directory: Path, frame, *, quantile: float = 0.75, grace_s: floa
     """Write an exported policy (``fusion.json``, ``actor.json``, ``actor.pt``) into ``directory``.
 
     The fusion pipeline is fitted on ``frame`` (no scorer; site baselines with a ``grace_s`` grace period
-    and, by default, a slow update so slow — a half-life of 10¹² windows — that the streamed and the
-    offline paths agree exactly whatever the timing of the fog's acknowledgements). The actor is a real
+    and, by default, site-wide statistics only and a slow update so slow — a half-life of 10¹² windows —
+    that the streamed and the offline paths agree exactly whatever the timing of the fog's
+    acknowledgements: a live edge learns from a window when its acknowledgement arrives, the offline replay
+    right after its slot, so the moment a new device gets statistics of its own can differ by a slot). The actor is a real
     :class:`fog.policy.DefenderActor` whose weights are set by hand so its decisions are easy to predict:
     level 3 with class ``flood`` when the window's standardised packet count is above its
     ``quantile`` over ``frame`` (after the grace period), else level 0 (``benign``) — so roughly a
@@ -66,7 +68,10 @@ def make_policy(directory: Path, frame, *, quantile: float = 0.75, grace_s: floa
     from edge.observation import FusionPipeline
     from edge.online import fuse_frame
 
-    pipe = FusionPipeline(baseline={"grace_s": grace_s, "half_life_windows": half_life_windows}).fit(frame)
+    baseline = {"grace_s": grace_s, "half_life_windows": half_life_windows}
+    if half_life_windows >= 1e9:
+        baseline["min_device_windows"] = 10**9
+    pipe = FusionPipeline(baseline=baseline).fit(frame)
     pipe.save(directory)
     j = FEATURE_NAMES.index("pkts")
     fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), learn_from="none")
