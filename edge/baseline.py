@@ -38,7 +38,9 @@ Life of a baseline
    site statistics (pooled over all devices' windows) until it has collected ``min_device_windows``
    windows that raised no alert; then its own statistics are fitted from those windows.
 4. **Slow update** (never from flagged windows). After the grace period, each window that raised no
-   alert updates its device's and its site's statistics by one Huber step (Huber 1964):
+   alert — and is not far from the site's grace period by the site anomaly model (site score ≤
+   :data:`edge.online.LEARN_MAX_SITE_SCORE`; a window the policy let pass but unlike anything normal is
+   more likely a missed attack) — updates its device's and its site's statistics by one Huber step (Huber 1964):
    ``ψ = clip(z, −k, k)``, ``centre += α·scale·ψ``, ``scale² ← (1 − α)·scale² + α·scale²·ψ² / β`` with
    ``k = 3`` and ``β = E[ψ²] ≈ 0.995`` under a normal law, so the fixed point of a stationary
    stream is its Huber location and scale. The weight ``α = 1 − 2^(−1 / half_life_windows)`` makes

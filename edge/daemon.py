@@ -430,14 +430,15 @@ class EdgeDaemon:
                     devs.append(dev)
                     xs.append(x)
                     raws.append(raw)
+            learned = 0
             if devs:
                 import numpy as np
 
-                self._fusion.learn_windows(devs, np.stack(xs), np.asarray(raws, dtype=np.float64))
+                learned = self._fusion.learn_windows(devs, np.stack(xs), np.asarray(raws, dtype=np.float64))
                 self._baseline_dirty = True
-        if devs:
+        if learned:
             with self._lock:
-                self._stats.learned_windows += len(devs)
+                self._stats.learned_windows += learned
 
     # -- producer -----------------------------------------------------------------------------
     def _source(self):

@@ -48,6 +48,9 @@ STATE_VERSION = 1
 GRACE_CLEAN_Z = 10.0
 #: Largest share of the grace period's windows that may be left out that way.
 GRACE_CLEAN_MAX_SHARE = 0.5
+#: The slow update learns only from windows whose site score is at most this (log units): windows that
+#: raised no alert but are far from the site's grace period (a missed attack, usually) teach nothing.
+LEARN_MAX_SITE_SCORE = 1.0
 _NEW_PEERS = FEATURE_NAMES.index("new_peers")
 
 
@@ -235,22 +238,32 @@ class SiteFusion:
         Returns
         -------
         int
-            Windows learned from.
+            Windows learned from (those of :meth:`learn_windows`' rule).
         """
         m = np.asarray(no_alert, dtype=bool) & ~batch.learning
         if not m.any():
             return 0
-        self.learn_windows([str(d) for d in batch.device_id[m]], batch.x[m], batch.raw_scores[m])
-        return int(m.sum())
+        return self.learn_windows([str(d) for d in batch.device_id[m]], batch.x[m], batch.raw_scores[m])
 
-    def learn_windows(self, device_ids: Sequence[str], x: np.ndarray, raw_scores: np.ndarray | None = None) -> None:
+    def learn_windows(self, device_ids: Sequence[str], x: np.ndarray, raw_scores: np.ndarray | None = None) -> int:
         """:meth:`learn` from raw statistics ``(n, F)`` (and raw scores ``(n,)``) of windows that raised no
-        alert — the edge daemon's form, once the fog has acknowledged its decisions."""
+        alert — the edge daemon's form, once the fog has acknowledged its decisions.
+
+        Of those, only windows whose site score is at most :data:`LEARN_MAX_SITE_SCORE` are learned from: a
+        window the policy let pass but that is far from anything the grace period showed is more likely a
+        missed attack than new normal traffic, and learning it would teach the baseline the attacker's
+        traffic (an attacker's own device would soon look normal to itself). Returns the windows learned.
+        """
         if self.learning or not len(device_ids):
-            return
-        self.baseline.update(list(device_ids), np.asarray(x, dtype=np.float64))
+            return 0
+        x = np.asarray(x, dtype=np.float64)
+        ok = self._site_scores(x) <= LEARN_MAX_SITE_SCORE
+        if not ok.any():
+            return 0
+        self.baseline.update([d for d, k in zip(device_ids, ok) if k], x[ok])
         if raw_scores is not None and self.score_baseline.stats_ is not None:
-            self.score_baseline.update(raw_scores)
+            self.score_baseline.update(np.asarray(raw_scores, dtype=np.float64)[ok])
+        return int(ok.sum())
 
     def finish(self) -> bool:
         """End a grace period that never completed (the data ran out): fit on what was collected.

@@ -165,8 +165,18 @@ def test_edges_stream_to_the_fog_which_posts_exactly_the_offline_alerts(tmp_path
             [(f["name"], f["z"]) for f in a["evidence"]["top_features"]] + [(f["name"], f["z"]) for f in w["evidence"]["top_features"]]
     assert stats["decisions"] == len(both) - n_grace and stats["duplicates"] == 0
     assert stats["observations"] == len(both) - n_grace and stats["grace_observations"] == n_grace
-    # each edge learned from the decided windows that did not alert, and says so in its saved baseline
-    assert sum(e.stats().learned_windows for e in edges) == len(both) - n_grace - len(want)
+    # each edge learned from the decided windows that did not alert (and are near their site's normal), and
+    # says so in its saved baseline
+    from edge.observation import FusionPipeline
+    from edge.online import LEARN_MAX_SITE_SCORE
+    from fog.policy import DefenderActor
+
+    actor = DefenderActor.load(policy)
+    fused = fuse_frame(FusionPipeline.load(policy), both, emb.embed(both["proto_text"].tolist()),
+                       decide=actor.decide_all)
+    learnable = ~fused.learning & ~fused.decisions["alert"] & (fused.site_scores <= LEARN_MAX_SITE_SCORE)
+    assert 0 < learnable.sum() < len(both) - n_grace - len(want)
+    assert sum(e.stats().learned_windows for e in edges) == int(learnable.sum())
     for s in frames:
         saved = tmp_path / f"{s}.baseline.json"
         assert saved.stat().st_mode & 0o777 == 0o600 and '"fitted": true' in saved.read_text()
