@@ -42,6 +42,9 @@ SEEDS = typer.Option(None, "--seeds", min=1, help="Number of seeds (seed, seed+1
 def generalization(
     quick: bool = QUICK, seed: int = SEED, out: Path = OUT, seeds: int = SEEDS,
     folds: int = typer.Option(None, "--folds", min=2, help="Folds of range networks (default: quick 2, full 3)."),
+    families: str = typer.Option(None, "--families", help="Comma-separated technique families left out one at a "
+                                 "time (scan, flood, brute_force, app_dos, arp_spoof), or 'none' "
+                                 "(default: quick scan, full all five)."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -53,7 +56,11 @@ def generalization(
     """
     from experiments.generalization import run
 
-    _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, out_root=out)
+    fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
+    try:
+        _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams, out_root=out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--families/--folds") from None
 
 
 
