@@ -313,8 +313,8 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
                 stats = client.get("/metrics", headers={"Authorization": f"Bearer {keys['analyst']}"}).text
                 outbox_empty = _outbox_pending(out / "outbox.sqlite") == 0
                 done = outbox_empty and all(a["explanation_status"] == "ready" for a in alerts)
-                return alerts if done and stats else None
-            alerts = _wait(settled, SETTLE_TIMEOUT_S, "alerts to be stored and explained", services, poll=1.0)
+                return (alerts,) if done and stats else None  # a tuple: no alert at all is settled too
+            (alerts,) = _wait(settled, SETTLE_TIMEOUT_S, "alerts to be stored and explained", services, poll=1.0)
             progress.update(task2, total=len(alerts), completed=len(alerts))
 
         details = [client.get(f"/api/v1/alerts/{a['alert_id']}", headers={"Authorization": f"Bearer {keys['analyst']}"}).json()
