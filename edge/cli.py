@@ -27,8 +27,26 @@ def _progress():
                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
 
+BACKEND = typer.Option(None, "--backend",
+                       help="How MiniLM (and the temporal scorer) run: 'onnx' (int8, torch-free), 'torch', or "
+                            "'auto' = ONNX whenever the ONNX model folder is present ($MARLIDS_EDGE_MODELS, else "
+                            "models/edge written by scripts/setup.sh or `marlids edge export-onnx`), torch otherwise. "
+                            "Default: $MARLIDS_EDGE_BACKEND, else auto.")
+
+
+def _backend(name: str | None) -> str | None:
+    from edge.onnx_embed import BACKENDS
+
+    if name is None:
+        return None
+    name = name.strip().lower()
+    if name not in BACKENDS:
+        raise typer.BadParameter(f"{name!r}: expected one of {', '.join(BACKENDS)}", param_hint="--backend")
+    return name
+
+
 def extract_with_progress(pcaps: list[Path], *, window_s: float, site_id: str, devices: str,
-                          idle_timeout_s: int, active_timeout_s: int, embed: bool):
+                          idle_timeout_s: int, active_timeout_s: int, embed: bool, backend: str | None = None):
     """Run :func:`edge.windows.extract_windows` (and MiniLM) with rich progress bars.
 
     Returns
@@ -59,7 +77,7 @@ def extract_with_progress(pcaps: list[Path], *, window_s: float, site_id: str, d
         if embed and len(df):
             from edge.onnx_embed import make_embedder
 
-            embedder = make_embedder()  # torch, or ONNX without torch / with MARLIDS_EDGE_BACKEND=onnx
+            embedder = make_embedder(backend)  # ONNX whenever its model folder is present (resolve_backend)
             texts = df["proto_text"].tolist()
             uniq = list(dict.fromkeys(texts))
             etask = progress.add_task("embedding texts", total=len(uniq))
@@ -116,6 +134,7 @@ def extract(
     idle_timeout: int = typer.Option(120, "--idle-timeout", help="Flow idle timeout (s).", min=1),
     active_timeout: int = typer.Option(1800, "--active-timeout", help="Flow active timeout (s).", min=1),
     embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed each window's protocol text with MiniLM."),
+    backend: str | None = BACKEND,
 ) -> None:
     """Turn captures into per-device windows (features + protocol text [+ 384-d embedding]) in Parquet.
 
@@ -127,7 +146,7 @@ def extract(
 
     df, emb, figures = extract_with_progress(pcaps, window_s=window, site_id=site, devices=devices,
                                              idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
-                                             embed=embed)
+                                             embed=embed, backend=_backend(backend))
     write_windows(df, out, window_s=window, embeddings=emb)
     console = Console()
     for dmg in figures["damaged"]:
@@ -398,6 +417,7 @@ def run(
                                               "(default ~/.cache/marlids/edge/SITE.baseline.json)."),
     reset_baseline: bool = typer.Option(False, "--reset-baseline",
                                         help="Forget a saved baseline and learn a new one (a new grace period)."),
+    backend: str | None = BACKEND,
 ) -> None:
     """Stream this site's Observations to the fog as its windows close; buffer on disk while the fog is away.
 
@@ -416,7 +436,7 @@ def run(
     cfg = EdgeConfig(site_id=site, fog=fog, pcap=pcap, iface=iface, replay_speed=0.0 if fast else replay_speed,
                      fusion_dir=fusion or BUNDLED_FUSION, window_s=window, devices=devices, buffer_path=buffer,
                      buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay,
-                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline)
+                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline, backend=_backend(backend))
     console = Console(stderr=True)
     with console.status(f"edge {site}: starting (loading models)") as status:
         def progress(st) -> None:

@@ -113,6 +113,9 @@ class EdgeConfig:
         Where the site baseline is kept (default :func:`default_baseline_path`).
     reset_baseline : bool, default False
         Ignore a saved baseline and learn a new one.
+    backend : {"auto", "onnx", "torch"}, optional
+        How MiniLM and the temporal scorer run (:func:`edge.onnx_embed.resolve_backend`: ``auto`` is ONNX
+        whenever the ONNX model folder is present; default ``$MARLIDS_EDGE_BACKEND`` or ``auto``).
     """
 
     site_id: str
@@ -134,6 +137,7 @@ class EdgeConfig:
     grace_s: float | None = None
     baseline_path: Path | None = None
     reset_baseline: bool = False
+    backend: str | None = None
 
     def validate(self, *, source: bool = True) -> None:
         """Check the settings (no I/O beyond file existence and the capture capability); ``source=False``
@@ -313,11 +317,11 @@ class EdgeDaemon:
         from edge.online import SiteFusion
         from edge.transport.wire import hello_message
 
-        pipe = self._pipeline or FusionPipeline.load(cfg.fusion_dir)
+        pipe = self._pipeline or FusionPipeline.load(cfg.fusion_dir, backend=cfg.backend)
         if self._embedder is None:
             from edge.onnx_embed import make_embedder  # ONNX when torch is absent (marlids[edge])
 
-            self._embedder = make_embedder(num_threads=1)
+            self._embedder = make_embedder(cfg.backend, num_threads=1)
         self.baseline_path = Path(cfg.baseline_path or default_baseline_path(cfg.site_id))
         state = None if cfg.reset_baseline else load_state(self.baseline_path)
         try:

@@ -26,6 +26,8 @@ embedding; nothing in it is scaled by the networks the policy was trained on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edge.embed import EMBED_DIM
@@ -217,9 +219,16 @@ class FusionPipeline:
         self._scorer_floor = None
         self._scorer_training: dict = {}
         if self.scorer_dir:
-            from edge.onnx_embed import resolve_backend
+            import os
 
-            if resolve_backend(self.backend) == "onnx":
+            from edge.onnx_embed import ENV_BACKEND, resolve_backend
+            from edge.scorer.export import ONNX_FILE
+
+            backend = resolve_backend(self.backend)
+            auto = (self.backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower() == "auto"
+            if backend == "onnx" and auto and not (Path(self.scorer_dir) / ONNX_FILE).is_file():
+                backend = "torch"  # auto: a scorer exported without ONNX still runs on its torch checkpoint
+            if backend == "onnx":
                 from edge.scorer.export import load_onnx_checkpoint as load_checkpoint
             else:
                 from edge.scorer.checkpoint import load_checkpoint
@@ -288,7 +297,6 @@ class FusionPipeline:
     def save(self, directory) -> None:
         """Write ``fusion.json`` (format 2: baseline settings, scale floor, scorer path) into ``directory``."""
         import json
-        from pathlib import Path
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -309,7 +317,6 @@ class FusionPipeline:
             layout, or its scorer was trained on other inputs.
         """
         import json
-        from pathlib import Path
 
         from edge.features import N_FEATURES
 

@@ -11,10 +11,13 @@ or set-up time. Nothing is downloaded at run time: the folder written by that co
 rows (cosine ≥ 0.98 to the fp32 model on the parity texts; the figure is recorded in the manifest).
 
 Backend choice (:func:`resolve_backend`), used by :func:`make_embedder` and
-:class:`edge.observation.FusionPipeline`: an explicit argument, else the environment variable
-``MARLIDS_EDGE_BACKEND`` (``auto`` | ``onnx`` | ``torch``); ``auto`` picks ``torch`` when PyTorch is
-importable and ``onnx`` otherwise, so ``pip install marlids[edge]`` (no torch) runs on ONNX by itself.
-The model folder comes from an argument or ``MARLIDS_EDGE_MODELS``.
+:class:`edge.observation.FusionPipeline`: an explicit argument (``marlids edge … --backend``), else the
+environment variable ``MARLIDS_EDGE_BACKEND`` (``auto`` | ``onnx`` | ``torch``). ``auto`` picks ``onnx``
+whenever an ONNX model folder is present, ``torch`` only when none is and PyTorch is importable: the edge
+never loads torch, transformers or sentence-transformers when it need not. The model folder comes from an
+argument, else ``MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR` (``models/edge`` of a source
+checkout, written by ``scripts/setup.sh``). The temporal scorer follows the same choice, and falls back to
+its torch checkpoint when its folder has no ``scorer.onnx``.
 """
 
 from __future__ import annotations
@@ -48,12 +51,28 @@ MANIFEST_FORMAT = "marlids.edge.models/1"
 ENV_BACKEND = "MARLIDS_EDGE_BACKEND"
 ENV_MODELS = "MARLIDS_EDGE_MODELS"
 BACKENDS = ("auto", "onnx", "torch")
+#: Model folder used when neither an argument nor ``$MARLIDS_EDGE_MODELS`` names one (``models/edge`` of a
+#: source checkout; ``scripts/setup.sh`` writes it with ``marlids edge export-onnx``).
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "edge"
 
 
-def resolve_backend(backend: str | None = None) -> str:
+def find_models_dir(path: str | Path | None = None) -> Path | None:
+    """The ONNX model folder to use, or ``None`` when there is none with the MiniLM files.
+
+    ``path``, else ``$MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR`; a folder counts when it holds
+    :data:`MODEL_FILE` and :data:`TOKENIZER_FILE`.
+    """
+    raw = path if path is not None else os.environ.get(ENV_MODELS) or DEFAULT_MODELS_DIR
+    d = Path(raw)
+    return d if (d / MODEL_FILE).is_file() and (d / TOKENIZER_FILE).is_file() else None
+
+
+def resolve_backend(backend: str | None = None, model_dir: str | Path | None = None) -> str:
     """``"onnx"`` or ``"torch"`` for ``backend`` (default: ``$MARLIDS_EDGE_BACKEND``, else ``"auto"``).
 
-    ``"auto"`` is ``"torch"`` when the ``torch`` package is importable, else ``"onnx"``.
+    ``"auto"`` is ``"onnx"`` when :func:`find_models_dir` finds a model folder (``model_dir`` first), else
+    ``"torch"`` when the ``torch`` package is importable, else ``"onnx"`` (whose loader then says how to
+    write the folder).
 
     Raises
     ------
@@ -66,23 +85,28 @@ def resolve_backend(backend: str | None = None) -> str:
         source = "backend" if backend is not None else f"${ENV_BACKEND}"
         raise ValueError(f"{source}={name!r} is invalid: expected one of {', '.join(BACKENDS)}")
     if name == "auto":
+        if find_models_dir(model_dir) is not None:
+            return "onnx"
         return "torch" if importlib.util.find_spec("torch") is not None else "onnx"
     return name
 
 
 def models_dir(path: str | Path | None = None) -> Path:
-    """The edge model folder: ``path``, else ``$MARLIDS_EDGE_MODELS``.
+    """The edge model folder: ``path``, else ``$MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR`
+    when it exists.
 
     Raises
     ------
     EmbeddingModelError
-        When neither is given, or the folder lacks :data:`MODEL_FILE` / :data:`TOKENIZER_FILE`.
+        When none is given or present, or the folder lacks :data:`MODEL_FILE` / :data:`TOKENIZER_FILE`.
     """
     raw = path if path is not None else os.environ.get(ENV_MODELS)
+    if not raw and DEFAULT_MODELS_DIR.is_dir():
+        raw = DEFAULT_MODELS_DIR
     if not raw:
         raise EmbeddingModelError(
             f"no ONNX model folder: pass it or set {ENV_MODELS} to the folder written by "
-            "`marlids edge export-onnx --out DIR`")
+            f"`marlids edge export-onnx --out DIR` (default {DEFAULT_MODELS_DIR})")
     d = Path(raw)
     for name in (MODEL_FILE, TOKENIZER_FILE):
         if not (d / name).is_file():
@@ -211,9 +235,10 @@ def make_embedder(backend: str | None = None, model_dir: str | Path | None = Non
     Parameters
     ----------
     backend : {"auto", "onnx", "torch"}, optional
-        Default ``$MARLIDS_EDGE_BACKEND`` or ``"auto"`` (torch when importable, else ONNX).
+        Default ``$MARLIDS_EDGE_BACKEND`` or ``"auto"`` (ONNX when a model folder is present, else torch
+        when importable; :func:`resolve_backend`).
     model_dir : str or Path, optional
-        ONNX model folder (default ``$MARLIDS_EDGE_MODELS``); only for the ONNX backend.
+        ONNX model folder (default ``$MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR`).
     **kwargs
         ``cache_size``, ``batch_size`` and, for ONNX, ``threads`` / for torch ``num_threads``.
 
@@ -227,7 +252,7 @@ def make_embedder(backend: str | None = None, model_dir: str | Path | None = Non
     ValueError
         For an unknown backend.
     """
-    if resolve_backend(backend) == "onnx":
+    if resolve_backend(backend, model_dir) == "onnx":
         if "num_threads" in kwargs:
             kwargs["threads"] = kwargs.pop("num_threads") or 1
         return OnnxTextEmbedder(model_dir, **kwargs)

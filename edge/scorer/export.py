@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
+#: The scorer graph inside a checkpoint folder.
+ONNX_FILE = "scorer.onnx"
+
 def export_onnx(scorer: TemporalScorer, path: str | Path, *, opset: int = OPSET) -> Path:
     """Write ``scorer`` as an ONNX model at ``path`` and check it with ``onnx.checker``.
 
@@ -106,7 +109,7 @@ def load_onnx_checkpoint(directory: str | Path, threads: int = 1) -> tuple[OnnxS
     from edge.scorer.threshold import SPOTThreshold
 
     d = Path(directory)
-    for name in (CONFIG, "scorer.onnx"):
+    for name in (CONFIG, ONNX_FILE):
         if not (d / name).is_file():
             raise CheckpointError(f"scorer checkpoint {str(d)!r} has no {name}: expected a folder written by "
                                   "`marlids edge train-scorer` or `marlids edge export-onnx`")
@@ -120,7 +123,7 @@ def load_onnx_checkpoint(directory: str | Path, threads: int = 1) -> tuple[OnnxS
         raise CheckpointError(f"scorer checkpoint {str(d / CONFIG)!r} is invalid: {type(exc).__name__}: {exc}") \
             from None
     try:
-        scorer = OnnxScorer(d / "scorer.onnx", threads=threads)
+        scorer = OnnxScorer(d / ONNX_FILE, threads=threads)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
         raise CheckpointError(f"scorer checkpoint {str(d / 'scorer.onnx')!r} is corrupt: {exc}") from None
     shape = scorer.session_.get_inputs()[0].shape
