@@ -54,7 +54,7 @@ def evaluate_sites(det, test) -> list[dict]:
     scored = ~grace_mask(test)
     for site in [*sorted(test.frame["site"].unique()), "both"]:
         m = np.ones(len(y), bool) if site == "both" else (test.frame["site"] == site).to_numpy()
-        m &= scored
+        m = m & scored  # to_numpy() may hand back a read-only view
         rows.append({"site": site, **window_metrics(y[m], a[m])})
     return rows
 
