@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from marlids.files import create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,6 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
 def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
-
-
-def create_private_file(path: Path) -> Path:
-    """Create ``path`` (and its folder) readable and writable by its owner only (0600) if it does not exist;
-    an existing file keeps its mode. Returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    return path
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
