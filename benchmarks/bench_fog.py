@@ -54,7 +54,7 @@ def rllib_throughput(traces, centralized: bool, iterations: int, batch: int) -> 
 
     from edge.observation import OBS_DIM
     from fog.env import MarlIdsEnv
-    from training.mappo.callbacks import LeagueSelfPlay
+    from training.mappo.callbacks import LeagueMapping
     from training.mappo.config import MappoArgs, build_config
     from training.mappo.env import RllibIdsEnv
 
@@ -80,8 +80,7 @@ def rllib_throughput(traces, centralized: bool, iterations: int, batch: int) -> 
     probe = make_env()
     spaces_ = {"defender": (probe.observation_spaces["defender_0"], probe.action_spaces["defender_0"]),
                "attacker": (probe.observation_spaces["attacker_0"], probe.action_spaces["attacker_0"])}
-    league = LeagueSelfPlay(True, 100, 1, 0)
-    algo = build_config(args, name, league.mapping_fn, spaces_).build_algo()
+    algo = build_config(args, name, LeagueMapping(True), spaces_).build_algo()
     try:
         algo.train()  # warm-up
         t0 = time.perf_counter()

@@ -15,7 +15,6 @@ from edge.scorer import (
     NotFittedError,
     OnnxScorer,
     SPOTThreshold,
-    StreamingScorer,
     TemporalScorer,
     build_sequences,
     explain,
@@ -214,24 +213,6 @@ def test_explain(fitted):
     assert abs(top["baseline_mean"] - 3.0) < 0.5
     w = [a["weight"] for a in ev[0]["attention"]]
     assert w == sorted(w, reverse=True) and all(0 <= a["index"] < T for a in ev[0]["attention"])
-
-
-def test_streaming_warm_up_and_no_learning_from_flagged(fitted):
-    th = SPOTThreshold(q=0.01, level=0.9).fit(fitted.score_samples(benign(300, 13)))
-    st = StreamingScorer(fitted, th)
-    seq = benign(1, 14)[0]
-    scores = []
-    for x in seq:
-        s = st.score_one(("s1", "cam"), x)
-        scores.append(s)
-        st.learn_one(("s1", "cam"), x, s)
-    assert scores[: T - 1] == [None] * (T - 1) and scores[-1] is not None
-    n_before, thr_before = th.n_, th.threshold_
-    attack = seq[-1] * 50
-    s = st.score_one(("s1", "cam"), attack)
-    assert s > th.threshold_
-    st.learn_one(("s1", "cam"), attack, s)
-    assert th.n_ == n_before and th.threshold_ == thr_before
 
 
 def test_attention_summary():

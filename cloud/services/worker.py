@@ -224,10 +224,6 @@ class ExplanationWorker:
             if len(ids) < len(batch) or self._stopping.is_set():
                 return
 
-    def explain_one(self, alert_id: str) -> None:
-        """Explain one stored alert and store the checked explanation (no-op if it has one)."""
-        self.explain_many([alert_id])
-
     def explain_many(self, alert_ids: list[str]) -> int:
         """Explain stored alerts without an explanation; store the checked explanations in one commit.
 

@@ -119,10 +119,6 @@ class AlertWriter:
         self._put(_Job("alert", row, fut=fut))
         return await fut
 
-    def submit_alert_sync(self, row: dict[str, Any], timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
-        """Blocking variant of :meth:`submit_alert` (for threads and scripts)."""
-        return self._submit_sync("alert", row, timeout)
-
     def submit_explanation_sync(self, row: dict[str, Any], timeout: float = 60.0) -> bool:
         """Store an explanation row (``alert_id``, ``source``, ``body``, ``created_at_us``); False if one existed."""
         return self._submit_sync("explanation", row, timeout)

@@ -9,7 +9,7 @@
   :class:`IsolationForestScorer`.
 * :func:`build_sequences`, :func:`time_split` — window table → sequences, time-ordered splits.
 * :func:`save_checkpoint` / :func:`load_checkpoint` (:class:`CheckpointError`), :func:`export_onnx` /
-  :class:`OnnxScorer`, :func:`explain` / :func:`attention_summary`, :class:`StreamingScorer` (``learn_one``/``score_one``).
+  :class:`OnnxScorer`, :func:`explain` / :func:`attention_summary`.
 
 Nothing heavy is imported at package import: torch, scipy and scikit-learn load inside the functions.
 """
@@ -21,7 +21,6 @@ from edge.scorer.explain import ATTENTION_SUMMARY_NAMES, attention_summary, expl
 from edge.scorer.export import OnnxScorer, export_onnx
 from edge.scorer.model import TemporalScorer
 from edge.scorer.sequences import SequenceSet, build_sequences, time_split
-from edge.scorer.stream import StreamingScorer
 from edge.scorer.threshold import GaussianThreshold, SPOTThreshold
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "OnnxScorer",
     "SPOTThreshold",
     "SequenceSet",
-    "StreamingScorer",
     "TemporalScorer",
     "attention_summary",
     "build_sequences",

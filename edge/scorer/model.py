@@ -314,11 +314,6 @@ class TemporalScorer:
                 attns.append(a.numpy())
         return Z, np.concatenate(preds), np.concatenate(attns)
 
-    def feature_errors(self, X: Any) -> np.ndarray:
-        """Per-feature normalised squared prediction error of the last window, shape ``(batch, F)``."""
-        Z, pred, _ = self._forward(X)
-        return (pred - Z[:, -1, :]) ** 2 / self.resid_var_
-
     def score_with_attention(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores ``(batch,)`` and attention weights ``(batch, heads, T)`` (rows sum to 1).
 

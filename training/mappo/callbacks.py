@@ -115,11 +115,6 @@ class LeagueSelfPlay:
         self.leagues: dict[str, list] = {DEFENDER: [], ATTACKER: []}
         self.random_attacker = None
 
-    @property
-    def mapping_fn(self):
-        """RLlib ``policy_mapping_fn`` (a small picklable object, without the league weights)."""
-        return LeagueMapping(self.self_play)
-
     def after_iteration(self, algo, iteration: int) -> dict[str, int]:
         """Snapshot and refresh the frozen modules when the schedule says so; returns league sizes."""
         if self.self_play and iteration % self.snapshot_every == 0:
