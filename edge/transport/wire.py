@@ -21,11 +21,16 @@ CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_
 
 
 def hello_message(*, site_id: str, edge_id: str, window_s: float, grace_s: float = 0.0) -> pb.EdgeMessage:
-    """The stream header (``Hello``) of one edge daemon."""
-    from marlids import __version__
+    """The stream header (``Hello``) of one edge daemon; ``software_version`` is the installed distribution's
+    version (``importlib.metadata``)."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        software = version("marlids")
+    except PackageNotFoundError:  # a source tree on sys.path without an install
+        software = "unknown"
     h = pb.Hello(site_id=site_id, edge_id=edge_id, obs_dim=OBS_DIM, window_s=float(window_s),
-                 feature_names=list(FEATURE_NAMES), software_version=__version__, grace_s=float(grace_s))
+                 feature_names=list(FEATURE_NAMES), software_version=software, grace_s=float(grace_s))
     return pb.EdgeMessage(hello=h)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from fog.env import STAT_KEYS
-from training.mappo.config import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
+from training.mappo.ids import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,14 @@ class LeagueSelfPlay:
                 del league[:-self.league_size]
                 pool = league + [self.random_attacker] if trained == ATTACKER else league
                 states[frozen] = pool[int(self.rng.integers(len(pool)))]
-            from training.mappo.train import set_module_states
-
             set_module_states(algo, states)
             log.info("league refreshed at iteration %d: %d defender / %d attacker snapshots", iteration,
                      len(self.leagues[DEFENDER]), len(self.leagues[ATTACKER]))
         return {f"{k}_league_size": len(v) for k, v in self.leagues.items()}
+
+
+def set_module_states(algo, states: dict) -> None:
+    """Load RLModule ``states`` (module ID → state) into the learner and sync them to the env runners."""
+    algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                       policies=list(states), inference_only=True)

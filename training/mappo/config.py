@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Module IDs. The ``*_league`` modules are frozen snapshots, refreshed on a schedule (self-play).
-DEFENDER, ATTACKER, DEFENDER_LEAGUE, ATTACKER_LEAGUE = "defender", "attacker", "defender_league", "attacker_league"
-#: A never-trained attacker (random initial weights), used when ``MappoArgs.random_attacker_share`` > 0.
-ATTACKER_RANDOM = "attacker_random"
+from training.mappo.ids import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
+
+__all__ = ["ATTACKER", "ATTACKER_LEAGUE", "ATTACKER_RANDOM", "DEFENDER", "DEFENDER_LEAGUE", "MappoArgs", "build_config"]
 
 
 @dataclass

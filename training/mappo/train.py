@@ -141,7 +141,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     from torch.utils.tensorboard import SummaryWriter
 
     from fog.env import MarlIdsEnv, RewardConfig
-    from training.mappo.callbacks import LeagueMapping, LeagueSelfPlay, detection_scores
+    from training.mappo.callbacks import LeagueMapping, LeagueSelfPlay, detection_scores, set_module_states
     from training.mappo.config import build_config
     from training.mappo.env import RllibIdsEnv
 
@@ -241,8 +241,3 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     return final
 
 
-def set_module_states(algo, states: dict) -> None:
-    """Load RLModule ``states`` (module ID → state) into the learner and sync them to the env runners."""
-    algo.set_state({"learner_group": {"learner": {"rl_module": states}}})
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
-                                       policies=list(states), inference_only=True)
