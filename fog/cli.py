@@ -16,11 +16,13 @@ app = typer.Typer(help="Fog: run the trained shared defender policy over edge wi
 
 
 def load_windows(source: Path, site: str | None):
-    """Windows and embeddings of a capture (labeled when its ground truth is beside it) or a window file."""
+    """Windows of a capture (metered by the edge pipeline) or of a window file, and their MiniLM embeddings
+    ``(n, 384)`` (the edge's embedder: ONNX whenever its model folder is present)."""
     import numpy as np
 
     from edge.capture import CaptureError, check_capture
-    from training.data import embed_texts
+    from edge.io import WindowFileError, read_embeddings, read_windows
+    from edge.onnx_embed import make_embedder
 
     try:
         check_capture(source)
@@ -28,29 +30,24 @@ def load_windows(source: Path, site: str | None):
     except CaptureError:
         is_capture = False
     if is_capture:
-        gt = source.with_name(source.name.rsplit(".", 1)[0] + ".groundtruth.csv")
-        if gt.is_file():
-            from training.range.label import label_capture
+        from edge.windows import extract_windows
 
-            frame = label_capture(source, gt, site=site)
-        else:
-            from edge.windows import extract_windows
-
-            frame = extract_windows([source], site_id=site or source.name.split(".")[0])
-        return frame, embed_texts(frame)
-    from edge.io import WindowFileError, read_embeddings, read_windows
-
-    frame, _ = read_windows(source)
-    try:
-        emb = read_embeddings(source)
-    except WindowFileError:
-        emb = embed_texts(frame)
-    return frame, np.asarray(emb)
+        frame = extract_windows([source], site_id=site or source.name.split(".")[0])
+        emb = None
+    else:
+        frame, _ = read_windows(source)
+        try:
+            emb = np.asarray(read_embeddings(source))
+        except WindowFileError:
+            emb = None
+    if emb is None:
+        emb = make_embedder().embed(frame["proto_text"].tolist()) if len(frame) else np.zeros((0, 384), np.float32)
+    return frame, emb
 
 
 @app.command()
 def detect(
-    source: Path = typer.Argument(..., help="A capture (ground truth beside it is used for metrics) or a window file."),
+    source: Path = typer.Argument(..., help="A capture (pcap/pcapng) or a window file (marlids edge extract)."),
     policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported policy folder (or a training run folder)."),
     site: str = typer.Option(None, "--site", help="Site id (default: the capture's file stem)."),
     out: Path = typer.Option(None, "--out", help="Write every alert as JSON lines."),
@@ -59,14 +56,17 @@ def detect(
                                        help="Grace period in seconds: each site first learns its baseline from its "
                                             "own traffic; those windows are not decided nor scored (default 60)."),
 ) -> None:
-    """Decide every window with the shared defender actor after each site's grace period; print alerts (and
-    metrics when labeled)."""
+    """Decide every window with the shared defender actor after each site's grace period and print the alerts
+    (the runtime path: no labels are read). Metrics against ground truth: `marlids train eval`.
+
+    Example: marlids fog detect data/captures/site_a.pcap --out alerts.jsonl
+    """
     from rich.console import Console
     from rich.table import Table
 
     from fog.alerts import dumps
     from fog.detect import detect as run_detect
-    from training.evaluate import policy_dir, score
+    from fog.policy import policy_dir
 
     frame, emb = load_windows(source, site)
     res = run_detect(frame, emb, policy_dir(policy), grace_s=grace)
@@ -83,11 +83,7 @@ def detect(
         t.add_row(dt.datetime.fromtimestamp(a["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"), a["device_id"], str(a["level"]),
                   a["attack_class"], f"{a['confidence']:.2f}", a["evidence"]["protocol_summary"][:70])
     console.print(t)
-    if "label" in res.columns:
-        r = score("policy", frame, res["alert"].to_numpy(), None, scored=~res["learning"].to_numpy())
-        console.print(f"per-window precision {r.precision:.3f} recall {r.recall:.3f} F1 {r.f1:.3f} "
-                      f"FPR {r.fpr:.4f} MCC {r.mcc:.3f} against the ground truth ({r.windows} windows after the grace "
-                      "period)")
+    console.print("metrics against a capture's ground truth: marlids train eval POLICY --data CAPTURE", highlight=False)
     if out:
         with out.open("w") as fh:
             for rec in alerts.drop(columns=[c for c in ("alert",) if c in alerts.columns]).to_dict("records"):

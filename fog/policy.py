@@ -142,3 +142,18 @@ class DefenderActor(nn.Module):
             raise PolicyFileError(f"{d}: weights do not match actor.json ({exc})") from exc
         actor.eval()
         return actor
+
+
+def policy_dir(path: str | Path) -> Path:
+    """Accept a run folder (``…/mappo__0__t``) or its ``policy`` folder; return the folder with ``actor.json``.
+
+    Raises
+    ------
+    PolicyFileError
+        If neither holds an exported policy.
+    """
+    p = Path(path)
+    for cand in (p, p / "policy"):
+        if (cand / "actor.json").is_file():
+            return cand
+    raise PolicyFileError(f"{p}: no exported defender policy (expected actor.json here or in {p / 'policy'})")

@@ -92,3 +92,10 @@ def test_cycle_finder_finds_a_circle():
 def test_no_import_circle_between_project_modules():
     found = cycles(import_graph())
     assert not found, f"import circles: {found}"
+
+
+def test_fog_imports_nothing_from_training():
+    graph = import_graph()
+    back = {m: sorted(d for d in deps if d == "training" or d.startswith("training."))
+            for m, deps in graph.items() if m == "fog" or m.startswith("fog.")}
+    assert not {m: d for m, d in back.items() if d}, "fog/ must not import training/ (arrows run one way)"

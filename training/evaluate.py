@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fog.attacks import ATTACK_CLASSES, technique_class
-from fog.policy import PolicyFileError
+from fog.policy import PolicyFileError, policy_dir  # noqa: F401  (policy_dir: re-exported for callers)
 
 
 @dataclass
@@ -59,21 +59,6 @@ class EvalResult:
                 "grace_windows": self.grace_windows, "per_technique": dict(self.per_technique_recall),
                 "confusion": None if self.confusion is None else self.confusion.tolist(),
                 "classes": list(ATTACK_CLASSES), "max_level": self.max_level}
-
-
-def policy_dir(path: str | Path) -> Path:
-    """Accept a run folder (``…/mappo__0__t``) or its ``policy`` folder.
-
-    Raises
-    ------
-    PolicyFileError
-        If neither holds an exported policy.
-    """
-    p = Path(path)
-    for cand in (p, p / "policy"):
-        if (cand / "actor.json").is_file():
-            return cand
-    raise PolicyFileError(f"{p}: no exported defender policy (expected actor.json here or in {p / 'policy'})")
 
 
 def window_metrics(y: np.ndarray, alert: np.ndarray) -> dict:
