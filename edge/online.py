@@ -283,17 +283,11 @@ class SiteFusion:
 
     # -- internals ---------------------------------------------------------------------------------
     def _new_peers(self, devices: list[str], t_start: np.ndarray, peers: list) -> np.ndarray:
+        from edge.windows import count_new_peers
+
         out = np.zeros(len(devices), dtype=np.float32)
         for i in np.argsort(t_start, kind="stable"):
-            seen = self._peers.setdefault(devices[i], {})
-            n = 0
-            for p in peers[i]:
-                if p not in seen:
-                    seen[p] = None
-                    n += 1
-                    if len(seen) > MAX_PEERS_PER_DEVICE:
-                        del seen[next(iter(seen))]
-            out[i] = n
+            out[i] = count_new_peers(self._peers.setdefault(devices[i], {}), peers[i], MAX_PEERS_PER_DEVICE)
         return out
 
     @staticmethod

@@ -474,6 +474,21 @@ def _in_src_max_fanout(keys: Sequence[tuple[str, int]], accs: Sequence[_Acc]) ->
     return out
 
 
+def count_new_peers(seen: dict, peers, max_peers: int | None = None) -> int:
+    """How many of ``peers`` are not yet keys of ``seen`` (one device's insertion-ordered peer memory),
+    adding them; beyond ``max_peers`` the oldest are forgotten first (``None``: unbounded). The one
+    ``new_peers`` rule of the offline extraction (:func:`fill_new_peers`) and the online fusion
+    (:class:`edge.online.SiteFusion`)."""
+    n = 0
+    for p in peers:
+        if p not in seen:
+            seen[p] = None
+            n += 1
+            if max_peers is not None and len(seen) > max_peers:
+                del seen[next(iter(seen))]
+    return n
+
+
 def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
     """Set ``new_peers``: per (site, device), peers never seen in any earlier window (time order).
 
@@ -485,16 +500,10 @@ def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
     """
     df.sort_values(["site_id", "device_id", "t_start"], inplace=True, kind="stable")
     df.reset_index(drop=True, inplace=True)
-    seen: dict[tuple[str, str], set] = {}
+    seen: dict[tuple[str, str], dict] = {}
     new = np.zeros(len(df), dtype=np.float32)
     for i, (site, dev, peers) in enumerate(zip(df["site_id"], df["device_id"], df["peers"])):
-        s = seen.setdefault((site, dev), set())
-        n = 0
-        for p in peers:
-            if p not in s:
-                s.add(p)
-                n += 1
-        new[i] = n
+        new[i] = count_new_peers(seen.setdefault((site, dev), {}), peers)
     df["new_peers"] = new
     return df
 

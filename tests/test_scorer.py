@@ -213,17 +213,3 @@ def test_explain(fitted):
     assert abs(top["baseline_mean"] - 3.0) < 0.5
     w = [a["weight"] for a in ev[0]["attention"]]
     assert w == sorted(w, reverse=True) and all(0 <= a["index"] < T for a in ev[0]["attention"])
-
-
-def test_attention_summary():
-    from edge.scorer import ATTENTION_SUMMARY_NAMES, attention_summary
-
-    a = np.zeros((2, 2, 5))
-    a[0, :, 4] = 1.0                 # all on the current window
-    a[1] = 0.2                       # uniform
-    s = attention_summary(a)
-    assert s.shape == (2, len(ATTENTION_SUMMARY_NAMES))
-    np.testing.assert_allclose(s[0], [1.0, 1.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(s[1, 1:], [0.2, 1.0], atol=1e-6)
-    with pytest.raises(ValueError, match="heads"):
-        attention_summary(np.zeros((2, 5)))

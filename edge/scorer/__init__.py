@@ -9,7 +9,7 @@
   :class:`IsolationForestScorer`.
 * :func:`build_sequences`, :func:`time_split` — window table → sequences, time-ordered splits.
 * :func:`save_checkpoint` / :func:`load_checkpoint` (:class:`CheckpointError`), :func:`export_onnx` /
-  :class:`OnnxScorer`, :func:`explain` / :func:`attention_summary`.
+  :class:`OnnxScorer`, :func:`explain` (the Observation's attention summary is :func:`edge.observation.attention_summary`).
 
 Nothing heavy is imported at package import: torch, scipy and scikit-learn load inside the functions.
 """
@@ -17,14 +17,13 @@ Nothing heavy is imported at package import: torch, scipy and scikit-learn load 
 from edge.scorer._common import CheckpointError, FeatureScaler, NotFittedError
 from edge.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder, correlation_groups
 from edge.scorer.checkpoint import load_checkpoint, save_checkpoint
-from edge.scorer.explain import ATTENTION_SUMMARY_NAMES, attention_summary, explain
+from edge.scorer.explain import explain
 from edge.scorer.export import OnnxScorer, export_onnx
 from edge.scorer.model import TemporalScorer
 from edge.scorer.sequences import SequenceSet, build_sequences, time_split
 from edge.scorer.threshold import GaussianThreshold, SPOTThreshold
 
 __all__ = [
-    "ATTENTION_SUMMARY_NAMES",
     "CheckpointError",
     "FeatureScaler",
     "GaussianThreshold",
@@ -36,7 +35,6 @@ __all__ = [
     "SPOTThreshold",
     "SequenceSet",
     "TemporalScorer",
-    "attention_summary",
     "build_sequences",
     "correlation_groups",
     "explain",

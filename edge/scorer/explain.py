@@ -72,31 +72,3 @@ def explain(scorer: TemporalScorer, X: Any, *, top_windows: int = 3, top_feature
     return out
 
 
-#: Column names of :func:`attention_summary`.
-ATTENTION_SUMMARY_NAMES: tuple[str, ...] = ("attn_peak_position", "attn_peak_weight", "attn_entropy")
-
-
-def attention_summary(attention: Any) -> np.ndarray:
-    """Fixed-size summary of attention weights for the Observation vector.
-
-    Parameters
-    ----------
-    attention : array-like of shape (batch, heads, T)
-        Weights from :meth:`TemporalScorer.score_with_attention` (each row sums to 1).
-
-    Returns
-    -------
-    ndarray of shape (batch, 3), float32
-        Columns :data:`ATTENTION_SUMMARY_NAMES`, all in [0, 1]: position of the head-averaged peak
-        (``t / (T - 1)``, 1 = the current window), its weight, and the Shannon entropy of the head-averaged
-        weights divided by ``log(T)`` (1 = uniform over the sequence, 0 = one window).
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    if a.ndim != 3 or a.shape[-1] < 1:
-        raise ValueError(f"attention has shape {a.shape}: expected (batch, heads, T)")
-    m = a.mean(axis=1)
-    T = m.shape[1]
-    peak = m.argmax(axis=1)
-    ent = -(m * np.log(np.clip(m, 1e-12, None))).sum(axis=1) / (np.log(T) if T > 1 else 1.0)
-    pos = peak / (T - 1) if T > 1 else np.ones_like(peak, dtype=np.float64)
-    return np.stack([pos, m.max(axis=1), np.clip(ent, 0.0, 1.0)], axis=1).astype(np.float32)
