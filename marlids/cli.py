@@ -63,6 +63,9 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # one line per HTTP request (the demo polls the cloud) only with -v
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 BUNDLED_CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
