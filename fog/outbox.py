@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge.transport.buffer import create_private_file
 from fog.alerts import dumps, json_safe
-from marlids.files import create_private_file
 
 log = logging.getLogger(__name__)
 

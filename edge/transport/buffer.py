@@ -24,13 +24,12 @@ about 3.5 kB, so the default 20,000 is ≈ 70 MB). When a new batch does not fit
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
-
-from marlids.files import create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,24 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 """
+
+
+def create_private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder) with mode 0600 — readable and writable by its owner only — if it does
+    not exist yet; an existing file keeps its mode. SQLite gives a database's ``-wal`` and ``-shm`` files
+    the mode of the database, so opening the file afterwards keeps all three private. Returns ``path``.
+
+    Raises
+    ------
+    OSError
+        When the folder cannot be made or the file cannot be created.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
 
 
 class BufferClosedError(RuntimeError):
