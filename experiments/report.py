@@ -33,6 +33,25 @@ DATASETS = """\
 """
 
 
+def _flags(name: str, cfg: dict) -> str:
+    """The options besides ``--quick``/``--seed`` that the run's recorded settings imply (generalization:
+    ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults)."""
+    if name != "generalization":
+        return ""
+    from experiments.generalization import FAMILIES
+
+    s, quick = cfg.get("settings") or {}, cfg.get("mode") == "quick"
+    out = ""
+    if "seeds" in s and len(s["seeds"]) != (1 if quick else 3):
+        out += f" --seeds {len(s['seeds'])}"
+    if "folds" in s and s["folds"] != (2 if quick else 3):
+        out += f" --folds {s['folds']}"
+    fams = s.get("families_left_out")
+    if fams is not None and list(fams) != list(FAMILIES[:1] if quick else FAMILIES):
+        out += " --families " + (",".join(fams) or "none")
+    return out
+
+
 def _section(d: Path, docs_dir: Path) -> str:
     cfg = json.loads((d / "config.json").read_text())
     runtime = json.loads((d / "runtime.json").read_text()).get("seconds") if (d / "runtime.json").exists() else None
@@ -42,7 +61,7 @@ def _section(d: Path, docs_dir: Path) -> str:
     md = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", lambda m: f"![{m.group(1)}]({rel}/{m.group(2)})", md)
     md = re.sub(r"\(`([^`/]+\.csv)`\)", lambda m: f"([`{m.group(1)}`]({rel}/{m.group(1)}))", md)
     head = (f"*Command:* `marlids experiment {d.name}{' --quick' if cfg['mode'] == 'quick' else ''} "
-            f"--seed {cfg['seed']}` · *mode:* {cfg['mode']} · *seed:* {cfg['seed']}"
+            f"--seed {cfg['seed']}{_flags(d.name, cfg)}` · *mode:* {cfg['mode']} · *seed:* {cfg['seed']}"
             + (f" · *runtime:* {runtime / 60:.1f} min on {cfg.get('machine', 'a 2-core CPU machine')}" if runtime else "")
             + f" · *files:* [`{rel}/`]({rel}/)")
     first, _, rest = md.partition("\n\n")
