@@ -229,8 +229,11 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     out.table("per_network", sites_df, "Per held-out network (and public mix), each seed and fold")
     out.table("public_benign", pub_sum, "Benign-only public captures never trained on: share of windows alerted "
                                         "after the grace period, highest alert level")
-    out.table("leave_technique_out", loto_sum, "Recall on a technique family no training window showed (fold 0's "
-                                               "held-out networks)")
+    if families:
+        out.table("leave_technique_out", loto_sum, "Recall on a technique family no training window showed (fold "
+                                                   "0's held-out networks)")
+    else:
+        out.text("Leave-technique-out: not run in this invocation (`--families none`).")
     _plot(out, overall)
     out.metrics = {f"{r['detector']}|{k_}": round(float(r[k_]), 6) for r in overall.to_dict("records")
                    for k_ in ("precision", "recall", "f1", "fpr", "mcc")}
