@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -96,10 +97,15 @@ def test_two_iterations_on_a_two_node_local_cluster(tmp_path):
                             "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
                             *common], env=env, capture_output=True, text=True, timeout=180, check=False)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-        r = subprocess.run([str(ray_bin), "status", "--address", f"127.0.0.1:{head}"], env=env, capture_output=True, check=False,
-                           text=True, timeout=120)
-        active = r.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
-        assert active.count("node_") == 2, r.stdout
+        deadline = time.monotonic() + 120  # the worker registers with the head a moment after `ray start` returns
+        while True:
+            r = subprocess.run([str(ray_bin), "status", "--address", f"127.0.0.1:{head}"], env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+            active = r.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+            if active.count("node_") == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert active.count("node_") == 2, r.stdout + r.stderr[-2000:]
         # the RayJob's command line (KubeRay sets RAY_ADDRESS for the job), with a tiny run
         cmd = [*entry[:5], "--iterations", "2", "--num-env-runners", "1", "--train-batch-size", "200",
                "--minibatch-size", "100", "--num-epochs", "1", "--scorer-epochs", "1", "--seed", "0",
