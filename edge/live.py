@@ -205,8 +205,8 @@ def _interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> No
         fifo = os.path.join(tmp, "capture.pcap")
         os.mkfifo(fifo, 0o600)
         header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # pcap, µs, LINKTYPE_ETHERNET
-        placeholder = os.path.join(tmp, "placeholder.pcap")
-        with open(placeholder, "wb") as fh:
+        header_only = os.path.join(tmp, "header-only.pcap")  # a regular file for NFStream's source check
+        with open(header_only, "wb") as fh:
             fh.write(header)
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
         sock.bind((iface, 0))
@@ -237,7 +237,7 @@ def _interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> No
                         l2, last_l2 = [], time.monotonic()
 
         threading.Thread(target=capture, daemon=True).start()
-        streamer = NFStreamer(source=placeholder, decode_tunnels=True, promiscuous_mode=True,
+        streamer = NFStreamer(source=header_only, decode_tunnels=True, promiscuous_mode=True,
                               snapshot_length=snaplen, idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S,
                               accounting_mode=1, udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
                               statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)

@@ -219,15 +219,9 @@ class FusionPipeline:
         self._scorer_floor = None
         self._scorer_training: dict = {}
         if self.scorer_dir:
-            import os
+            from edge.onnx_embed import resolve_scorer_backend
 
-            from edge.onnx_embed import ENV_BACKEND, resolve_backend
-            from edge.scorer.export import ONNX_FILE
-
-            backend = resolve_backend(self.backend)
-            auto = (self.backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower() == "auto"
-            if backend == "onnx" and auto and not (Path(self.scorer_dir) / ONNX_FILE).is_file():
-                backend = "torch"  # auto: a scorer exported without ONNX still runs on its torch checkpoint
+            backend = resolve_scorer_backend(self.backend, self.scorer_dir)
             if backend == "onnx":
                 from edge.scorer.export import load_onnx_checkpoint as load_checkpoint
             else:

@@ -91,6 +91,25 @@ def resolve_backend(backend: str | None = None, model_dir: str | Path | None = N
     return name
 
 
+def resolve_scorer_backend(backend: str | None, scorer_dir: str | Path) -> str:
+    """``"onnx"`` or ``"torch"`` for the temporal scorer in ``scorer_dir``: as :func:`resolve_backend`, except
+    that ``auto`` falls back to torch when the folder has no ``scorer.onnx`` (an explicit ``onnx`` does not,
+    and its loader then raises).
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend name.
+    """
+    from edge.scorer.export import ONNX_FILE
+
+    name = resolve_backend(backend)
+    auto = (backend if backend is not None else os.environ.get(ENV_BACKEND, "auto")).strip().lower() == "auto"
+    if name == "onnx" and auto and not (Path(scorer_dir) / ONNX_FILE).is_file():
+        return "torch"
+    return name
+
+
 def models_dir(path: str | Path | None = None) -> Path:
     """The edge model folder: ``path``, else ``$MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR`
     when it exists.

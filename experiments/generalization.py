@@ -54,6 +54,9 @@ BUNDLE_SETTINGS = dict(iterations=20, train_batch_size=4000, minibatch_size=250,
 
 #: Technique families (fog.attacks classes) of the leave-technique-out runs.
 FAMILIES: tuple[str, ...] = ("scan", "flood", "brute_force", "app_dos", "arp_spoof")
+#: Seeds, folds and leave-technique-out families when not given, per mode (read by ``experiments.report``).
+DEFAULTS = {"quick": {"seeds": 1, "folds": 2, "families": FAMILIES[:1]},
+            "full": {"seeds": 3, "folds": 3, "families": FAMILIES}}
 
 
 def make_folds(networks: list[str], k: int, seed: int) -> list[list[str]]:
@@ -117,8 +120,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     """
     step = progress or (lambda msg: log.info("%s", msg))
     out = Output("generalization", **({"root": out_root} if out_root else {}))
-    n_seeds = seeds or (1 if quick else 3)
-    k = folds or (2 if quick else 3)
+    defaults = DEFAULTS["quick" if quick else "full"]
+    n_seeds = seeds or defaults["seeds"]
+    k = folds or defaults["folds"]
     nets = range_networks()
     if quick:  # CI: the two original sites and two more networks
         nets = dict(list(nets.items())[:4])
@@ -128,7 +132,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     if quick:  # a few public sites keep CI under its budget
         group_a, group_b = group_a[:3], group_b[:1]
     if families is None:
-        families = FAMILIES[:1] if quick else FAMILIES
+        families = defaults["families"]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown technique families {unknown}; choose from {', '.join(FAMILIES)}")

@@ -38,16 +38,16 @@ def _flags(name: str, cfg: dict) -> str:
     ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults)."""
     if name != "generalization":
         return ""
-    from experiments.generalization import FAMILIES
+    from experiments.generalization import DEFAULTS
 
-    s, quick = cfg.get("settings") or {}, cfg.get("mode") == "quick"
+    s, default = cfg.get("settings") or {}, DEFAULTS["quick" if cfg.get("mode") == "quick" else "full"]
     out = ""
-    if "seeds" in s and len(s["seeds"]) != (1 if quick else 3):
+    if "seeds" in s and len(s["seeds"]) != default["seeds"]:
         out += f" --seeds {len(s['seeds'])}"
-    if "folds" in s and s["folds"] != (2 if quick else 3):
+    if "folds" in s and s["folds"] != default["folds"]:
         out += f" --folds {s['folds']}"
     fams = s.get("families_left_out")
-    if fams is not None and list(fams) != list(FAMILIES[:1] if quick else FAMILIES):
+    if fams is not None and list(fams) != list(default["families"]):
         out += " --families " + (",".join(fams) or "none")
     return out
 

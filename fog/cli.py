@@ -21,6 +21,7 @@ def load_windows(source: Path, site: str | None):
     import numpy as np
 
     from edge.capture import CaptureError, check_capture
+    from edge.embed import EMBED_DIM
     from edge.io import WindowFileError, read_embeddings, read_windows
     from edge.onnx_embed import make_embedder
 
@@ -41,7 +42,7 @@ def load_windows(source: Path, site: str | None):
         except WindowFileError:
             emb = None
     if emb is None:
-        emb = make_embedder().embed(frame["proto_text"].tolist()) if len(frame) else np.zeros((0, 384), np.float32)
+        emb = make_embedder().embed(frame["proto_text"].tolist()) if len(frame) else np.zeros((0, EMBED_DIM), np.float32)
     return frame, emb
 
 
