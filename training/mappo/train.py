@@ -108,7 +108,8 @@ def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Pa
 
 
 def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = None, *,
-          prepared: tuple | None = None, initial_state: dict | None = None) -> dict:
+          prepared: tuple | None = None, initial_state: dict | None = None,
+          on_actor: Callable[[int, object], dict] | None = None) -> dict:
     """Run MAPPO (with league self-play unless disabled); return the final metrics and output paths.
 
     Parameters
@@ -121,6 +122,11 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     initial_state : dict, optional
         RLModule state of the defender module (``final["defender_state"]`` of an earlier run) to start
         from: fine-tuning, e.g. online adaptation in ``marlids experiment drift``.
+    on_actor : callable, optional
+        ``on_actor(iteration, actor) -> dict`` after every iteration with the current shared defender actor
+        (:class:`fog.policy.DefenderActor`, torch, in this process), before ``on_iteration``; its numbers are
+        added to the iteration's metrics (e.g. held-out F1, ``benchmarks/bench_training.py``). Its time is not
+        part of ``charts/iteration_s`` nor of ``train_seconds``.
 
     Returns
     -------
@@ -183,6 +189,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     writer = SummaryWriter(str(run_dir))
     final: dict = {}
     t_start = time.perf_counter()
+    hook_s = 0.0  # time spent in on_actor, left out of train_seconds
     try:
         for _ in range(args.iterations):
             t0 = time.perf_counter()
@@ -191,6 +198,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
             dt = time.perf_counter() - t0
             er = result.get("env_runners", {})
             lr = result.get("learners", {})
+            timers = result.get("timers", {})
             det = detection_scores({k.split("/", 1)[1]: v for k, v in er.items()
                                     if str(k).startswith("train_attacker/" if args.attacker_only
                                                          else "train_defender/")})
@@ -200,6 +208,10 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
             scalars = {
                 "charts/episode_return_mean": er.get("episode_return_mean", float("nan")),
                 "charts/env_steps_per_s": steps / dt if dt else 0.0,
+                "charts/iteration_s": dt,
+                # RLlib's timers (seconds, smoothed over iterations): rollouts, and the learner's SGD epochs
+                "timers/sampling_s": float(timers.get("env_runner_sampling_timer", float("nan"))),
+                "timers/learner_update_s": float(timers.get("learner_update_timer", float("nan"))),
                 "detection/f1": det["f1"], "detection/fpr": det["fpr"], "detection/precision": det["precision"],
                 "detection/recall": det["recall"], "detection/class_accuracy": det["class_accuracy"],
                 "detection/attacker_success_rate": atk["attacker_success_rate"]
@@ -213,6 +225,10 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
                     if k_src in m:
                         scalars[f"losses/{mid}_{k_dst}"] = float(m[k_src])
             scalars.update({f"charts/{k}": v for k, v in league.after_iteration(algo, it).items()})
+            if on_actor is not None:
+                t_hook = time.perf_counter()
+                scalars.update(on_actor(it, algo.get_module(DEFENDER).actor))
+                hook_s += time.perf_counter() - t_hook
             for k, v in scalars.items():
                 writer.add_scalar(k, float(v), it)
             final = {"iteration": it, **scalars}
@@ -235,7 +251,7 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
         writer.close()
         algo.stop()
     final.update({"run_dir": str(run_dir), "checkpoint": str(ckpt), "policy_dir": str(policy_dir) if policy_dir else None,
-                  "train_seconds": time.perf_counter() - t_start})
+                  "train_seconds": time.perf_counter() - t_start - hook_s})
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=float))
     final["defender_state"] = defender_state
     return final
