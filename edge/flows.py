@@ -8,7 +8,10 @@ window the flow touches (``flow.udps.slices``, window index → :class:`Slice` v
 
 from __future__ import annotations
 
+import functools
 import logging
+import multiprocessing
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,4 +173,38 @@ def meter_flows(path: str | Path, config: MeterConfig | None = None) -> Iterator
         n_meters=1,
         performance_report=0,
     )
+    ctx = meter_context()
+    if ctx is not None:
+        streamer._mp_context = ctx  # NFStream has no option for it; see meter_context
     yield from streamer
+
+
+#: Libraries that run native thread pools and register fork handlers of their own; once one is loaded, a
+#: plain fork of this process is not safe (:func:`meter_context`).
+THREADED_RUNTIMES = ("grpc", "onnxruntime", "torch", "ray")
+
+
+def meter_context():
+    """The multiprocessing context to start NFStream's meter process from, or None for NFStream's own.
+
+    NFStream forks its meter from the calling process (``fork``). Forking a process in which native thread
+    pools run — gRPC (a fog server, an edge's channel), onnxruntime, torch, Ray — can leave the child blocked
+    forever on a lock one of them held at the fork (seen in this project's test suite: a forked meter stuck
+    in ``futex_wait`` while its parent waited on the meter's queue). Once one of
+    :data:`THREADED_RUNTIMES` is loaded, meters are started from a fork server instead: a single-threaded
+    process started once (about 0.3 s, with this module preloaded), from which each meter is forked. A
+    process without them (``marlids edge extract`` while it meters) keeps the plain fork, which costs
+    nothing to start. None also where there is no fork server (Windows, where NFStream spawns anyway).
+    """
+    if not any(m in sys.modules for m in THREADED_RUNTIMES):
+        return None
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    return _forkserver()
+
+
+@functools.cache
+def _forkserver():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["edge.flows"])
+    return ctx
