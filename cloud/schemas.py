@@ -7,14 +7,16 @@ Evidence keys
 -------------
 Explanations cite the alert by *evidence keys* (see :func:`evidence_keys`):
 ``feature:<name>`` (a top deviating feature), ``attention_peak:<i>``, ``attention``,
-``protocol_summary``, ``<field>:<i>`` for attacker-controlled strings (``payload_snippets``,
-``mqtt_topics``, ``hostnames``, ``user_agents``, ``dns_names``) and the alert's own ``attack_class``,
-``confidence``, ``level`` and ``technique_ids``.
+``protocol_summary``, ``peer:<i>`` (the window's top peers), ``<field>:<i>`` for attacker-controlled
+strings (``payload_snippets``, ``mqtt_topics``, ``hostnames``, ``user_agents``, ``dns_names``) and the
+alert's own ``attack_class``, ``confidence``, ``level`` and ``technique_ids``.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -173,6 +175,43 @@ class AttentionPoint(InputModel):
     weight: Finite = Field(ge=0, le=1, description="Attention weight (the T weights sum to 1).")
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _peer_address(value: Any) -> str:
+    """An IPv4/IPv6 address (compressed form) or a MAC address (lower case, colons); anything else is refused."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("peer address must be an IP or MAC address")
+    v = value.strip().lower()
+    if _MAC.fullmatch(v):
+        return v
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError("peer address must be an IP or MAC address") from None
+
+
+class PeerEvidence(InputModel):
+    """One of the window's top peers (edge ``top_peers``): who the device exchanged the most packets with.
+
+    The address is attacker-chosen (a spoofed source, a scanner) but must be an IP or MAC address, kept in
+    canonical form, so it can name a host and never carry text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: Annotated[str, BeforeValidator(_peer_address)] = Field(
+        description="IPv4/IPv6 address (or MAC of a host without one) of the other end.", examples=["10.77.1.66"])
+    port: StrictInt = Field(ge=0, le=65535, description="Service port that carried most of the packets (0: ARP or "
+                                                        "a portless protocol).")
+    direction: Literal["in", "out"] = Field(description="'in': the peer initiated the flows, towards the device "
+                                                        "(the likely attacker of an inbound attack); 'out': the "
+                                                        "device did.")
+    packets: StrictInt = Field(ge=0, description="Packets in the window, both directions.")
+    bytes: StrictInt = Field(ge=0, description="Bytes in the window, both directions.")
+    ports: StrictInt = Field(0, ge=0, le=65536, description="Distinct service ports of the peer's flows (a port "
+                                                            "scan touches many).")
+
+
 class Evidence(InputModel):
     """What the detector saw. ``protocol_summary`` and the last five lists carry attacker-controlled
     text: never trusted, cut to :data:`UNTRUSTED_MAX_CHARS` characters and :data:`UNTRUSTED_MAX_ITEMS`
@@ -188,6 +227,9 @@ class Evidence(InputModel):
         None, ge=-100, le=100, description="How unlike the site's own grace period the window is (the site's "
                                            "Kitsune-style autoencoders, log of the reconstruction error over its "
                                            "grace reference; > 0: beyond the grace period's most unusual windows).")
+    peers: list[PeerEvidence] = Field(default_factory=list, max_length=16,
+                                      description="The window's top peers, most packets first (at most 5 from "
+                                                  "the fog).")
     baseline_scope: Literal["device", "site"] | None = Field(
         None, description="Whose baseline the values are compared with: the device's own, or its site's (a device "
                           "with little history).")
@@ -392,6 +434,7 @@ def evidence_keys(alert: AlertCreate | AlertPublic | dict[str, Any]) -> set[str]
         keys.add("attention")
     if ev.get("protocol_summary"):
         keys.add("protocol_summary")
+    keys.update(f"peer:{i}" for i in range(len(ev.get("peers") or [])))
     for field in UNTRUSTED_FIELDS:
         keys.update(f"{field}:{i}" for i in range(len(ev.get(field, []))))
     return keys

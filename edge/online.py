@@ -91,6 +91,9 @@ class ObservationBatch:
         ``"device"`` (own statistics), ``"site"`` (the site's) or ``"learning"`` per window.
     site_scores : ndarray, shape (n,)
         The site anomaly model's score (:mod:`edge.site_model`); NaN while learning.
+    top_peers : list of list of dict, optional
+        Per window, the peers with the most packets (the windows' ``top_peers``, :mod:`edge.windows`);
+        None when the windows carried none.
     """
 
     site_id: str
@@ -110,6 +113,7 @@ class ObservationBatch:
     spread: np.ndarray
     scope: list[str] = field(default_factory=list)
     site_scores: np.ndarray | None = None
+    top_peers: list | None = None
 
     def __len__(self) -> int:
         return len(self.device_id)
@@ -204,10 +208,13 @@ class SiteFusion:
         if len(sites) > 1:
             raise ValueError(f"SiteFusion serves one site; got windows of {list(sites)[:3]}")
         peers = w["peers"].tolist() if "peers" in w.columns else None
-        return self.transform_arrays(str(sites[0]) if len(sites) else "", w["device_id"].astype(str).to_numpy(object),
-                                     w["t_start"].to_numpy(np.float64), w["t_end"].to_numpy(np.float64),
-                                     w[list(FEATURE_NAMES)].to_numpy(np.float64),
-                                     w["proto_text"].astype(str).tolist(), embeddings, peers=peers)
+        b = self.transform_arrays(str(sites[0]) if len(sites) else "", w["device_id"].astype(str).to_numpy(object),
+                                  w["t_start"].to_numpy(np.float64), w["t_end"].to_numpy(np.float64),
+                                  w[list(FEATURE_NAMES)].to_numpy(np.float64),
+                                  w["proto_text"].astype(str).tolist(), embeddings, peers=peers)
+        if "top_peers" in w.columns:
+            b.top_peers = [list(p) if p is not None else [] for p in w["top_peers"]]
+        return b
 
     def transform_arrays(self, site_id: str, device_id: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
                          x: np.ndarray, proto_text: list, embeddings: np.ndarray | None = None, *,

@@ -11,11 +11,18 @@ traffic (its IPv4 address when it has both), else to its MAC.
 Windows are aligned on the epoch: window *k* covers ``[k·window_s, (k+1)·window_s)`` seconds.
 The result is the *Window* contract of ``DESIGN.md``: ``site_id, device_id, t_start, t_end``
 (epoch s), ``capture`` (file name), the statistics of :data:`edge.features.FEATURE_NAMES`
-(float32), ``proto_text`` (:mod:`edge.proto_text`) and ``peers`` (peer addresses in the window).
+(float32), ``proto_text`` (:mod:`edge.proto_text`), ``peers`` (peer addresses in the window) and
+``top_peers``: who the device exchanged the most packets with in the window (:data:`TOP_PEERS` at most,
+attribution for the analyst), each ``{"address", "port", "direction", "packets", "bytes", "ports"}`` —
+``direction`` ``"in"`` when the peer initiated the flows (a scanner, a brute-forcer, a flood source, seen
+at its victim) and ``"out"`` when the device did; ``port`` the service port that carried most of those
+packets (0 for ARP and portless protocols) and ``ports`` how many distinct service ports they used (a
+port scan touches many). Packets and bytes count both directions.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import logging
 import math
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 
 KEY_COLUMNS: tuple[str, ...] = ("site_id", "device_id", "t_start", "t_end", "capture")
 DEVICE_SCOPES: tuple[str, ...] = ("local", "all")
+#: Peers kept per window in ``top_peers`` (most packets first).
+TOP_PEERS = 5
 _TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
 
 
@@ -80,11 +89,13 @@ class _Acc:
     """Accumulator of one (device, window): a raw counter list plus lazily created sets and maps."""
 
     __slots__ = ("apps", "arp_answered", "arp_asked", "groups", "in_ports", "in_src_addrs", "out_dst_addrs",
-                 "out_ports", "peers", "r")
+                 "out_ports", "peer_traffic", "peers", "r")
 
     def __init__(self) -> None:
         self.r = _RAW_INIT.copy()
         self.peers: set[str] = set()
+        # (peer, device initiated) → [packets, bytes, {service port: packets}]
+        self.peer_traffic: dict[tuple[str, bool], list] = {}
         # created on first use: most windows of an IoT device see one or two flows
         self.out_dst_addrs: set[str] | None = None
         self.out_ports: dict[int, int] | None = None
@@ -103,6 +114,25 @@ class _Acc:
             r[k] = min(r[k], s[k])
         for k in _MAXS:
             r[k] = max(r[k], s[k])
+
+    def add_peer_traffic(self, peer: str, outbound: bool, pkts: float, nbytes: float, port: int | None) -> None:
+        t = self.peer_traffic.get((peer, outbound))
+        if t is None:
+            t = self.peer_traffic[(peer, outbound)] = [0.0, 0.0, {}]
+        t[0] += pkts
+        t[1] += nbytes
+        if port is not None:
+            t[2][port] = t[2].get(port, 0.0) + pkts
+
+    def top_peers(self, k: int = TOP_PEERS) -> list[dict]:
+        """The ``k`` peers with the most packets (ties: bytes, then address), as ``top_peers`` entries."""
+        best = heapq.nsmallest(k, self.peer_traffic.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+        out = []
+        for (peer, outbound), (pkts, nbytes, ports) in best:
+            port = max(ports.items(), key=lambda kv: (kv[1], -kv[0]))[0] if ports else 0
+            out.append({"address": peer, "port": int(port), "direction": "out" if outbound else "in",
+                        "packets": int(pkts), "bytes": int(nbytes), "ports": len(ports)})
+        return out
 
     def group(self, name: str, outbound: bool) -> ProtoGroup:
         g = self.groups.get((name, outbound))
@@ -250,6 +280,8 @@ class WindowBuilder:
                 a.peers.add(peer)
                 a.apps[group] = a.apps.get(group, 0.0) + pk
                 outbound = (side == 0) != midstream
+                a.add_peer_traffic(peer, outbound, pk, s[F.S2D_BYTES] + s[F.D2S_BYTES],
+                                   service_port if ported else None)
                 if idx == first_idx:
                     r[NEW_FLOWS] += 1
                     if outbound:
@@ -337,10 +369,12 @@ class WindowBuilder:
         if peer:
             a.peers.add(peer)
             g.peers.add(peer)
+            a.add_peer_traffic(peer, True, 1, size, None)
 
     # -- output -----------------------------------------------------------------------------
     def columns(self) -> dict[str, object]:
-        """The windows as columns: :data:`KEY_COLUMNS`, the features (float32 arrays), ``proto_text``, ``peers``."""
+        """The windows as columns: :data:`KEY_COLUMNS`, the features (float32 arrays), ``proto_text``, ``peers``,
+        ``top_peers``."""
         keys = list(self._acc)
         accs = list(self._acc.values())
         raw = np.array([a.r for a in accs], dtype=np.float64).reshape(len(accs), RAW_LEN)
@@ -358,6 +392,7 @@ class WindowBuilder:
         cols.update({name: feats[:, j] for j, name in enumerate(FEATURE_NAMES)})
         cols["proto_text"] = [window_text(a.groups.values()) for a in accs]
         cols["peers"] = [sorted(a.peers) for a in accs]
+        cols["top_peers"] = [a.top_peers() for a in accs]
         return cols
 
 
@@ -510,7 +545,7 @@ def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
 
 def windows_frame(parts: Sequence[dict[str, object]]) -> pd.DataFrame:
     """Concatenate :meth:`WindowBuilder.columns` of several captures into the Window DataFrame."""
-    cols = [*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers"]
+    cols = [*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers", "top_peers"]
     frames = [pd.DataFrame(p, columns=cols) for p in parts if len(p["device_id"])]
     if not frames:
         df = pd.DataFrame({c: pd.Series(dtype=np.float32 if c in FEATURE_NAMES else object) for c in cols})
@@ -556,7 +591,7 @@ def extract_windows(
     -------
     DataFrame
         One row per (device, window): ``site_id, device_id, t_start, t_end, capture``, the
-        float32 statistics of :data:`edge.features.FEATURE_NAMES`, ``proto_text``, ``peers``;
+        float32 statistics of :data:`edge.features.FEATURE_NAMES`, ``proto_text``, ``peers``, ``top_peers``;
         sorted by ``(site_id, device_id, t_start)``.
 
     Raises

@@ -238,7 +238,7 @@ def load_source(name: str) -> Source:
     frame["source"] = name
     if "device_type" not in frame.columns:
         frame["device_type"] = frame["device_id"]
-    frame = frame.drop(columns=[c for c in ("peers", "embedding") if c in frame.columns])
+    frame = frame.drop(columns=[c for c in ("peers", "top_peers", "embedding") if c in frame.columns])
     return Source(name, frame, emb.astype(np.float32), _citation(name))
 
 

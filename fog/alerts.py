@@ -51,6 +51,10 @@ LEVEL_1_FROM = 0.25
 EVIDENCE_FEATURES = 5
 #: Attention peaks (most attended windows of the scorer's sequence) attached to an alert.
 ATTENTION_PEAKS = 3
+#: Peers attached to an alert (``evidence.peers``), and the longest address kept (an IPv6 address has at
+#: most 45 characters, a MAC 17).
+EVIDENCE_PEERS = 5
+PEER_ADDRESS_MAX_CHARS = 64
 
 
 def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -232,16 +236,67 @@ def attention_evidence(attention: np.ndarray | None, attention_t: np.ndarray | N
     return peaks, series
 
 
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _is_address(text: str) -> bool:
+    """An IP (v4/v6) or MAC address: what the cloud accepts as a peer address."""
+    import ipaddress
+
+    if _MAC.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def peer_evidence(peers) -> list[dict]:
+    """``evidence.peers``: the window's top peers (:mod:`edge.windows` ``top_peers``), bounded and typed.
+
+    Parameters
+    ----------
+    peers : iterable of dict, or None
+        ``{"address", "port", "direction", "packets", "bytes"[, "ports"]}`` from the edge (attacker-controlled
+        addresses: kept as data, never interpreted).
+
+    Returns
+    -------
+    list of dict
+        At most :data:`EVIDENCE_PEERS` entries ``{"address" (str, ≤ 64 characters), "port" (0–65535),
+        "direction" ("in": the peer initiated; "out": the device did), "packets", "bytes", "ports"}`` (counts
+        ≥ 0), most packets first; malformed entries (an address that is not an IP or MAC address included)
+        are left out.
+    """
+    out = []
+    for p in list(peers if peers is not None else [])[: 4 * EVIDENCE_PEERS]:
+        try:
+            addr = str(p["address"])[:PEER_ADDRESS_MAX_CHARS]
+            entry = {"address": addr, "port": int(p["port"]), "direction": str(p["direction"]),
+                     "packets": int(p["packets"]), "bytes": int(p["bytes"]), "ports": int(p.get("ports", 0))}
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+        if (not _is_address(addr) or not 0 <= entry["port"] <= 65535 or entry["direction"] not in ("in", "out")
+                or min(entry["packets"], entry["bytes"], entry["ports"]) < 0):
+            continue
+        out.append(entry)
+    out.sort(key=lambda e: (-e["packets"], -e["bytes"]))
+    return out[:EVIDENCE_PEERS]
+
+
 def window_evidence(*, x: np.ndarray, z: np.ndarray, baseline: np.ndarray, spread: np.ndarray,
                     attention: np.ndarray | None, attention_t: np.ndarray | None, proto_text: str,
-                    scope: str | None = None, site_score: float | None = None) -> dict:
+                    scope: str | None = None, site_score: float | None = None, peers=None) -> dict:
     """The ``evidence`` of one decided window (DESIGN.md › Alert): ``top_features``, ``attention_peaks``,
-    ``attention``, ``protocol_summary``, ``baseline_scope`` (``"device"`` or ``"site"``: whose baseline
-    the values are compared with) and ``site_anomaly`` (the site model's score, :mod:`edge.site_model`;
-    > 0: less like the site's grace period than its most unusual twentieth) — the one builder for every path."""
+    ``attention``, ``protocol_summary``, ``peers`` (:func:`peer_evidence`: who the device exchanged the
+    most packets with — the likely attacker for an inbound attack), ``baseline_scope`` (``"device"`` or
+    ``"site"``: whose baseline the values are compared with) and ``site_anomaly`` (the site model's score,
+    :mod:`edge.site_model`; > 0: less like the site's grace period than its most unusual twentieth) — the
+    one builder for every path."""
     peaks, series = attention_evidence(attention, attention_t)
     ev = {"top_features": feature_evidence(x, z, baseline, spread), "attention_peaks": peaks,
-          "attention": series, "protocol_summary": str(proto_text)}
+          "attention": series, "protocol_summary": str(proto_text), "peers": peer_evidence(peers)}
     if scope in ("device", "site"):
         ev["baseline_scope"] = scope
     if site_score is not None and np.isfinite(site_score):

@@ -369,6 +369,8 @@ class Coordinator:
             return len(closing)
 
     def _decide(self, ticks: list[_Tick], late: list) -> None:
+        from edge.transport.wire import observation_peers
+
         items = [(item, False) for t in ticks for item in t.items] + [(item, True) for item in late]
         rows = [r for r in items if not r[0][3]["learning"]]  # grace-period windows are never decided
         idle = []
@@ -385,7 +387,8 @@ class Coordinator:
                                        spread=arr["baseline_spread"], attention=arr["attention"],
                                        attention_t=arr["attention_t"], proto_text=o.proto_text,
                                        scope=o.baseline_scope,
-                                       site_score=float(arr["vector"][OBS_SLICES["site_score"].start]))
+                                       site_score=float(arr["vector"][OBS_SLICES["site_score"].start]),
+                                       peers=observation_peers(o))
             a = make_alert(site_id=o.site_id, device_id=o.device_id, t_start=o.t_start, t_end=o.t_end,
                            level=int(level[i]), attack_class=int(cls[i]), confidence=float(conf[i]),
                            evidence=evidence, policy_version=self.policy_version)

@@ -71,13 +71,15 @@ def detect(frame: pd.DataFrame, embeddings: np.ndarray, policy_dir: str | Path, 
     dev = frame["device_id"].astype(str).to_numpy()
     t0, t1 = frame["t_start"].to_numpy(np.float64), frame["t_end"].to_numpy(np.float64)
     text = frame["proto_text"].astype(str).to_numpy()
+    top_peers = frame["top_peers"].to_numpy(object) if "top_peers" in frame.columns else None
     rows = []
     for i in range(len(frame)):
         scored = fused.attention is not None and not fused.learning[i] and np.isfinite(fused.scores[i])
         evidence = window_evidence(x=x[i], z=fused.z[i], baseline=fused.baseline[i], spread=fused.spread[i],
                                    attention=fused.attention[i] if scored else None,
                                    attention_t=fused.attention_t[i] if scored else None, proto_text=text[i],
-                                   scope=fused.scope[i], site_score=fused.site_scores[i])
+                                   scope=fused.scope[i], site_score=fused.site_scores[i],
+                                   peers=None if top_peers is None else top_peers[i])
         row = make_alert(site_id=site[i], device_id=dev[i], t_start=float(t0[i]), t_end=float(t1[i]),
                          level=int(dec["level"][i]), attack_class=int(dec["attack_class"][i]),
                          confidence=float(dec["confidence"][i]), evidence=evidence, policy_version=version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -61,6 +62,8 @@ def test_alerts_match_ground_truth(demo_run):
         # nothing alerts while a site learns its baseline
         assert not any(k in by_id for k, g in zip(keys, in_grace) if g)
         frame = frame[[not g for g in in_grace]]
+        attackers = set(pd.read_csv(BUNDLED / f"{site}.groundtruth.csv")["attacker_ip"].astype(str))
+        named: list[bool] = []  # per alerted attack window: the attacker is the device or one of its top peers
         hits: dict[str, list[bool]] = {}    # technique family → per alerted window: right family?
         per_attack: dict[str, list[bool]] = {a: [] for a in frame.loc[frame["label"] == 1, "attack"].unique()}
         for w in frame.itertuples():
@@ -72,6 +75,10 @@ def test_alerts_match_ground_truth(demo_run):
             if w.label == 0:
                 assert a["level"] <= 2, f"benign window {w.device_id}@{w.t_start} raised level {a['level']}"
                 continue
+            peers = a["evidence"].get("peers") or []
+            named.append(w.device_id in attackers or any(p["address"] in attackers for p in peers))
+            if peers and peers[0]["direction"] == "in" and peers[0]["address"] in attackers:
+                assert f"Likely attacker: {peers[0]['address']}" in a["explanation"]["summary"]
             family = str(w.technique_id).split(".")[0]
             right = any(t.split(".")[0] == family for t in a["technique_ids"])
             hits.setdefault(family, []).append(right)
@@ -84,6 +91,8 @@ def test_alerts_match_ground_truth(demo_run):
         assert set(hits) == {"T1046", "T1110", "T1498", "T1499", "T1557"}, f"{site}: families alerted {sorted(hits)}"
         for family, right in hits.items():
             assert sum(right) / len(right) > 0.5, f"{site}: {family} alerts mostly of another family"
+        # attribution (evidence.peers): nearly every attack alert names the recorded attacker
+        assert named and sum(named) / len(named) >= 0.9, f"{site}: attacker named in {sum(named)}/{len(named)} alerts"
         m = result.metrics[site]
         assert m["fpr"] <= 0.02
         assert m["recall"] >= 0.5

@@ -194,3 +194,27 @@ def test_golden_features_of_mirai_capture(pcaps: Path):
 def test_builder_rejects_bad_scope():
     with pytest.raises(ValueError, match="devices must be one of"):
         WindowBuilder(5.0, "s", "c", devices="lan")
+
+
+def test_top_peers_name_the_attacker_at_its_victim_and_the_targets_at_the_attacker():
+    """site_a's recorded attacks (ground truth: 10.77.1.66 runs hydra against 10.77.1.31:22, floods 10.77.1.32:8080
+    and scans the subnet): the victim's busiest peer is the attacker, inbound, on the attacked service; the
+    attacker's own windows list its targets outbound, with the scan's many ports."""
+    from edge.windows import TOP_PEERS
+
+    df = extract_windows([REPO / "data" / "captures" / "site_a.pcap"], site_id="a")
+    gt = pd.read_csv(REPO / "data" / "captures" / "site_a.groundtruth.csv")
+    brute = gt[gt["mitre_technique"] == "T1110.001"].iloc[0]
+    att, vic = brute["attacker_ip"], brute["victim_ip"]
+    assert df["top_peers"].map(len).max() <= TOP_PEERS
+    at_victim = df[(df["device_id"] == vic) & (df["t_start"] >= brute["start_ts"] - 5)
+                   & (df["t_end"] <= brute["end_ts"] + 5)]
+    tops = [w[0] for w in at_victim["top_peers"] if len(w)]
+    assert tops and sum(p["address"] == att and p["direction"] == "in" and p["port"] == 22 for p in tops) >= len(tops) // 2
+    for w in df["top_peers"]:
+        assert [p["packets"] for p in w] == sorted((p["packets"] for p in w), reverse=True)
+        assert all(p["direction"] in ("in", "out") and 0 <= p["port"] <= 65535 and p["bytes"] >= p["packets"]
+                   for p in w)
+    at_attacker = df[df["device_id"] == att]
+    scan = max((p for w in at_attacker["top_peers"] for p in w), key=lambda p: p["ports"])
+    assert scan["direction"] == "out" and scan["ports"] > 100

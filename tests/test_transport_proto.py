@@ -13,7 +13,13 @@ from edge.observation import OBS_DIM
 from edge.online import ObservationBatch
 from edge.transport import observation_pb2 as pb
 from edge.transport.tls import INSECURE_WARNING, parse_hostport, resolve_security
-from edge.transport.wire import hello_message, observation_arrays, observation_messages, watermark_message
+from edge.transport.wire import (
+    hello_message,
+    observation_arrays,
+    observation_messages,
+    observation_peers,
+    watermark_message,
+)
 
 
 def test_generated_code_is_up_to_date():
@@ -79,6 +85,18 @@ def test_observations_round_trip_through_bytes():
             assert o.score_available and o.anomaly_score == pytest.approx(batch.scores[i], rel=1e-6)
             np.testing.assert_array_equal(arr["attention"], batch.attention[i])
             np.testing.assert_array_equal(arr["attention_t"], batch.attention_t[i])
+
+
+def test_top_peers_travel_with_the_observation():
+    batch = _batch()
+    batch.top_peers = [[{"address": "10.0.0.66", "port": 22, "direction": "in", "packets": 1800, "bytes": 240000,
+                         "ports": 1}], [], [{"address": "fe80::1", "port": 0, "direction": "out", "packets": 3,
+                                             "bytes": 180, "ports": 0}]]
+    got = [observation_peers(pb.EdgeMessage.FromString(m.SerializeToString()).observation)
+           for m in observation_messages(batch)]
+    assert got == batch.top_peers
+    batch.top_peers = None  # windows without top_peers (an older edge) send none
+    assert all(observation_peers(m.observation) == [] for m in observation_messages(batch))
 
 
 def test_grace_period_windows_travel_without_a_vector():

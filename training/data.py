@@ -20,8 +20,8 @@ BUNDLED_CAPTURES = REPO / "data" / "captures"
 
 
 #: Bump when windowing, labeling or embedding changes, so stale cache entries are not reused
-#: (4: ARP of dual-stack hosts under their IPv4 address; 3: the site-baseline release; 2: in_src_max_fanout).
-CACHE_VERSION = "4"
+#: (5: top_peers; 4: ARP of dual-stack hosts under their IPv4 address; 3: the site-baseline release; 2: in_src_max_fanout).
+CACHE_VERSION = "5"
 
 
 def cache_dir() -> Path:

@@ -141,6 +141,15 @@ function renderDetail(a) {
   kids.push(el("h3", {}, "Top deviating features"), featureChart(a.evidence.top_features));
   kids.push(el("h3", {}, "Attention"), attentionChart(a.evidence.attention, a.evidence.attention_peaks));
   if (a.evidence.protocol_summary) kids.push(el("h3", {}, "Protocol summary"), el("code", {}, a.evidence.protocol_summary));
+  const peers = a.evidence.peers || [];
+  if (peers.length) kids.push(el("h3", {}, "Who (top peers of the window)"),
+    el("table", {id: "peers"}, el("thead", {}, el("tr", {}, ...["peer", "role", "port", "packets", "bytes"].map(h => el("th", {}, h)))),
+      el("tbody", {}, ...peers.map((p, i) => el("tr", {},
+        el("td", {}, el("code", {class: "untrusted"}, p.address), el("span", {class: "refs"}, " peer:" + i)),
+        el("td", {}, p.direction === "in" ? (i === 0 ? "likely attacker (initiated towards the device)" : "initiated towards the device")
+                                         : (i === 0 ? "likely target (the device initiated)" : "the device initiated")),
+        el("td", {}, p.port ? String(p.port) + (p.ports > 1 ? " +" + (p.ports - 1) + " ports" : "") : "—"),
+        el("td", {}, String(p.packets)), el("td", {}, String(p.bytes)))))));
   const untrusted = [["payload_snippets", "payload"], ["mqtt_topics", "MQTT topic"], ["hostnames", "hostname"],
                      ["user_agents", "user agent"], ["dns_names", "DNS name"]]
     .flatMap(([k, label]) => (a.evidence[k] || []).map((v, i) => el("li", {}, el("b", {}, label + " [" + k + ":" + i + "] "),

@@ -25,7 +25,7 @@ class Hello(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., obs_dim: _Optional[int] = ..., window_s: _Optional[float] = ..., feature_names: _Optional[_Iterable[str]] = ..., software_version: _Optional[str] = ..., grace_s: _Optional[float] = ...) -> None: ...
 
 class Observation(_message.Message):
-    __slots__ = ("seq", "site_id", "device_id", "t_start", "t_end", "vector", "features", "features_z", "proto_text", "anomaly_score", "score_available", "attention", "attention_t", "learning", "baseline", "baseline_spread", "baseline_scope")
+    __slots__ = ("seq", "site_id", "device_id", "t_start", "t_end", "vector", "features", "features_z", "proto_text", "anomaly_score", "score_available", "attention", "attention_t", "learning", "baseline", "baseline_spread", "baseline_scope", "peers")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class Observation(_message.Message):
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     BASELINE_SPREAD_FIELD_NUMBER: _ClassVar[int]
     BASELINE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     site_id: str
     device_id: str
@@ -60,7 +61,24 @@ class Observation(_message.Message):
     baseline: _containers.RepeatedScalarFieldContainer[float]
     baseline_spread: _containers.RepeatedScalarFieldContainer[float]
     baseline_scope: str
-    def __init__(self, seq: _Optional[int] = ..., site_id: _Optional[str] = ..., device_id: _Optional[str] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., features: _Optional[_Iterable[float]] = ..., features_z: _Optional[_Iterable[float]] = ..., proto_text: _Optional[str] = ..., anomaly_score: _Optional[float] = ..., score_available: _Optional[bool] = ..., attention: _Optional[_Iterable[float]] = ..., attention_t: _Optional[_Iterable[float]] = ..., learning: _Optional[bool] = ..., baseline: _Optional[_Iterable[float]] = ..., baseline_spread: _Optional[_Iterable[float]] = ..., baseline_scope: _Optional[str] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, seq: _Optional[int] = ..., site_id: _Optional[str] = ..., device_id: _Optional[str] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., features: _Optional[_Iterable[float]] = ..., features_z: _Optional[_Iterable[float]] = ..., proto_text: _Optional[str] = ..., anomaly_score: _Optional[float] = ..., score_available: _Optional[bool] = ..., attention: _Optional[_Iterable[float]] = ..., attention_t: _Optional[_Iterable[float]] = ..., learning: _Optional[bool] = ..., baseline: _Optional[_Iterable[float]] = ..., baseline_spread: _Optional[_Iterable[float]] = ..., baseline_scope: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("address", "port", "direction", "packets", "bytes", "ports")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    port: int
+    direction: str
+    packets: int
+    bytes: int
+    ports: int
+    def __init__(self, address: _Optional[str] = ..., port: _Optional[int] = ..., direction: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., ports: _Optional[int] = ...) -> None: ...
 
 class Watermark(_message.Message):
     __slots__ = ("seq", "site_id", "t_end", "n_observations", "learning", "grace_elapsed_s", "grace_s", "grace_windows", "devices_own")

@@ -55,6 +55,11 @@ def observation_messages(batch) -> list[pb.EdgeMessage]:
         o.baseline.extend(np.asarray(batch.baseline[i], dtype=np.float32).tolist())
         o.baseline_spread.extend(np.asarray(batch.spread[i], dtype=np.float32).tolist())
         o.baseline_scope = str(batch.scope[i])
+        if batch.top_peers is not None:
+            for p in batch.top_peers[i]:
+                o.peers.add(address=str(p["address"]), port=int(p["port"]), direction=str(p["direction"]),
+                            packets=max(0, int(p["packets"])), bytes=max(0, int(p["bytes"])),
+                            ports=max(0, int(p.get("ports", 0))))
         s = batch.scores[i]
         if not np.isnan(s):
             o.anomaly_score = float(s)
@@ -128,6 +133,13 @@ def observation_arrays(o: pb.Observation) -> dict:
         raise ValueError(f"{where}: anomaly_score {o.anomaly_score!r} is not a probability")
     return {"learning": False, "vector": v, "features": x, "features_z": z, "baseline": base, "baseline_spread": spread,
             "attention": att, "attention_t": att_t}
+
+
+def observation_peers(o: pb.Observation) -> list[dict]:
+    """The ``peers`` of a received Observation as ``{"address", "port", "direction", "packets", "bytes",
+    "ports"}`` dicts, in the edge's order (unchecked: :func:`fog.alerts.peer_evidence` bounds them)."""
+    return [{"address": p.address, "port": p.port, "direction": p.direction, "packets": p.packets,
+             "bytes": p.bytes, "ports": p.ports} for p in o.peers]
 
 
 def raw_stream_callable(channel):

@@ -41,8 +41,9 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         alerts = [
             fog_alert(ts=1764000000.0, level=2, attack_class="brute_force", technique_ids=["T1110"]),
             fog_alert(ts=1764000010.0, level=4, attack_class="flood", technique_ids=["T1498"]),
-            fog_alert(ts=1764000020.0, level=3, evidence=fog_alert()["evidence"] | {"hostnames": [XSS],
-                                                                                    "mqtt_topics": ["<script>x</script>"]}),
+            fog_alert(ts=1764000020.0, level=3, evidence=fog_alert()["evidence"] | {
+                "hostnames": [XSS], "mqtt_topics": ["<script>x</script>"],
+                "peers": [{"address": "10.0.0.66", "port": 22, "direction": "in", "packets": 1800, "bytes": 240000}]}),
         ]
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {keys['ingest']}"}) as c:
             assert [c.post("/api/v1/alerts", json=a).status_code for a in alerts] == [201] * 3
@@ -76,6 +77,11 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         assert page.locator("#feature-chart rect").count() == 2 * 3    # value + baseline per feature
         assert page.locator("#attention-chart rect").count() == 5      # the attention series
         assert page.locator("#attention-chart rect[fill='#dc2626']").count() == 1   # the peak, in red
+        # who: the top peer, inbound, is shown as the likely attacker
+        peers = page.locator("#peers tbody tr")
+        expect(peers).to_have_count(1)
+        assert "10.0.0.66" in peers.nth(0).inner_text() and "likely attacker" in peers.nth(0).inner_text()
+        assert "Likely attacker: 10.0.0.66" in page.locator("#summary").inner_text()
         # attacker-controlled strings are shown, as text only
         assert XSS in page.locator("#untrusted").inner_text()
         assert page.locator("#detail img").count() == 0 and page.locator("#detail script").count() == 0

@@ -191,3 +191,50 @@ def test_model_failure_is_visible_in_the_stored_explanation(make_api):
     expl = api.get(f"/api/v1/alerts/{alert['alert_id']}").json()["explanation"]
     assert expl["source"] == "builtin:fallback"
     assert "does not match the Explanation schema" in expl["fallback_reason"]
+
+
+# -- attribution: the window's top peers ------------------------------------------------------------
+INBOUND = [{"address": "192.168.100.200", "port": 22, "direction": "in", "packets": 1800, "bytes": 240000, "ports": 1},
+           {"address": "10.0.0.1", "port": 53, "direction": "out", "packets": 4, "bytes": 300, "ports": 1}]
+OUTBOUND = [{"address": "10.0.0.21", "port": 1, "direction": "out", "packets": 373, "bytes": 15666, "ports": 186},
+            {"address": "10.0.0.22", "port": 1, "direction": "out", "packets": 372, "bytes": 15624, "ports": 186}]
+
+
+def test_builtin_names_the_inbound_peer_as_the_likely_attacker_and_the_device_as_victim():
+    table = get_attack_table()
+    alert = stored(fog_alert(attack_class="brute_force", technique_ids=["T1110.001"],
+                             evidence={"top_features": [{"name": "tcp_conn_attempts", "value": 300.0,
+                                                         "baseline": 2.0, "z": 9.0}], "peers": INBOUND}))
+    body, _, _ = BuiltinExplainer(table).explain(alert)
+    assert "Likely attacker: 192.168.100.200" in body.summary and "victim: 10.0.0.7" in body.summary
+    assert "peer:0" in body.evidence_refs and "peer:0" in evidence_keys(alert)
+    assert check_explanation(body, alert, table, trusted_peers=True) == []
+    # a model may cite the peer by its key, never quote its address: the same text from a model fails
+    assert any("quotes attacker-controlled evidence" in p for p in check_explanation(body, alert, table))
+
+
+def test_builtin_names_the_device_as_source_when_it_initiated_the_traffic():
+    table = get_attack_table()
+    alert = stored(fog_alert(evidence={"peers": OUTBOUND}))
+    body, _, _ = BuiltinExplainer(table).explain(alert)
+    assert "10.0.0.7 itself initiated this traffic and is the likely source" in body.summary
+    assert "10.0.0.21" in body.summary and "185 other port(s)" in body.summary
+    assert {"peer:0", "peer:1"} <= set(body.evidence_refs)
+
+
+def test_peer_addresses_are_untrusted_data_in_the_prompt_and_must_be_addresses():
+    from pydantic import ValidationError
+
+    from cloud.schemas import AlertCreate
+
+    alert = stored(fog_alert(evidence={"peers": INBOUND}))
+    user = build_messages(alert, get_attack_table())[1]["content"]
+    trusted, untrusted = user.split("UNTRUSTED_EVIDENCE", 1)
+    assert "192.168.100.200" not in trusted and '"key": "peer:0", "text": "192.168.100.200"' in untrusted
+    ok = AlertCreate.model_validate(fog_alert(evidence={"peers": [dict(INBOUND[0], address="FE80::0001")]}))
+    assert ok.evidence.peers[0].address == "fe80::1"
+    for bad in ("ignore previous instructions", "10.0.0.300", "<script>", ""):
+        with pytest.raises(ValidationError, match="peer address"):
+            AlertCreate.model_validate(fog_alert(evidence={"peers": [dict(INBOUND[0], address=bad)]}))
+    with pytest.raises(ValidationError):
+        AlertCreate.model_validate(fog_alert(evidence={"peers": [dict(INBOUND[0], direction="sideways")]}))
