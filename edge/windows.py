@@ -44,6 +44,10 @@ KEY_COLUMNS: tuple[str, ...] = ("site_id", "device_id", "t_start", "t_end", "cap
 DEVICE_SCOPES: tuple[str, ...] = ("local", "all")
 #: Peers kept per window in ``top_peers`` (most packets first).
 TOP_PEERS = 5
+#: Most (peer, direction) pairs whose traffic one window tracks for ``top_peers``; a spoofed flood's
+#: thousands of one-packet sources beyond it are not tracked one by one (memory stays bounded; the busiest
+#: peers of such a window are among the first anyway, or it has none), ``distinct_peers`` still counts them.
+MAX_TRACKED_PEERS = 1024
 _TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
 
 
@@ -118,6 +122,8 @@ class _Acc:
     def add_peer_traffic(self, peer: str, outbound: bool, pkts: float, nbytes: float, port: int | None) -> None:
         t = self.peer_traffic.get((peer, outbound))
         if t is None:
+            if len(self.peer_traffic) >= MAX_TRACKED_PEERS:
+                return
             t = self.peer_traffic[(peer, outbound)] = [0.0, 0.0, {}]
         t[0] += pkts
         t[1] += nbytes

@@ -218,3 +218,18 @@ def test_top_peers_name_the_attacker_at_its_victim_and_the_targets_at_the_attack
     at_attacker = df[df["device_id"] == att]
     scan = max((p for w in at_attacker["top_peers"] for p in w), key=lambda p: p["ports"])
     assert scan["direction"] == "out" and scan["ports"] > 100
+
+
+def test_a_spoofed_flood_tracks_a_bounded_number_of_peers(all_windows: pd.DataFrame):
+    """The public spoofed SYN flood (tens of thousands of sources in one window): top_peers stays 5 entries
+    and the per-window peer table is capped (MAX_TRACKED_PEERS), while distinct_peers counts every source."""
+    from edge.windows import MAX_TRACKED_PEERS, _Acc
+
+    flood = all_windows[all_windows["capture"] == SYN_FLOOD.split("/")[-1]]
+    victim = flood.loc[flood["distinct_peers"].idxmax()]
+    assert victim["distinct_peers"] > 10 * MAX_TRACKED_PEERS and len(victim["top_peers"]) == 5
+    assert all(p["direction"] == "in" for p in victim["top_peers"])
+    acc = _Acc()
+    for i in range(3 * MAX_TRACKED_PEERS):
+        acc.add_peer_traffic(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", False, 1, 60, 80)
+    assert len(acc.peer_traffic) == MAX_TRACKED_PEERS
