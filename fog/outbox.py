@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edge.transport.buffer import create_private_file
+from edge.transport.sqlite_queue import QueueClosedError, SQLiteQueue
 from fog.alerts import dumps, json_safe
 
 log = logging.getLogger(__name__)
@@ -73,12 +72,13 @@ CREATE TABLE IF NOT EXISTS edges (edge_id TEXT PRIMARY KEY, site_id TEXT NOT NUL
 """
 
 
-class OutboxClosedError(RuntimeError):
+class OutboxClosedError(QueueClosedError):
     """The outbox was closed while a commit waited for room."""
 
 
-class AlertOutbox:
-    """Durable, bounded queue of alerts plus the per-edge commit positions (module docstring).
+class AlertOutbox(SQLiteQueue):
+    """Durable, bounded queue of alerts plus the per-edge commit positions (module docstring), an
+    :class:`~edge.transport.sqlite_queue.SQLiteQueue`.
 
     Parameters
     ----------
@@ -97,25 +97,21 @@ class AlertOutbox:
         For ``capacity``, ``keep_posted`` or ``max_attempts`` < 1.
     """
 
+    closed_error = OutboxClosedError
+    noun = "outbox"
+
     def __init__(self, path: str | Path, capacity: int = 10000, keep_posted: int = 100_000,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         if capacity < 1 or keep_posted < 1 or max_attempts < 1:
             raise ValueError(f"capacity, keep_posted and max_attempts must be ≥ 1, got {capacity!r}, "
                              f"{keep_posted!r} and {max_attempts!r}")
-        self.path = Path(path)
+        super().__init__(path, _SCHEMA)
         self.capacity = capacity
         self.keep_posted = keep_posted
         self.max_attempts = max_attempts
-        create_private_file(self.path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
         if "not_before" not in columns:  # an outbox written before retries were deferred
             self._db.execute("ALTER TABLE alerts ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
-        self._cond = threading.Condition()
-        self._closed = False
         self._woken = False
         self._pending = self._db.execute("SELECT COUNT(*) FROM alerts WHERE state = 0").fetchone()[0]
         self._finished = 0
@@ -151,20 +147,11 @@ class AlertOutbox:
             If closed meanwhile.
         """
         with self._cond:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while alerts and self._pending + len(alerts) > self.capacity and self._pending > 0:
-                if self._closed:
-                    raise OutboxClosedError(f"{self.path}: outbox closed")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"{self.path}: {self._pending} alerts waiting for the cloud (capacity "
-                                       f"{self.capacity})")
-                self._cond.wait(0.5 if left is None else min(0.5, left))
-            if self._closed:
-                raise OutboxClosedError(f"{self.path}: outbox closed")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            self._wait_for_room(lambda: bool(alerts) and self._pending + len(alerts) > self.capacity
+                                and self._pending > 0, timeout,
+                                lambda: f"{self.path}: {self._pending} alerts waiting for the cloud (capacity "
+                                        f"{self.capacity})")
+            with self._transaction() as db:
                 before = db.total_changes
                 db.executemany("INSERT OR IGNORE INTO alerts (alert_id, body) VALUES (?, ?)",
                                [(a["alert_id"], dumps(a, separators=(",", ":"))) for a in alerts])
@@ -173,10 +160,6 @@ class AlertOutbox:
                     "INSERT INTO edges VALUES (?, ?, ?) ON CONFLICT(edge_id) DO UPDATE SET "
                     "committed_seq = MAX(committed_seq, excluded.committed_seq), site_id = excluded.site_id",
                     [(e, site, int(seq)) for e, (site, seq) in positions.items()])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             self._pending += added
             if added:
                 self._cond.notify_all()
@@ -290,14 +273,6 @@ class AlertOutbox:
         """Alerts waiting for the cloud."""
         return self._pending
 
-    def close(self) -> None:
-        """Close the file; waiting callers get :class:`OutboxClosedError`. Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify_all()
-            self._db.close()
 
 
 def is_loopback_host(host: str) -> bool:

@@ -99,3 +99,15 @@ def test_fog_imports_nothing_from_training():
     back = {m: sorted(d for d in deps if d == "training" or d.startswith("training."))
             for m, deps in graph.items() if m == "fog" or m.startswith("fog.")}
     assert not {m: d for m, d in back.items() if d}, "fog/ must not import training/ (arrows run one way)"
+
+
+def test_one_durable_sqlite_queue():
+    """The edge's disk buffer and the fog's outbox are the one SQLiteQueue; nothing else opens SQLite by hand."""
+    from edge.transport.buffer import DiskBuffer
+    from edge.transport.sqlite_queue import SQLiteQueue
+    from fog.outbox import AlertOutbox
+
+    assert issubclass(DiskBuffer, SQLiteQueue) and issubclass(AlertOutbox, SQLiteQueue)
+    opens = [str(p.relative_to(REPO)) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+             if "sqlite3.connect(" in p.read_text()]
+    assert opens == ["edge/transport/sqlite_queue.py"], opens

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from edge.transport.buffer import create_private_file
+from edge.transport.sqlite_queue import create_private_file
 
 log = logging.getLogger(__name__)
 

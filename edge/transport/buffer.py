@@ -24,12 +24,12 @@ about 3.5 kB, so the default 20,000 is ≈ 70 MB). When a new batch does not fit
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
-import threading
-import time
 import uuid
 from pathlib import Path
+
+from edge.transport.sqlite_queue import QueueClosedError, SQLiteQueue, create_private_file
+
+__all__ = ["BUFFER_POLICIES", "BufferClosedError", "DiskBuffer", "create_private_file"]
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +42,12 @@ CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, body
 """
 
 
-def create_private_file(path: Path) -> Path:
-    """Create ``path`` (and its folder) with mode 0600 — readable and writable by its owner only — if it does
-    not exist yet; an existing file keeps its mode. SQLite gives a database's ``-wal`` and ``-shm`` files
-    the mode of the database, so opening the file afterwards keeps all three private. Returns ``path``.
-
-    Raises
-    ------
-    OSError
-        When the folder cannot be made or the file cannot be created.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    return path
-
-
-class BufferClosedError(RuntimeError):
+class BufferClosedError(QueueClosedError):
     """The buffer was closed while a call waited on it."""
 
 
-class DiskBuffer:
-    """Bounded, ordered, persistent message buffer (module docstring).
+class DiskBuffer(SQLiteQueue):
+    """Bounded, ordered, persistent message buffer (module docstring), an :class:`SQLiteQueue`.
 
     Parameters
     ----------
@@ -91,21 +73,17 @@ class DiskBuffer:
         If the file cannot be created or is not a buffer.
     """
 
+    closed_error = BufferClosedError
+    noun = "buffer"
+
     def __init__(self, path: str | Path, capacity: int = 20000, policy: str = "drop-oldest") -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an integer ≥ 1 message, got {capacity!r}")
         if policy not in BUFFER_POLICIES:
             raise ValueError(f"policy must be one of {BUFFER_POLICIES}, got {policy!r}")
-        self.path = Path(path)
+        super().__init__(path, _SCHEMA)
         self.capacity = capacity
         self.policy = policy
-        create_private_file(self.path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._cond = threading.Condition()
-        self._closed = False
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         if "edge_id" not in meta:
             meta["edge_id"] = str(uuid.uuid4())
@@ -143,37 +121,24 @@ class DiskBuffer:
             return []
         with self._cond:
             if self.policy == "block":
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while self._count + n > self.capacity:
-                    if self._closed:
-                        raise BufferClosedError(f"{self.path}: buffer closed")
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise TimeoutError(f"{self.path}: buffer full ({self._count} messages) for {timeout} s")
-                    self._cond.wait(0.5 if left is None else min(0.5, left))
-            if self._closed:
-                raise BufferClosedError(f"{self.path}: buffer closed")
+                self._wait_for_room(lambda: self._count + n > self.capacity, timeout,
+                                    lambda: f"{self.path}: buffer full ({self._count} messages) for {timeout} s")
+            self._check_open()
             seqs = list(range(self._last_seq + 1, self._last_seq + 1 + n))
             rows = []
             for seq, msg in zip(seqs, bodies):
                 getattr(msg, msg.WhichOneof("body")).seq = seq
                 rows.append((seq, msg.SerializeToString()))
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                over = self._count + n - self.capacity
+            over = self._count + n - self.capacity
+            with self._transaction() as db:
                 if over > 0:  # drop-oldest
                     db.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
                                (over,))
-                    self.dropped += over
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (str(self.dropped),))
-                    self._count -= over
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (str(self.dropped + over),))
                 db.executemany("INSERT INTO messages (seq, body) VALUES (?, ?)", rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             if over > 0:
+                self.dropped += over
+                self._count -= over
                 log.warning("%s: buffer full, dropped the %d oldest messages (%d dropped in all)",
                             self.path, over, self.dropped)
             self._count += n
@@ -223,11 +188,3 @@ class DiskBuffer:
     def __len__(self) -> int:
         return self._count
 
-    def close(self) -> None:
-        """Close the file; waiting callers get :class:`BufferClosedError`. Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify_all()
-            self._db.close()
