@@ -47,6 +47,7 @@ class AlertRow(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    incident_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
     __table_args__ = (Index("ix_alerts_ts_id", "ts_us", "alert_id"),)
 
@@ -97,4 +98,28 @@ class SiteRow(Base):
     grace_s: Mapped[float] = mapped_column(Float, nullable=False)
     grace_windows: Mapped[int] = mapped_column(Integer, nullable=False)
     devices_own: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class IncidentRow(Base):
+    """Alerts grouped as one attack (:mod:`cloud.services.incidents`): one actor, one technique family, a
+    time span with gaps of at most ``GAP_S`` between its alerts."""
+
+    __tablename__ = "incidents"
+
+    incident_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), nullable=False, index=True)
+    attack_class: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    actor_role: Mapped[str] = mapped_column(String(16), nullable=False)
+    site_ids: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    device_ids: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    technique_ids: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    first_ts_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_ts_us: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    alert_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_level: Mapped[int] = mapped_column(SmallInteger, nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="new", index=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -351,6 +351,8 @@ class AlertPublic(BaseModel):
     updated_at: AwareDatetime
     explanation_status: Literal["pending", "ready"]
     explanation: ExplanationPublic | None = None
+    incident_id: str | None = Field(None, description="The incident the alert belongs to "
+                                                      "(``GET /api/v1/incidents/{incident_id}``).")
 
 
 class SiteStateUpdate(InputModel):
@@ -379,6 +381,34 @@ class AlertsPage(BaseModel):
     """One page of alerts, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
 
     items: list[AlertPublic]
+    next_cursor: str | None
+
+
+class IncidentPublic(BaseModel):
+    """The alerts of one attack (``cloud/services/incidents.py``): one actor, one technique family, a time span."""
+
+    incident_id: str
+    attack_class: str = Field(description="Technique family of its alerts.")
+    actor: str = Field(description="The likely attacker: an address (the top peer that initiated the traffic), "
+                                   "a device (that initiated it), or 'many sources → <victim>' for spoofed sources.")
+    actor_role: Literal["peer", "device", "many sources"]
+    site_ids: list[str]
+    device_ids: list[str] = Field(description="Devices with alerts in it (victims, or the source itself).")
+    technique_ids: list[str]
+    first_ts: AwareDatetime = Field(description="End of its first alerted window.")
+    last_ts: AwareDatetime = Field(description="End of its last alerted window.")
+    alert_count: int
+    max_level: int
+    status: TriageStatus
+    note: str | None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class IncidentsPage(BaseModel):
+    """One page of incidents, most recently active first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[IncidentPublic]
     next_cursor: str | None
 
 

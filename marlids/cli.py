@@ -82,7 +82,8 @@ def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="Working folder: logs, SQLite store, keys, buffers."),
     keep_running: bool = typer.Option(False, "--keep-running",
                                       help="Leave the cloud API, dashboard and fog up until Ctrl-C."),
-    show: int = typer.Option(15, "--show", min=0, help="Alerts listed in the table (highest level first)."),
+    show: int = typer.Option(15, "--show", min=0, help="Incidents listed in the table (each technique family first, "
+                                                       "then by level)."),
     grace: float | None = typer.Option(None, "--grace", min=0.0,
                                        help="Grace period in seconds: each site first learns its own baseline from "
                                             "its traffic, with no alerts (default: the policy's, 60)."),
@@ -106,23 +107,16 @@ def demo(
     pcaps = sorted(p for p in captures.glob("*.pcap*") if p.is_file())
     if not pcaps:
         raise FileNotFoundError(f"no .pcap/.pcapng captures in {captures}")
-    console = Console()
+    probe = Console()
+    console = Console(width=min(100, probe.width) if probe.is_terminal else 100)  # ≤ 100 columns
     result = None
     with stop_on_signals():  # SIGTERM and Ctrl-C stop every service, whenever they come
         try:
             result = run_demo(pcaps, policy, out, console=console, keep_running=keep_running, grace_s=grace)
-            alerts = sorted(result.alerts, key=lambda a: (-a["level"], a["ts"]))
-            t = Table(title=f"{len(alerts)} alerts stored in the cloud (showing {min(show, len(alerts))}, highest level first)")
-            for c in ("time (UTC)", "site", "device", "level", "technique", "explanation summary"):
-                t.add_column(c, overflow="fold")
-            for a in alerts[:show]:
-                expl = (a.get("explanation") or {}).get("summary", "(pending)")
-                t.add_row(datetime.fromisoformat(a["ts"]).strftime("%Y-%m-%d %H:%M:%S"), a["site_id"], a["device_id"], str(a["level"]),
-                          ", ".join(a["technique_ids"]) or a["attack_class"], expl if len(expl) <= 110 else expl[:107] + "…")
-            console.print(t)
-            m = Table(title="per-site detection after each site's grace period (a window counts as detected when an "
-                            "alert was stored for it)")
-            for c in ("site", "grace windows", "detecting from (UTC)", "windows", "malicious", "P", "R", "F1", "FPR"):
+            console.print(incidents_table(result.incidents, len(result.alerts), show))
+            m = Table(title="per-site detection after each site's grace period (grace: windows learned, not decided; "
+                            "a window is detected when an alert was stored for it)")
+            for c in ("site", "grace", "detecting from (UTC)", "windows", "malicious", "P", "R", "F1", "FPR"):
                 m.add_column(c, justify="left" if c in ("site", "detecting from (UTC)") else "right")
             for site, r in result.metrics.items():
                 end = r.get("grace_period_end")
@@ -147,6 +141,33 @@ def demo(
         finally:
             if result is not None and keep_running:
                 stop_all(result.services)
+
+
+def incidents_table(incidents: list[dict], n_alerts: int, show: int):
+    """The demo's first table: incidents (cloud/services/incidents.py), every technique family that occurred
+    first (its highest-level incident), then the rest by level; times in UTC with their date."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    def when(iso: str) -> str:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    ranked = sorted(incidents, key=lambda i: (-i["max_level"], -i["alert_count"], i["first_ts"]))
+    first = {}
+    for i in ranked:
+        first.setdefault(i["attack_class"], i)
+    rows = list(first.values()) + [i for i in ranked if i not in first.values()]
+    t = Table(title=f"{len(incidents)} incidents from {n_alerts} alerts (showing {min(show, len(rows))}: each "
+                    "technique family first, then by level)")
+    for c in ("start (UTC)", "for", "family", "likely attacker", "devices", "alerts", "lvl"):
+        t.add_column(c, overflow="fold", justify="right" if c in ("for", "alerts", "lvl") else "left")
+    for i in rows[:show]:
+        span = (datetime.fromisoformat(i["last_ts"]) - datetime.fromisoformat(i["first_ts"])).total_seconds()
+        devices = ", ".join(i["device_ids"][:2]) + (f" +{len(i['device_ids']) - 2}" if len(i["device_ids"]) > 2 else "")
+        t.add_row(when(i["first_ts"]), f"{span:.0f} s", i["attack_class"], i["actor"], devices, str(i["alert_count"]),
+                  str(i["max_level"]))
+    return t
 
 
 @app.command()

@@ -123,7 +123,7 @@ def stop_on_signals() -> Iterator[None]:
 
 @dataclass
 class DemoResult:
-    """What the demo measured: the alerts stored in the cloud and per-site metrics."""
+    """What the demo measured: the alerts and incidents stored in the cloud and per-site metrics."""
 
     alerts: list[dict]
     metrics: dict[str, dict]
@@ -131,6 +131,7 @@ class DemoResult:
     analyst_key: str
     seconds: float
     services: list[Service] = field(default_factory=list)
+    incidents: list[dict] = field(default_factory=list)
 
 
 def _spawn(name: str, args: list[str], out: Path, env: dict) -> Service:
@@ -157,12 +158,12 @@ def _wait(predicate, timeout: float, what: str, services: list[Service], poll: f
         time.sleep(poll)
 
 
-def fetch_alerts(client, key: str) -> list[dict]:
-    """Every alert in the cloud (all pages), newest first."""
+def fetch_alerts(client, key: str, path: str = "/api/v1/alerts") -> list[dict]:
+    """Every alert in the cloud (all pages of ``path``; ``/api/v1/incidents`` for the incidents), newest first."""
     items, cursor = [], None
     while True:
         params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-        r = client.get("/api/v1/alerts", params=params, headers={"Authorization": f"Bearer {key}"})
+        r = client.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
         r.raise_for_status()
         page = r.json()
         items += page["items"]
@@ -325,10 +326,13 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
             ids = {a["alert_id"] for a in details if a["site_id"] == site}
             metrics[site] = site_metrics(frame, ids, grace.get(site, set()))
             metrics[site]["grace_period_end"] = _grace_end(frame, grace.get(site, set()))
+        incidents = fetch_alerts(client, keys["analyst"], "/api/v1/incidents")
         result = DemoResult(alerts=details, metrics=metrics, dashboard_url=f"{base}/dashboard",
-                            analyst_key=keys["analyst"], seconds=time.monotonic() - t0, services=services)
+                            analyst_key=keys["analyst"], seconds=time.monotonic() - t0, services=services,
+                            incidents=incidents)
         (out / "demo_metrics.json").write_text(json.dumps({"metrics": metrics, "alerts": len(details),
-                                                           "seconds": result.seconds}, indent=1))
+                                                           "incidents": len(incidents), "seconds": result.seconds},
+                                                          indent=1))
         return result
     except BaseException:  # an error, Ctrl-C or SIGTERM (stop_on_signals): never leave a service behind
         stopped = True

@@ -7,6 +7,7 @@ level 2, every alert maps to a real window, and all processes and ports are rele
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pandas as pd
@@ -100,6 +101,17 @@ def test_alerts_match_ground_truth(demo_run):
     assert all(a["attack_class"] != "benign" and a["level"] >= 2 for a in result.alerts), "an alert names an attack"
 
 
+def test_incidents_group_every_alert(demo_run):
+    """Every stored alert belongs to exactly one incident; the incidents cover every family alerted and are
+    far fewer than the alerts (one sweep, one incident)."""
+    result, _ = demo_run
+    incidents = result.incidents
+    assert sum(i["alert_count"] for i in incidents) == len(result.alerts)
+    assert {a["incident_id"] for a in result.alerts} == {i["incident_id"] for i in incidents}
+    assert {i["attack_class"] for i in incidents} == {a["attack_class"] for a in result.alerts}
+    assert len(incidents) <= len(result.alerts) / 3
+
+
 def test_missing_inputs_are_one_line_errors(tmp_path):
     import subprocess
     import sys
@@ -115,3 +127,17 @@ def test_missing_inputs_are_one_line_errors(tmp_path):
     assert r.returncode == 2 and "ground truth" in r.stderr and "Traceback" not in r.stderr
     r = run("--policy", str(tmp_path))
     assert r.returncode == 2 and "actor.pt" in r.stderr
+
+
+def test_incidents_table_shows_every_family_first_with_dates_in_100_columns():
+    from marlids.cli import incidents_table
+
+    fams = ["scan"] * 8 + ["flood", "brute_force", "arp_spoof", "app_dos"]
+    incidents = [{"incident_id": f"{i:032x}", "attack_class": f, "actor": "192.168.100.200", "max_level": 4 if f == "scan" else 2,
+                  "alert_count": 30 - i, "first_ts": "2026-11-24T13:22:25Z", "last_ts": "2026-11-24T13:23:45Z",
+                  "device_ids": ["192.168.50.120", "192.168.50.121", "192.168.50.122"]} for i, f in enumerate(fams)]
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(incidents_table(incidents, 200, show=5))
+    text = console.export_text()
+    assert all(f in text for f in set(fams)) and "2026-11-24 13:22:25" in text and "80 s" in text
+    assert max(len(line) for line in text.splitlines()) <= 100

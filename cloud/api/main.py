@@ -35,7 +35,7 @@ from cloud.api.deps import AnalystDep, KeyStore
 from cloud.api.errors import validation_error_handler
 from cloud.api.metrics import Metrics
 from cloud.api.middleware import BodySizeLimit
-from cloud.api.routes import alerts, dashboard, export, health, sites, techniques
+from cloud.api.routes import alerts, dashboard, export, health, incidents, sites, techniques
 from cloud.core.config import Settings, get_settings
 from cloud.core.db import make_engine, make_session_factory, run_migrations
 from cloud.services.attack import get_attack_table
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(alerts.router)
+    api.include_router(incidents.router)
     api.include_router(techniques.router)
     api.include_router(export.router)
     api.include_router(sites.router)

@@ -82,7 +82,7 @@ def alert_to_row(alert: AlertCreate, technique_ids: list[str], tactics: list[dic
         "device_id": alert.device_id, "level": alert.level, "attack_class": alert.attack_class,
         "confidence": alert.confidence, "technique_ids": technique_ids, "tactics": tactics,
         "evidence": alert.evidence.model_dump() if evidence is None else evidence, "policy_version": alert.policy_version,
-        "status": "new", "note": None, "received_at_us": now, "updated_at_us": now,
+        "status": "new", "note": None, "received_at_us": now, "updated_at_us": now, "incident_id": None,
     }
 
 
@@ -112,7 +112,8 @@ def alert_public(row: dict[str, Any], explanation: ExplanationPublic | None = No
         technique_ids=row["technique_ids"], tactics=row["tactics"], evidence=evidence,
         policy_version=row["policy_version"], status=row["status"], note=row["note"],
         received_at=us_to_dt(row["received_at_us"]), updated_at=us_to_dt(row["updated_at_us"]),
-        explanation_status="ready" if explanation is not None else "pending", explanation=explanation)
+        explanation_status="ready" if explanation is not None else "pending", explanation=explanation,
+        incident_id=row.get("incident_id"))
 
 
 def iso_z(us: int) -> str:
@@ -130,6 +131,6 @@ def alert_public_json(row: dict[str, Any]) -> bytes:
         "confidence": row["confidence"], "technique_ids": row["technique_ids"], "tactics": row["tactics"],
         "evidence": row["evidence"], "policy_version": row["policy_version"], "status": row["status"],
         "note": row["note"], "received_at": iso_z(row["received_at_us"]), "updated_at": iso_z(row["updated_at_us"]),
-        "explanation_status": "pending", "explanation": None,
+        "explanation_status": "pending", "explanation": None, "incident_id": row.get("incident_id"),
     }
     return pydantic_core.to_json(doc)  # compact UTF-8 JSON, serialized in Rust

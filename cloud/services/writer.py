@@ -6,7 +6,8 @@ the waiting requests. So an alert is durable before the API acknowledges it, yet
 commit (one fsync) per batch instead of one per alert, and SQLite never sees competing writers.
 
 Idempotency: an alert whose ``alert_id`` is already stored (or earlier in the same batch) is not
-written again; its waiter receives the stored row and ``created=False``.
+written again; its waiter receives the stored row and ``created=False``. New alerts are grouped into
+incidents (:mod:`cloud.services.incidents`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.models import AlertRow, AlertTechniqueRow, ExplanationRow
+from cloud.services.incidents import assign_incidents
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,9 @@ class AlertWriter:
         new_links = [{"alert_id": a, "technique_id": t} for a in first if a in new_ids for t in first[a]["technique_ids"]]
         if new_links:
             conn.execute(insert(links), new_links)
+        if new_ids:  # group the new alerts into incidents, in the same transaction (idempotent like them)
+            for a, iid in assign_incidents(conn, [first[a] for a in first if a in new_ids]).items():
+                first[a]["incident_id"] = iid
 
         expl_first: dict[str, dict[str, Any]] = {}
         for job in batch:
