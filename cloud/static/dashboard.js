@@ -42,14 +42,46 @@ async function loadSites() {
   } catch (e) { document.getElementById("sites").textContent = "sites: " + e.message; }
 }
 
+let incidents = [], incident = null;
+
+async function loadIncidents() {
+  // Incidents (alerts of one attack, grouped by the cloud): most recently active first.
+  try {
+    const page = await api("/incidents?limit=50");
+    incidents = page.items;
+    document.getElementById("inc-count").textContent = incidents.length + (page.next_cursor ? "+" : "") +
+      " — select one to list its alerts";
+    document.getElementById("incidents").replaceChildren(...incidents.map(i => el("tr",
+      {"data-incident": i.incident_id, class: incident === i.incident_id ? "sel" : "",
+       onclick: () => { incident = incident === i.incident_id ? null : i.incident_id; load(); }},
+      el("td", {}, fmtTime(i.last_ts)), el("td", {}, el("span", {class: "lvl l" + i.max_level}, i.max_level)),
+      el("td", {}, i.attack_class), el("td", {}, el("code", {class: "untrusted"}, i.actor)),
+      el("td", {}, i.device_ids.slice(0, 3).join(", ") + (i.device_ids.length > 3 ? " +" + (i.device_ids.length - 3) : "")),
+      el("td", {}, String(i.alert_count)), el("td", {class: "st"}, i.status))));
+    const acts = document.getElementById("inc-actions");
+    const cur = incidents.find(i => i.incident_id === incident);
+    acts.replaceChildren(...(cur ? [el("span", {}, "Incident " + cur.attack_class + " by " + cur.actor + ": "),
+      ...[["acknowledged", "Acknowledge"], ["false_positive", "False positive"], ["resolved", "Resolve"]].map(([st, label]) =>
+        el("button", {class: "inc-triage", "data-status": st, onclick: () => triageIncident(cur, st)}, label + " all its alerts")),
+      el("button", {id: "inc-clear", onclick: () => { incident = null; load(); }}, "Show all alerts")] : []));
+  } catch (e) { document.getElementById("inc-count").textContent = "error: " + e.message; }
+}
+
+async function triageIncident(i, status) {
+  await api("/incidents/" + i.incident_id, {method: "PATCH", headers: {"Content-Type": "application/json", "X-Requested-With": "marlids"},
+                                            body: JSON.stringify({status: status})});
+  load();
+}
+
 async function load() {
   loadSites();
+  loadIncidents();
   const q = new URLSearchParams({limit: "100"});
   const s = document.getElementById("f-status").value; if (s) q.set("status", s);
   const l = document.getElementById("f-level").value; if (l) q.set("min_level", l);
   const site = document.getElementById("f-site").value.trim(); if (site) q.set("site_id", site);
   try {
-    const page = await api("/alerts?" + q);
+    const page = await api(incident ? "/incidents/" + incident + "/alerts?limit=100" : "/alerts?" + q);
     alerts = page.items;
     document.getElementById("count").textContent = alerts.length + (page.next_cursor ? "+" : "") + " alerts";
     renderTable();

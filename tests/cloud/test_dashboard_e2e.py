@@ -87,6 +87,21 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         assert page.locator("#detail img").count() == 0 and page.locator("#detail script").count() == 0
         assert page.evaluate("() => window.__xss") is None
 
+        # incidents: the three alerts of device 10.0.0.7 make incidents; selecting one lists only its alerts,
+        # and triage on it applies to all of them
+        incident_rows = page.locator("#incidents tr")
+        expect(incident_rows).to_have_count(3)  # scan by 10.0.0.7, flood by 10.0.0.7, scan by 10.0.0.66
+        attacker_row = page.locator("#incidents tr", has_text="10.0.0.66")
+        attacker_row.click()
+        expect(rows).to_have_count(1)
+        assert rows.nth(0).get_attribute("data-id") == alerts[2]["alert_id"]
+        page.locator(".inc-triage[data-status='acknowledged']").click()
+        expect(page.locator("#incidents tr", has_text="10.0.0.66").locator("td.st")).to_have_text("acknowledged")
+        page.click("#inc-clear")
+        expect(rows).to_have_count(3)
+        rows.nth(0).click()
+        page.locator("#summary").wait_for()
+
         page.fill("#note", "checked the switch port; scanner is the new inventory tool")
         page.click("#btn-fp")
         expect(page.locator("#status")).to_have_text("false_positive")
