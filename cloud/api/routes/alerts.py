@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import AnalystDep, IngestDep, SessionDep, TimeQuery
 from cloud.api.errors import AUTH_RESPONSES, BODY_RESPONSES, StrictJSONRoute, unprocessable
 from cloud.api.metrics import Metrics
+from cloud.api.paging import keyset_page, time_bounds_us
 from cloud.models import AlertRow, AlertTechniqueRow, ExplanationRow
 from cloud.schemas import (
     ALERT_ID_PATTERN,
@@ -44,22 +42,6 @@ def _explanations(session: Session, ids: list[str]) -> dict[str, ExplanationPubl
     rows = session.scalars(select(ExplanationRow).where(ExplanationRow.alert_id.in_(ids)))
     out = {r.alert_id: explanation_public(r.source, r.body, r.created_at_us) for r in rows}
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _encode_cursor(ts_us: int, alert_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([ts_us, alert_id]).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        ts_us, alert_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(ts_us, int) or not isinstance(alert_id, str) or abs(ts_us) >= 2**63:
-            raise ValueError
-        return ts_us, alert_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
-            ["query", "cursor"], "not a cursor returned by this API (pass next_cursor unchanged)", "bad_cursor",
-            cursor[:40])]) from None
 
 
 @router.post("", response_model=AlertPublic, status_code=status.HTTP_201_CREATED,
@@ -132,28 +114,24 @@ def list_alerts(
         stmt = stmt.where(AlertRow.level >= min_level)
     if status_ is not None:
         stmt = stmt.where(AlertRow.status == status_.value)
-    try:
-        if since is not None:
-            stmt = stmt.where(AlertRow.ts_us >= dt_to_us(since))
-        if until is not None:
-            stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
-    except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
-            ["query", "since"], "since/until out of range", "out_of_range", str(since or until))]) from None
+    since_us, until_us = time_bounds_us(since, until)
+    if since_us is not None:
+        stmt = stmt.where(AlertRow.ts_us >= since_us)
+    if until_us is not None:
+        stmt = stmt.where(AlertRow.ts_us < until_us)
     if technique is not None:  # a parent ID matches its sub-techniques too (T1498 → T1498.001)
         match = AlertTechniqueRow.technique_id == technique
         if "." not in technique:
             match = or_(match, AlertTechniqueRow.technique_id.like(technique + ".%"))
         stmt = stmt.where(AlertRow.alert_id.in_(select(AlertTechniqueRow.alert_id).where(match)))
-    if cursor is not None:
-        c_ts, c_id = _decode_cursor(cursor)
-        stmt = stmt.where(or_(AlertRow.ts_us < c_ts, and_(AlertRow.ts_us == c_ts, AlertRow.alert_id < c_id)))
-    rows = session.scalars(stmt.order_by(AlertRow.ts_us.desc(), AlertRow.alert_id.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    return alerts_page(session, stmt, limit, cursor)
+
+
+def alerts_page(session: Session, stmt: Select, limit: int, cursor: str | None) -> AlertsPage:
+    """One :class:`AlertsPage` of the alerts ``stmt`` selects, newest first, with their explanations."""
+    rows, next_cursor = keyset_page(session, stmt, AlertRow.ts_us, AlertRow.alert_id, limit, cursor)
     expl = _explanations(session, [r.alert_id for r in rows])
-    items = [alert_public(row_dict(r), expl.get(r.alert_id)) for r in rows]
-    return AlertsPage(items=items, next_cursor=_encode_cursor(rows[-1].ts_us, rows[-1].alert_id) if more else None)
+    return AlertsPage(items=[alert_public(row_dict(r), expl.get(r.alert_id)) for r in rows], next_cursor=next_cursor)
 
 
 def _get_or_404(session: Session, alert_id: str) -> AlertRow:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import AnalystDep, AttackDep, SessionDep, TimeQuery
-from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute, unprocessable
+from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute
+from cloud.api.paging import time_bounds_us
 from cloud.models import AlertRow, ExplanationRow
 from cloud.schemas import ID_PATTERN
-from cloud.services.convert import dt_to_us
 from cloud.services.export import ecs_lines, stix_bundle
 from cloud.services.writer import row_dict
 
@@ -28,16 +28,13 @@ LimitQ = Annotated[int, Query(ge=1, le=100_000)]
 def _rows(session: Session, site_id: str | None, since: datetime | None, until: datetime | None,
           limit: int) -> list[dict[str, Any]]:
     stmt = select(AlertRow)
-    try:
-        if site_id is not None:
-            stmt = stmt.where(AlertRow.site_id == site_id)
-        if since is not None:
-            stmt = stmt.where(AlertRow.ts_us >= dt_to_us(since))
-        if until is not None:
-            stmt = stmt.where(AlertRow.ts_us < dt_to_us(until))
-    except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
-            ["query", "since"], "since/until out of range", "out_of_range", str(since or until))]) from None
+    since_us, until_us = time_bounds_us(since, until)
+    if site_id is not None:
+        stmt = stmt.where(AlertRow.site_id == site_id)
+    if since_us is not None:
+        stmt = stmt.where(AlertRow.ts_us >= since_us)
+    if until_us is not None:
+        stmt = stmt.where(AlertRow.ts_us < until_us)
     return [row_dict(r) for r in session.scalars(stmt.order_by(AlertRow.ts_us, AlertRow.alert_id).limit(limit))]
 
 

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import AnalystDep, SessionDep, TimeQuery
-from cloud.api.errors import AUTH_RESPONSES, BODY_RESPONSES, StrictJSONRoute, unprocessable
-from cloud.api.routes.alerts import _decode_cursor, _encode_cursor, _explanations
+from cloud.api.errors import AUTH_RESPONSES, BODY_RESPONSES, StrictJSONRoute
+from cloud.api.paging import keyset_page, time_bounds_us
+from cloud.api.routes.alerts import alerts_page
 from cloud.models import AlertRow, IncidentRow
 from cloud.schemas import (
     ID_PATTERN,
@@ -23,8 +24,7 @@ from cloud.schemas import (
     IncidentsPage,
     TriageStatus,
 )
-from cloud.services.convert import alert_public, dt_to_us, readable, us_to_dt
-from cloud.services.writer import row_dict
+from cloud.services.convert import dt_to_us, readable, us_to_dt
 
 router = APIRouter(prefix="/incidents", tags=["incidents"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
 
@@ -75,24 +75,13 @@ def list_incidents(
         stmt = stmt.where(IncidentRow.max_level >= min_level)
     if status_ is not None:
         stmt = stmt.where(IncidentRow.status == status_.value)
-    try:
-        if since is not None:
-            stmt = stmt.where(IncidentRow.last_ts_us >= dt_to_us(since))
-        if until is not None:
-            stmt = stmt.where(IncidentRow.first_ts_us < dt_to_us(until))
-    except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[unprocessable(
-            ["query", "since"], "since/until out of range", "out_of_range", str(since or until))]) from None
-    if cursor is not None:
-        c_ts, c_id = _decode_cursor(cursor)
-        stmt = stmt.where(or_(IncidentRow.last_ts_us < c_ts,
-                              and_(IncidentRow.last_ts_us == c_ts, IncidentRow.incident_id < c_id)))
-    rows = session.scalars(stmt.order_by(IncidentRow.last_ts_us.desc(), IncidentRow.incident_id.desc())
-                           .limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return IncidentsPage(items=[incident_public(r) for r in rows],
-                         next_cursor=_encode_cursor(rows[-1].last_ts_us, rows[-1].incident_id) if more else None)
+    since_us, until_us = time_bounds_us(since, until)
+    if since_us is not None:
+        stmt = stmt.where(IncidentRow.last_ts_us >= since_us)
+    if until_us is not None:
+        stmt = stmt.where(IncidentRow.first_ts_us < until_us)
+    rows, next_cursor = keyset_page(session, stmt, IncidentRow.last_ts_us, IncidentRow.incident_id, limit, cursor)
+    return IncidentsPage(items=[incident_public(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{incident_id}", response_model=IncidentPublic, responses={404: {"description": "No such incident."}})
@@ -111,16 +100,7 @@ def incident_alerts(
 ) -> AlertsPage:
     """The incident's alerts, newest first, with their explanations; keyset pagination through ``cursor``."""
     _get_or_404(session, incident_id)
-    stmt: Select = select(AlertRow).where(AlertRow.incident_id == incident_id)
-    if cursor is not None:
-        c_ts, c_id = _decode_cursor(cursor)
-        stmt = stmt.where(or_(AlertRow.ts_us < c_ts, and_(AlertRow.ts_us == c_ts, AlertRow.alert_id < c_id)))
-    rows = session.scalars(stmt.order_by(AlertRow.ts_us.desc(), AlertRow.alert_id.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    expl = _explanations(session, [r.alert_id for r in rows])
-    return AlertsPage(items=[alert_public(row_dict(r), expl.get(r.alert_id)) for r in rows],
-                      next_cursor=_encode_cursor(rows[-1].ts_us, rows[-1].alert_id) if more else None)
+    return alerts_page(session, select(AlertRow).where(AlertRow.incident_id == incident_id), limit, cursor)
 
 
 @router.patch("/{incident_id}", response_model=IncidentPublic,
