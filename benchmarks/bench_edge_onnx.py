@@ -47,7 +47,7 @@ def site_windows():
 
 def prepare(directory: Path, policy: Path) -> Path:
     """Write the windows of site A and ``marlids edge export-onnx --fusion POLICY`` into ``directory``."""
-    from edge.onnx_export import export_edge_models
+    from training.onnx_export import export_edge_models
 
     site_windows().to_parquet(directory / "windows.parquet")
     export_edge_models(directory / "models", fusion=policy)

@@ -109,3 +109,21 @@ def read_embeddings(path: str | Path) -> np.ndarray:
         raise WindowFileError(f"{path}: no embedding column (extracted with --no-embed)")
     col = table.column("embedding").combine_chunks()
     return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, EMBED_DIM)
+
+
+def read_window_table(path: str | Path) -> pd.DataFrame:
+    """Any window Parquet file as a DataFrame (labeled or not, with or without marlids metadata).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: missing, or not readable as Parquet.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (expected a window Parquet file)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
+        raise ValueError(f"{path}: cannot read as Parquet ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160]})") from None

@@ -188,7 +188,7 @@ class FusionPipeline:
     def fit(self, frame) -> FusionPipeline:
         """Set the scale floor from the benign windows of ``frame`` (``label == 0`` when labeled) and load
         the scorer. With a scorer, its checkpoint's scale floor and baseline settings are used instead
-        (``edge.scorer.train``): the scorer must see windows standardised as in its training.
+        (``training.scorer.train``): the scorer must see windows standardised as in its training.
 
         Raises
         ------

@@ -2,7 +2,7 @@
 
 The ONNX graph is all-MiniLM-L6-v2 (Reimers & Gurevych, "Sentence-BERT", EMNLP 2019) with its mean
 pooling and L2 normalisation inside, exported from the fp32 sentence-transformers model and quantized
-to int8 (dynamic, per channel) by ``marlids edge export-onnx`` (:mod:`edge.onnx_export`) at image build
+to int8 (dynamic, per channel) by ``marlids edge export-onnx`` (:mod:`training.onnx_export`) at image build
 or set-up time. Nothing is downloaded at run time: the folder written by that command holds everything
 (:data:`MODEL_FILE`, :data:`TOKENIZER_FILE`, :data:`MANIFEST_FILE`).
 

@@ -12,7 +12,7 @@ Model (numpy only: it is trained on the edge device when the grace period ends):
 1. each window's statistics are signed-``log1p`` compressed and min–max normalised with the grace
    period's range (values outside are clipped to [−1, 2]);
 2. features are clustered by correlation into groups of at most ``max_group``
-   (:func:`edge.scorer.baselines.correlation_groups`, KitNET's feature mapper);
+   (:func:`correlation_groups`, KitNET's feature mapper);
 3. each group has a one-hidden-layer sigmoid autoencoder (``ceil(0.75·k)`` hidden units); the vector of
    the groups' reconstruction RMSEs, normalised by their grace range, feeds an output autoencoder;
 4. both layers are trained with mini-batch Adam (learning rate 0.01, ``epochs`` passes, seeded);
@@ -47,6 +47,50 @@ STATE_VERSION = 1
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def correlation_groups(X: np.ndarray, max_size: int) -> list[list[int]]:
+    """Cluster features into groups of at most ``max_size`` by correlation distance.
+
+    Agglomerative clustering (average linkage) on the distance ``1 - |corr(i, j)|`` (constant features
+    count as uncorrelated), then the dendrogram is cut top-down: a node with more than ``max_size`` leaves
+    is split into its two children until every group fits (KitNET's feature mapper, Mirsky et al. 2018,
+    §IV-B, computed here in one batch rather than incrementally).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, F)
+        Benign windows.
+    max_size : int
+        ``m``, the largest group.
+
+    Returns
+    -------
+    list of list of int
+        Feature indices per group, every feature in exactly one group.
+    """
+    from scipy.cluster.hierarchy import linkage, to_tree
+    from scipy.spatial.distance import squareform
+
+    F = X.shape[1]
+    if F == 1:
+        return [[0]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(X, rowvar=False)
+    corr = np.nan_to_num(corr, nan=0.0)
+    dist = 1.0 - np.abs(corr)
+    np.fill_diagonal(dist, 0.0)
+    dist = np.clip((dist + dist.T) / 2.0, 0.0, None)
+    root = to_tree(linkage(squareform(dist, checks=False), method="average"))
+    groups: list[list[int]] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.get_count() <= max_size:
+            groups.append(sorted(node.pre_order()))
+        else:
+            stack.extend([node.get_right(), node.get_left()])
+    return sorted(groups)
 
 
 class _Autoencoder:
@@ -158,8 +202,6 @@ class SiteAnomalyModel:
         ValueError
             For fewer than 2 windows or non-finite values.
         """
-        from edge.scorer.baselines import correlation_groups
-
         a = np.asarray(x, dtype=np.float64)
         if a.ndim != 2 or len(a) < 2 or not np.isfinite(a).all():
             raise ValueError(f"expected at least 2 finite windows (n, F), got shape {a.shape}")

@@ -3,7 +3,7 @@
 * :class:`RandomForestDetector` — supervised per-window RandomForest on the 63 window statistics
   (the CICFlowMeter + scikit-learn notebook baseline); needs labels.
 * :class:`KitsuneDetector` — the Kitsune-style autoencoder ensemble (Mirsky et al., NDSS 2018;
-  :class:`edge.scorer.baselines.KitsuneEnsemble`), fitted on benign windows, SPOT threshold.
+  :class:`training.scorer.baselines.KitsuneEnsemble`), fitted on benign windows, SPOT threshold.
 * :class:`ScorerDetector` — our LSTM + temporal-attention scorer alone (benign windows, SPOT threshold).
 * :class:`MarlDetector` — the MAPPO defender actor on the fused Observation, trained with RLlib
   (``training.mappo.train``); an optional feature mask zeroes parts of the Observation (ablation).
@@ -157,7 +157,7 @@ class KitsuneDetector(_SequenceAnomalyDetector):
     name = "Kitsune-style"
 
     def fit(self, src: Source) -> KitsuneDetector:  # noqa: D102
-        from edge.scorer.baselines import KitsuneEnsemble
+        from training.scorer.baselines import KitsuneEnsemble
         from edge.scorer.threshold import SPOTThreshold
 
         benign = src.frame[src.frame["label"] == 0].reset_index(drop=True)
@@ -225,7 +225,7 @@ class ScorerDetector(_SequenceAnomalyDetector):
         """Train on the benign windows of ``src``; the checkpoint goes to ``directory`` (default: a
         temporary folder kept as long as this object)."""
         from edge.scorer.checkpoint import save_checkpoint
-        from edge.scorer.train import TrainConfig, train_from_frame
+        from training.scorer.train import TrainConfig, train_from_frame
 
         scorer, threshold, summary = train_from_frame(
             src.frame, TrainConfig(seq_len=self.seq_len, epochs=self.epochs, q=self.q, seed=self.seed))

@@ -23,6 +23,7 @@ from edge.cli import app as edge_app
 from experiments.cli import app as experiment_app
 from fog.cli import app as fog_app
 from marlids import __version__
+from training import edge_tools
 from training.cli import app as train_app
 from training.range.cli import app as range_app
 
@@ -44,6 +45,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+# the offline edge tools (train-scorer, score-eval, export-onnx) live in training/ and are listed under `edge`
+edge_app.registered_commands.extend(edge_tools.app.registered_commands)
 app.add_typer(edge_app, name="edge")
 app.add_typer(range_app, name="range")
 app.add_typer(fog_app, name="fog")

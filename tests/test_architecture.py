@@ -112,3 +112,12 @@ def test_one_durable_sqlite_queue():
     opens = [str(p.relative_to(REPO)) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
              if any("sqlite3.connect(" in line and "mode=ro" not in line for line in p.read_text().splitlines())]
     assert opens == ["edge/transport/sqlite_queue.py"], opens
+
+
+def test_edge_imports_nothing_from_training():
+    """edge/ holds what runs on the device; scorer training, evaluation, baselines and the ONNX export are
+    offline work in training/ (registered under `marlids edge` by marlids/cli.py)."""
+    graph = import_graph()
+    back = {m: sorted(d for d in deps if d == "training" or d.startswith("training."))
+            for m, deps in graph.items() if m == "edge" or m.startswith("edge.")}
+    assert not {m: d for m, d in back.items() if d}, "edge/ must not import training/"

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from edge.embed import EmbeddingModelError, TextEmbedder
 from edge.observation import OBS_DIM, OBS_SLICES, FusionPipeline
 from edge.onnx_embed import MODEL_FILE, OnnxTextEmbedder, make_embedder, models_dir, resolve_backend
-from edge.onnx_export import MIN_PARITY_COSINE, parity_texts
+from training.onnx_export import MIN_PARITY_COSINE, parity_texts
 from edge.scorer import CheckpointError
 from edge.scorer.export import OnnxScorer, load_onnx_checkpoint
 
@@ -53,7 +53,7 @@ def windows():
 def edge_models(tmp_path_factory, windows):
     """A small scorer trained on site A, a fusion pipeline using it, and ``marlids edge export-onnx``."""
     from edge.scorer import save_checkpoint
-    from edge.scorer.train import TrainConfig, train_from_frame
+    from training.scorer.train import TrainConfig, train_from_frame
     from marlids.cli import app
 
     d = tmp_path_factory.mktemp("edge_onnx")

@@ -8,13 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from edge.scorer import (
-    IsolationForestScorer,
-    KitsuneEnsemble,
-    LSTMAutoencoder,
-    NotFittedError,
-    correlation_groups,
-)
+from edge.scorer import NotFittedError
+from edge.site_model import correlation_groups
+from training.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder
 
 T = 6
 

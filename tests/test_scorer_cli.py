@@ -55,7 +55,7 @@ def test_train_scorer_writes_checkpoint(trained):
 
 
 def test_train_uses_only_benign_rows(tmp_path):
-    from edge.scorer.train import TrainConfig, train_from_frame
+    from training.scorer.train import TrainConfig, train_from_frame
 
     df = window_table(attack=True)
     _, _, summary = train_from_frame(df, TrainConfig(seq_len=4, epochs=1, hidden_size=8, q=0.01))

@@ -43,7 +43,7 @@ MARLIDS = str(Path(sys.executable).with_name("marlids"))
 def scored_pipeline(tmp_path_factory):
     """A fusion pipeline with a small trained temporal scorer (T = 4), fitted on site_a."""
     from edge.scorer import save_checkpoint
-    from edge.scorer.train import TrainConfig, train_from_frame
+    from training.scorer.train import TrainConfig, train_from_frame
 
     frame = bundled_windows("site_a")
     ckpt = tmp_path_factory.mktemp("scorer")

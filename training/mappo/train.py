@@ -67,7 +67,7 @@ def prepare_data(args: MappoArgs, scorer_dir: Path | None = None):
     scorer = args.scorer
     if args.scorer_epochs > 0:
         from edge.scorer import export_onnx, save_checkpoint
-        from edge.scorer.train import TrainConfig, train_from_frame
+        from training.scorer.train import TrainConfig, train_from_frame
 
         if scorer_dir is None:
             raise ValueError("scorer_epochs needs a folder for the scorer")

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder
 from edge.scorer.model import TemporalScorer
 from edge.scorer.sequences import build_sequences, default_feature_names, time_split
 from edge.scorer.threshold import SPOTThreshold
+from training.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder
 
 log = logging.getLogger(__name__)
 

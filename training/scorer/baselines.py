@@ -36,52 +36,9 @@ from edge.scorer._common import (
     check_sequences,
     seed_everything,
 )
+from edge.site_model import correlation_groups
 
 log = logging.getLogger(__name__)
-
-
-def correlation_groups(X: np.ndarray, max_size: int) -> list[list[int]]:
-    """Cluster features into groups of at most ``max_size`` by correlation distance.
-
-    Agglomerative clustering (average linkage) on the distance ``1 - |corr(i, j)|`` (constant features
-    count as uncorrelated), then the dendrogram is cut top-down: a node with more than ``max_size`` leaves
-    is split into its two children until every group fits (KitNET's feature mapper, Mirsky et al. 2018,
-    §IV-B, computed here in one batch rather than incrementally).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, F)
-        Benign windows.
-    max_size : int
-        ``m``, the largest group.
-
-    Returns
-    -------
-    list of list of int
-        Feature indices per group, every feature in exactly one group.
-    """
-    from scipy.cluster.hierarchy import linkage, to_tree
-    from scipy.spatial.distance import squareform
-
-    F = X.shape[1]
-    if F == 1:
-        return [[0]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.corrcoef(X, rowvar=False)
-    corr = np.nan_to_num(corr, nan=0.0)
-    dist = 1.0 - np.abs(corr)
-    np.fill_diagonal(dist, 0.0)
-    dist = np.clip((dist + dist.T) / 2.0, 0.0, None)
-    root = to_tree(linkage(squareform(dist, checks=False), method="average"))
-    groups: list[list[int]] = []
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node.get_count() <= max_size:
-            groups.append(sorted(node.pre_order()))
-        else:
-            stack.extend([node.get_right(), node.get_left()])
-    return sorted(groups)
 
 
 def _last_window(X: np.ndarray) -> np.ndarray:
