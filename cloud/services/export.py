@@ -102,3 +102,53 @@ def stix_bundle(rows: Iterable[dict[str, Any]], table: AttackTable) -> dict[str,
                 "x_marlids_triage_status": row["status"]})
     return {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": [*objects.values(), *sightings],
             "x_marlids_generated": now}
+
+
+#: ATT&CK Navigator versions the layer is written for (layer format 4.5, Navigator 5.x).
+NAVIGATOR_LAYER_VERSION = "4.5"
+NAVIGATOR_VERSION = "5.1.0"
+NAVIGATOR_DOMAINS = ("enterprise-attack", "ics-attack")
+
+
+def navigator_layer(rows: Iterable[dict[str, Any]], table: AttackTable, *, domain: str = "enterprise-attack",
+                    name: str = "marlids alerts") -> dict[str, Any]:
+    """An ATT&CK Navigator layer (format 4.5) of the techniques the alerts ``rows`` carry, in one domain.
+
+    Each technique seen is scored with its number of alerts (the colour gradient runs from 1 to the most),
+    and commented with its highest level, its sites and its first and last alert time (ISO 8601, UTC).
+    Techniques of the other domain are left out (a Navigator layer holds one domain).
+
+    Raises
+    ------
+    ValueError
+        For a domain other than :data:`NAVIGATOR_DOMAINS`.
+    """
+    if domain not in NAVIGATOR_DOMAINS:
+        raise ValueError(f"domain {domain!r}: expected one of {', '.join(NAVIGATOR_DOMAINS)}")
+    seen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for tid in row["technique_ids"]:
+            if tid not in table or table.get(tid)["domain"] != domain:
+                continue
+            s = seen.setdefault(tid, {"n": 0, "level": 0, "sites": set(), "first": row["ts_us"], "last": row["ts_us"]})
+            s["n"] += 1
+            s["level"] = max(s["level"], int(row["level"]))
+            s["sites"].add(str(row["site_id"]))
+            s["first"] = min(s["first"], row["ts_us"])
+            s["last"] = max(s["last"], row["ts_us"])
+    techniques = [{
+        "techniqueID": tid, "score": s["n"], "enabled": True, "showSubtechniques": True,
+        "comment": (f"{s['n']} alert(s), highest level {s['level']}, sites {', '.join(sorted(s['sites']))}, "
+                    f"{_iso(s['first'])} … {_iso(s['last'])}"),
+    } for tid, s in sorted(seen.items())]
+    top = max((t["score"] for t in techniques), default=1)
+    return {
+        "name": name, "domain": domain,
+        "versions": {"attack": table.version.split(".")[0], "navigator": NAVIGATOR_VERSION,
+                     "layer": NAVIGATOR_LAYER_VERSION},
+        "description": "Techniques of the alerts stored by marlids (score = number of alerts).",
+        "sorting": 3, "hideDisabled": False, "techniques": techniques,
+        "gradient": {"colors": ["#fff3b0", "#e63946"], "minValue": 1, "maxValue": max(top, 2)},
+        "legendItems": [], "showTacticRowBackground": False, "selectTechniquesAcrossTactics": True,
+        "metadata": [{"name": "generator", "value": "marlids"}],
+    }

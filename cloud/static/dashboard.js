@@ -27,7 +27,22 @@ async function api(path, opts) {
   if (!r.ok) throw new Error(r.status + " " + (await r.text()).slice(0, 200));
   return r.json();
 }
-function fmtTime(iso) { return iso.replace("T", " ").slice(0, 19); }
+function pad(n) { return String(n).padStart(2, "0"); }
+function fmtTime(iso) {
+  // ISO 8601 in the browser's local time, with its UTC offset: 2026-11-24T14:22:25+01:00
+  const d = new Date(iso), off = -d.getTimezoneOffset(), sign = off >= 0 ? "+" : "-";
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" +
+    pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + sign + pad(Math.floor(Math.abs(off) / 60)) + ":" + pad(Math.abs(off) % 60);
+}
+function techniqueLinks(ids) {
+  // ATT&CK technique pages: T1498.001 → https://attack.mitre.org/techniques/T1498/001
+  if (!ids.length) return "—";
+  const out = [];
+  ids.forEach((t, i) => { if (i) out.push(", ");
+    out.push(el("a", {href: "https://attack.mitre.org/techniques/" + t.replace(".", "/"), target: "_blank",
+                      rel: "noopener noreferrer"}, t)); });
+  return el("span", {}, ...out);
+}
 function version(a) { return a.alert_id + "|" + a.updated_at + "|" + a.explanation_status; }
 
 async function loadSites() {
@@ -96,7 +111,7 @@ function renderTable() {
                          onclick: () => { selected = a.alert_id; renderTable(); renderDetail(a); }},
       el("td", {}, fmtTime(a.ts)), el("td", {}, el("span", {class: "lvl l" + a.level}, a.level)),
       el("td", {}, a.site_id + " / " + a.device_id), el("td", {}, a.attack_class),
-      el("td", {}, a.technique_ids.join(", ") || "—"),
+      el("td", {}, techniqueLinks(a.technique_ids)),
       el("td", {class: "ex"}, a.explanation ? a.explanation.summary.slice(0, 110) + (a.explanation.summary.length > 110 ? "…" : "")
                                             : "pending…"),
       el("td", {class: "st"}, a.status));

@@ -5,6 +5,7 @@ XSS payload in the evidence stays text."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         assert rows.nth(0).get_attribute("data-id") == alerts[2]["alert_id"]
         assert rows.nth(1).locator(".lvl").inner_text() == "4"
         assert "T1498.001" in rows.nth(1).inner_text()
+        link = rows.nth(1).locator("a", has_text="T1498.001")
+        assert link.get_attribute("href") == "https://attack.mitre.org/techniques/T1498/001"
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$", rows.nth(1).locator("td").nth(0).inner_text())
+        layer = page.request.get(f"{srv.url}{page.locator('#navigator').get_attribute('href')}")
+        assert layer.ok and {t["techniqueID"] for t in layer.json()["techniques"]} >= {"T1498.001"}
         assert rows.nth(1).locator("td.ex").inner_text().startswith("Level 4 alert")
 
         rows.nth(0).click()

@@ -77,3 +77,22 @@ def test_stix_attack_patterns_are_mitre_objects(seeded):
             m = mitre[obj["id"]]
             assert (obj["name"], obj["created"], obj["modified"]) == (m["name"], m["created"], m["modified"])
             assert obj["kill_chain_phases"] == [p for p in m["kill_chain_phases"]]
+
+
+def test_navigator_layer_scores_the_techniques_of_a_time_range(seeded):
+    """The ATT&CK Navigator layer (format 4.5) of the stored alerts: one entry per technique seen, scored with
+    its alert count; a time range and a site narrow it; the layer holds one domain."""
+    api, _ = seeded
+    layer = api.get("/api/v1/export/navigator").json()
+    assert layer["domain"] == "enterprise-attack" and layer["versions"]["layer"] == "4.5"
+    assert layer["versions"]["attack"] == "18"
+    got = {t["techniqueID"]: t["score"] for t in layer["techniques"]}
+    assert got == {"T1046": 2, "T1498.001": 2, "T1557.002": 2}
+    assert all(t["comment"].startswith("2 alert(s), highest level 3") for t in layer["techniques"])
+    assert layer["gradient"]["minValue"] == 1 and layer["gradient"]["maxValue"] == 2
+    late = api.get("/api/v1/export/navigator", since="2025-11-24T16:00:03Z").json()
+    assert {t["techniqueID"]: t["score"] for t in late["techniques"]} == {"T1046": 1, "T1498.001": 1, "T1557.002": 1}
+    only_b = api.get("/api/v1/export/navigator", site_id="site_b").json()
+    assert sum(t["score"] for t in only_b["techniques"]) == 3 and "site_b" in only_b["name"]
+    assert api.get("/api/v1/export/navigator", domain="ics-attack").json()["techniques"] == []
+    assert api.get("/api/v1/export/navigator", domain="mobile-attack").status_code == 422

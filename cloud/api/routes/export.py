@@ -1,9 +1,10 @@
-"""``/api/v1/export``: alerts as ECS JSON lines or as a STIX 2.1 bundle (role ``analyst``)."""
+"""``/api/v1/export``: alerts as ECS JSON lines, as a STIX 2.1 bundle, or their techniques as an ATT&CK
+Navigator layer (role ``analyst``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -15,7 +16,7 @@ from cloud.api.errors import AUTH_RESPONSES, StrictJSONRoute
 from cloud.api.paging import time_bounds_us
 from cloud.models import AlertRow, ExplanationRow
 from cloud.schemas import ID_PATTERN
-from cloud.services.export import ecs_lines, stix_bundle
+from cloud.services.export import ecs_lines, navigator_layer, stix_bundle
 from cloud.services.writer import row_dict
 
 router = APIRouter(prefix="/export", tags=["export"], route_class=StrictJSONRoute, responses=AUTH_RESPONSES)
@@ -57,3 +58,16 @@ def export_stix(session: SessionDep, _: AnalystDep, table: AttackDep, site_id: S
                 until: TimeQ = None, limit: LimitQ = 10_000) -> dict[str, Any]:
     """Alerts as a STIX 2.1 bundle of sightings referencing ATT&CK attack-patterns."""
     return stix_bundle(_rows(session, site_id, since, until, limit), table)
+
+
+@router.get("/navigator", response_model=dict[str, Any])
+def export_navigator(session: SessionDep, _: AnalystDep, table: AttackDep, site_id: SiteQ = None, since: TimeQ = None,
+                     until: TimeQ = None, limit: LimitQ = 100_000,
+                     domain: Annotated[Literal["enterprise-attack", "ics-attack"], Query(
+                         description="ATT&CK domain of the layer (one per layer).")] = "enterprise-attack",
+                     ) -> dict[str, Any]:
+    """The techniques of the alerts in a time range as an ATT&CK Navigator layer (JSON, format 4.5): each scored
+    with its number of alerts; open it in https://mitre-attack.github.io/attack-navigator/ (Open Existing Layer)."""
+    name = "marlids alerts" + (f" at {site_id}" if site_id else "") + (f" from {since.isoformat()}" if since else "") \
+        + (f" until {until.isoformat()}" if until else "")
+    return navigator_layer(_rows(session, site_id, since, until, limit), table, domain=domain, name=name)
