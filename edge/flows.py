@@ -195,6 +195,10 @@ def meter_context():
     process started once (about 0.3 s, with this module preloaded), from which each meter is forked. A
     process without them (``marlids edge extract`` while it meters) keeps the plain fork, which costs
     nothing to start. None also where there is no fork server (Windows, where NFStream spawns anyway).
+
+    As with ``spawn`` (and Python 3.14's default start method on Linux), a fork-server child re-imports the
+    main module: a script that loads torch and then meters captures must keep its work under
+    ``if __name__ == "__main__":`` (``marlids``, ``python -m marlids``, pytest and notebooks are fine).
     """
     if not any(m in sys.modules for m in THREADED_RUNTIMES):
         return None
