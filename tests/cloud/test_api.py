@@ -308,3 +308,22 @@ def test_evidence_names_whose_baseline_it_compares_with(api):
     bad = fog_alert(alert_id="b" * 32)
     bad["evidence"]["baseline_scope"] = "planet"
     assert api.post(bad).status_code == 422
+
+
+def test_free_text_search_matches_site_device_class_and_ids(api):
+    a = fog_alert(device_id="10.0.0.7", attack_class="scan")
+    b = fog_alert(device_id="192.168.1.50", site_id="plant_b", attack_class="flood", technique_ids=["T1498"],
+                  ts=1764000100.0)
+    for x in (a, b):
+        assert api.post(x).status_code == 201
+
+    def ids(**params):
+        r = api.get("/api/v1/alerts", **params)
+        assert r.status_code == 200, r.text
+        return {x["alert_id"] for x in r.json()["items"]}
+
+    assert ids(q="0.0.7") == {a["alert_id"]}
+    assert ids(q="FLOOD") == ids(q="plant") == {b["alert_id"]}
+    assert ids(q=a["alert_id"][:10]) == {a["alert_id"]}
+    assert ids(q="%") == ids(q="10_0") == set()  # % and _ are literal characters, not patterns ("10.0" is not "10_0")
+    assert api.get("/api/v1/alerts", q="x" * 101).status_code == 422

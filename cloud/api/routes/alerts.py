@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import AnalystDep, IngestDep, SessionDep, TimeQuery
@@ -99,11 +99,18 @@ def list_alerts(
     status_: Annotated[TriageStatus | None, Query(alias="status", description="Triage status.")] = None,
     since: Annotated[TimeQuery | None, Query(description="ts ≥ since (ISO 8601; naive = UTC).")] = None,
     until: Annotated[TimeQuery | None, Query(description="ts < until (ISO 8601; naive = UTC).")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=100,
+                                   description="Free text: a case-insensitive substring of the site, device, attack "
+                                               "class, alert or incident ID.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the previous page.")] = None,
 ) -> AlertsPage:
     """Alerts newest first, filtered; keyset pagination through ``cursor``."""
     stmt: Select = select(AlertRow)
+    if q is not None:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(*(func.lower(col).like(pattern, escape="\\") for col in (
+            AlertRow.site_id, AlertRow.device_id, AlertRow.attack_class, AlertRow.alert_id, AlertRow.incident_id))))
     if site_id is not None:
         stmt = stmt.where(AlertRow.site_id == site_id)
     if device_id is not None:
