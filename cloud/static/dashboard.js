@@ -88,17 +88,67 @@ async function triageIncident(i, status) {
   load();
 }
 
+let want = 100;  // alerts listed: 100 more per "Show 100 more"
+
+function localToIso(v) { return v ? new Date(v).toISOString() : ""; }
+
+async function fetchAlerts(base, q) {
+  // Pages of at most 500 (the API's limit) until `want` alerts are listed; returns [items, more?]
+  let items = [], cursor = null;
+  while (items.length < want) {
+    const p = new URLSearchParams(q); p.set("limit", String(Math.min(500, want - items.length)));
+    if (cursor) p.set("cursor", cursor);
+    const page = await api(base + "?" + p);
+    items = items.concat(page.items); cursor = page.next_cursor;
+    if (!cursor) return [items, false];
+  }
+  return [items, true];
+}
+
+function sortAlerts(list) {
+  const by = document.getElementById("f-sort").value;
+  const key = {time: a => [-Date.parse(a.ts)], level: a => [-a.level, -Date.parse(a.ts)],
+               device: a => [a.site_id + "/" + a.device_id, -Date.parse(a.ts)]}[by] || (a => [-Date.parse(a.ts)]);
+  return list.slice().sort((x, y) => { const a = key(x), b = key(y);
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1; return 0; });
+}
+
+function timeline(list) {
+  // Alerts over time: up to 60 bars over the listed alerts' span, each coloured by its highest level.
+  const box = document.getElementById("timeline");
+  if (!list.length) { box.replaceChildren(); return; }
+  const ts = list.map(a => Date.parse(a.ts)), t0 = Math.min(...ts), t1 = Math.max(...ts) + 1;
+  const n = Math.min(60, Math.max(1, list.length)), step = Math.max(5000, (t1 - t0) / n);
+  const bins = Array.from({length: Math.ceil((t1 - t0) / step)}, () => ({n: 0, level: 0}));
+  list.forEach((a, i) => { const b = bins[Math.min(bins.length - 1, Math.floor((ts[i] - t0) / step))];
+                           b.n++; b.level = Math.max(b.level, a.level); });
+  const W = 1200, H = 70, bw = W / bins.length, top = Math.max(...bins.map(b => b.n));
+  const colors = ["#64748b", "#0ea5e9", "#eab308", "#f97316", "#dc2626"];
+  const s = svg("svg", {viewBox: "0 0 " + W + " " + (H + 16), width: "100%", id: "timeline-chart", role: "img"});
+  bins.forEach((b, i) => { if (!b.n) return; const h = Math.max(2, H * b.n / top);
+    const r = svg("rect", {x: i * bw + 1, y: H - h, width: Math.max(1, bw - 2), height: h, fill: colors[b.level]});
+    r.append(svg("title", {}, b.n + " alert(s) from " + fmtTime(new Date(t0 + i * step).toISOString())));
+    s.append(r); });
+  s.append(svg("text", {x: 0, y: H + 13}, fmtTime(new Date(t0).toISOString())));
+  s.append(svg("text", {x: W, y: H + 13, "text-anchor": "end"}, fmtTime(new Date(t1).toISOString())));
+  box.replaceChildren(s);
+}
+
 async function load() {
   loadSites();
   loadIncidents();
-  const q = new URLSearchParams({limit: "100"});
-  const s = document.getElementById("f-status").value; if (s) q.set("status", s);
-  const l = document.getElementById("f-level").value; if (l) q.set("min_level", l);
-  const site = document.getElementById("f-site").value.trim(); if (site) q.set("site_id", site);
+  const q = new URLSearchParams();
+  const set = (id, key, f) => { const v = document.getElementById(id).value.trim(); if (v) q.set(key, f ? f(v) : v); };
+  set("f-status", "status"); set("f-level", "min_level"); set("f-site", "site_id"); set("f-device", "device_id");
+  set("f-technique", "technique", v => v.toUpperCase()); set("f-since", "since", localToIso);
+  set("f-until", "until", localToIso); set("f-q", "q");
   try {
-    const page = await api(incident ? "/incidents/" + incident + "/alerts?limit=100" : "/alerts?" + q);
-    alerts = page.items;
-    document.getElementById("count").textContent = alerts.length + (page.next_cursor ? "+" : "") + " alerts";
+    const [items, more] = await fetchAlerts(incident ? "/incidents/" + incident + "/alerts" : "/alerts",
+                                            incident ? new URLSearchParams() : q);
+    alerts = sortAlerts(items);
+    document.getElementById("count").textContent = alerts.length + (more ? "+" : "") + " alerts";
+    document.getElementById("more").style.display = more ? "" : "none";
+    timeline(alerts);
     renderTable();
     if (selected) { const a = alerts.find(x => x.alert_id === selected); if (a && version(a) !== shown) renderDetail(a); }
   } catch (e) { document.getElementById("count").textContent = "error: " + e.message; }
@@ -150,8 +200,8 @@ function attentionChart(points, peaks) {
     const isPeak = peaks.some(q => q.t === p.t);
     s.append(svg("rect", {x: x, y: h - pad - bh, width: bw, height: bh, fill: isPeak ? "#dc2626" : "#0ea5e9"}));
   });
-  s.append(svg("text", {x: pad, y: h - 10}, "t=" + t0.toFixed(0) + " s"));
-  s.append(svg("text", {x: w - pad - 90, y: h - 10}, "t=" + t1.toFixed(0) + " s"));
+  s.append(svg("text", {x: pad, y: h - 10}, fmtTime(new Date(t0 * 1000).toISOString())));
+  s.append(svg("text", {x: w - pad, y: h - 10, "text-anchor": "end"}, fmtTime(new Date(t1 * 1000).toISOString())));
   s.append(svg("text", {x: pad, y: 14}, "temporal attention over the last windows (red: peaks)"));
   return s;
 }
@@ -214,6 +264,8 @@ function renderDetail(a) {
   if (a.note) document.getElementById("note").value = a.note;
 }
 
-for (const id of ["f-status", "f-level", "f-site"]) document.getElementById(id).addEventListener("change", load);
+for (const id of ["f-status", "f-level", "f-site", "f-device", "f-technique", "f-since", "f-until", "f-q", "f-sort"])
+  document.getElementById(id).addEventListener("change", () => { want = 100; load(); });
+document.getElementById("more").addEventListener("click", () => { want += 100; load(); });
 load();
 setInterval(load, 5000);

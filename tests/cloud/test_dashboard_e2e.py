@@ -108,6 +108,31 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         rows.nth(0).click()
         page.locator("#summary").wait_for()
 
+        # alerts over time, filters and search (the API's), paging control hidden when everything is listed
+        assert page.locator("#timeline-chart rect").count() >= 1
+        assert not page.locator("#more").is_visible()
+        page.fill("#f-technique", "t1498")
+        page.locator("#f-technique").dispatch_event("change")
+        expect(rows).to_have_count(1)
+        page.fill("#f-technique", "")
+        page.fill("#f-q", "FLOOD")
+        page.locator("#f-q").dispatch_event("change")
+        expect(rows).to_have_count(1)
+        page.fill("#f-q", "")
+        page.locator("#f-q").dispatch_event("change")
+        expect(rows).to_have_count(3)
+        page.select_option("#f-sort", "level")
+        expect(rows.nth(0).locator(".lvl")).to_have_text("4")
+        page.select_option("#f-sort", "time")
+        expect(rows.nth(0)).to_have_attribute("data-id", alerts[2]["alert_id"])
+        rows.nth(0).click()
+        page.locator("#summary").wait_for()
+        # at 1024 px the detail pane fits the window (it goes below the table instead of off the right edge)
+        page.set_viewport_size({"width": 1024, "height": 900})
+        box = page.locator("#detail").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 1024
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 1024
+
         page.fill("#note", "checked the switch port; scanner is the new inventory tool")
         page.click("#btn-fp")
         expect(page.locator("#status")).to_have_text("false_positive")
