@@ -121,3 +121,13 @@ def test_edge_imports_nothing_from_training():
     back = {m: sorted(d for d in deps if d == "training" or d.startswith("training."))
             for m, deps in graph.items() if m == "edge" or m.startswith("edge.")}
     assert not {m: d for m, d in back.items() if d}, "edge/ must not import training/"
+
+
+def test_cloud_and_fog_keep_to_their_side():
+    """cloud/ uses nothing of the project but the private-file helper of the one SQLite queue; fog/ never imports
+    cloud/ (docs/architecture.md, "What may import what")."""
+    graph = import_graph()
+    cloud_out = {d for m, deps in graph.items() if m.startswith("cloud") for d in deps if not d.startswith("cloud")}
+    assert cloud_out <= {"edge.transport.sqlite_queue"}, cloud_out
+    fog_cloud = {m for m, deps in graph.items() if m.startswith("fog") for d in deps if d.startswith("cloud")}
+    assert not fog_cloud, fog_cloud
