@@ -285,6 +285,10 @@ def run(
     baseline: Path | None = typer.Option(None, "--baseline",
                                          help="Where the site baseline is kept and resumed from "
                                               "(default ~/.cache/marlids/edge/SITE.baseline.json)."),
+    windows_out: Path | None = typer.Option(None, "--windows-out",
+                                            help="Also write each window's key and peers to this Parquet file "
+                                                 "(complete when the daemon stops): label them against a ground "
+                                                 "truth without metering the capture again."),
     reset_baseline: bool = typer.Option(False, "--reset-baseline",
                                         help="Forget a saved baseline and learn a new one (a new grace period)."),
     backend: str | None = BACKEND,
@@ -306,7 +310,8 @@ def run(
     cfg = EdgeConfig(site_id=site, fog=fog, pcap=pcap, iface=iface, replay_speed=0.0 if fast else replay_speed,
                      fusion_dir=fusion or BUNDLED_FUSION, window_s=window, devices=devices, buffer_path=buffer,
                      buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay,
-                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline, backend=_backend(backend))
+                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline, backend=_backend(backend),
+                     windows_out=windows_out)
     console = Console(stderr=True)
     with console.status(f"edge {site}: starting (loading models)") as status:
         def progress(st) -> None:

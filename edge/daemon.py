@@ -113,6 +113,10 @@ class EdgeConfig:
         Where the site baseline is kept (default :func:`default_baseline_path`).
     reset_baseline : bool, default False
         Ignore a saved baseline and learn a new one.
+    windows_out : Path, optional
+        Also write each closed window's key and peers (``site_id, device_id, t_start, t_end, peers``) to this
+        Parquet file, one row group per window slot (:class:`WindowLog`): what ``marlids demo`` labels against
+        the ground truth, so the captures are metered once.
     backend : {"auto", "onnx", "torch"}, optional
         How MiniLM and the temporal scorer run (:func:`edge.onnx_embed.resolve_backend`: ``auto`` is ONNX
         whenever the ONNX model folder is present; default ``$MARLIDS_EDGE_BACKEND`` or ``auto``).
@@ -138,6 +142,7 @@ class EdgeConfig:
     baseline_path: Path | None = None
     reset_baseline: bool = False
     backend: str | None = None
+    windows_out: Path | None = None
 
     def validate(self, *, source: bool = True) -> None:
         """Check the settings (no I/O beyond file existence and the capture capability); ``source=False``
@@ -461,8 +466,11 @@ class EdgeDaemon:
         from edge.transport.wire import observation_messages, watermark_message
 
         cfg = self.config
+        window_log = WindowLog(cfg.windows_out) if cfg.windows_out is not None else None
         try:
             for t_end, windows in self._source():
+                if window_log is not None and len(windows):
+                    window_log.write(windows)
                 msgs, batch = [], None
                 with self._fusion_lock:
                     was_learning = self._fusion.learning
@@ -496,6 +504,8 @@ class EdgeDaemon:
                 log.error("edge %s: producer failed: %s", cfg.site_id, exc)
                 self._error = exc
         finally:
+            if window_log is not None:
+                window_log.close()
             with self._lock:
                 self._stats.producer_done = True
 
@@ -604,6 +614,51 @@ class EdgeDaemon:
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, cfg.reconnect_max_s)
+
+
+class WindowLog:
+    """The keys and peer sets of the windows an edge closed, appended to a Parquet file slot by slot.
+
+    Columns ``site_id, device_id`` (str), ``t_start, t_end`` (epoch s), ``peers`` (list of str): enough to
+    label the windows from a ground-truth table (:func:`training.range.label.label_windows`). The file is
+    complete once the daemon stops (Parquet writes its footer at :meth:`close`).
+    """
+
+    COLUMNS = ("site_id", "device_id", "t_start", "t_end", "peers")
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = pa.schema([("site_id", pa.string()), ("device_id", pa.string()), ("t_start", pa.float64()),
+                                 ("t_end", pa.float64()), ("peers", pa.list_(pa.string()))])
+        self._writer = None
+
+    def write(self, windows) -> None:
+        """Append one slot's windows (the Window contract's columns; others are ignored)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"site_id": windows["site_id"].astype(str).tolist(),
+                          "device_id": windows["device_id"].astype(str).tolist(),
+                          "t_start": windows["t_start"].astype(float).tolist(),
+                          "t_end": windows["t_end"].astype(float).tolist(),
+                          "peers": [[str(p) for p in (v if v is not None else [])] for v in windows["peers"]]},
+                         schema=self.schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file (an empty one when no window closed)."""
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            pq.write_table(self.schema.empty_table(), self.path)
+        else:
+            self._writer.close()
+            self._writer = None
 
 
 def run_edge(config: EdgeConfig, *, drain_timeout_s: float | None = None, on_progress=None) -> EdgeStats:

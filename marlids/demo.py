@@ -7,8 +7,9 @@ It starts, as separate processes exactly as a deployment runs them:
 3. one edge daemon per site (``marlids edge run --pcap <site>.pcap --fast``),
 
 waits until every window of every site has been decided and every alert stored and explained, then
-prints the alerts, per-site detection metrics against each capture's ground truth (``<site>.groundtruth.csv``
-→ labeled windows, :func:`training.range.label.label_capture`) and the dashboard URL. Each site first
+prints the incidents, per-site detection metrics against each capture's ground truth (``<site>.groundtruth.csv``;
+the windows are those the edges metered, written with ``--windows-out`` and labelled by
+:func:`training.range.label.label_windows`: each capture is metered once) and the dashboard URL. Each site first
 learns its own baseline from its first ``grace_s`` seconds of traffic (the edge's grace period, during
 which nothing is alerted); those windows are reported per site and left out of the metrics. The services stop
 at the end (``keep_running`` leaves them up until Ctrl-C). All state lives under the output folder,
@@ -222,9 +223,11 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         If a service fails to start or a stage times out (the message holds the service's last log lines).
     """
     import httpx
+    import pandas as pd
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.range.label import label_capture
+    from training.range.groundtruth import read_ground_truth
+    from training.range.label import label_windows
 
     t0 = time.monotonic()
     if not (policy / "actor.pt").is_file():
@@ -237,7 +240,8 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         sites[pcap.name.split(".")[0]] = (pcap, gt)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ["cloud.db", "cloud.db-wal", "cloud.db-shm", "keys.json", "outbox.sqlite", "decisions.jsonl",
-                  *(f"buffer_{s}.sqlite" for s in sites), *(f"baseline_{s}.json" for s in sites)]:
+                  *(f"buffer_{s}.sqlite" for s in sites), *(f"baseline_{s}.json" for s in sites),
+                  *(f"windows_{s}.parquet" for s in sites)]:
         (out / stale).unlink(missing_ok=True)
 
     env = {k: v for k, v in os.environ.items() if k not in ("MARLIDS_INGEST_KEY", "MARLIDS_ANALYST_KEY")}
@@ -278,16 +282,17 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
                                                  "--fog", f"127.0.0.1:{fog_port}", "--fusion", str(policy),
                                                  "--buffer", str(out / f"buffer_{site}.sqlite"),
                                                  "--baseline", str(out / f"baseline_{site}.json"), "--reset-baseline",
+                                                 "--windows-out", str(out / f"windows_{site}.parquet"),
                                                  *(["--grace", str(grace_s)] if grace_s is not None else []),
                                                  "--insecure"], out, env))
         services += edges
         console.print(f"[green]✓[/] {len(edges)} edge daemons replaying {', '.join(p.name for p, _ in sites.values())}")
 
-        labeled = {site: label_capture(pcap) for site, (pcap, gt) in sites.items()}
-        total = sum(len(f) for f in labeled.values())
+        # How many windows there are is known once the edges stop and have written them (--windows-out); until
+        # then the bar counts the fog's decisions without a total.
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            task = progress.add_task("windows decided by the fog", total=total)
+            task = progress.add_task("windows decided by the fog", total=None)
 
             def decided() -> int:
                 try:
@@ -297,12 +302,17 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
                     return 0
 
             def edges_done():
-                progress.update(task, completed=min(decided(), total))
+                progress.update(task, completed=decided())
                 return all(not e.alive() for e in edges)
             _wait(edges_done, EDGE_TIMEOUT_S, "the edge daemons", services, poll=0.5)
             for e in edges:
                 if e.proc.returncode != 0:
                     raise RuntimeError(f"{e.name} exited with code {e.proc.returncode}; last lines of {e.log}:\n{e.tail()}")
+            # label the windows the edges metered (their --windows-out files), against each capture's ground truth
+            labeled = {site: label_windows(pd.read_parquet(out / f"windows_{site}.parquet"), read_ground_truth(gt),
+                                           site=site) for site, (_, gt) in sites.items()}
+            total = sum(len(f) for f in labeled.values())
+            progress.update(task, total=total, completed=min(decided(), total))
             # The edges have delivered everything (they exit after the fog acknowledged their last message,
             # which it does only once the alerts are in its outbox); now the outbox drains into the cloud.
             task2 = progress.add_task("alerts stored and explained", total=None)

@@ -56,6 +56,9 @@ def test_alerts_match_ground_truth(demo_run):
     matched = 0
     for site in ("site_a", "site_b"):
         frame = label_capture(BUNDLED / f"{site}.pcap")
+        # the demo labels the windows its edges metered (--windows-out): the same windows as offline extraction
+        m = result.metrics[site]
+        assert m["windows"] + m["grace_windows"] == len(frame) and m["malicious"] <= int(frame["label"].sum())
         keys = [alert_id(s, d, t) for s, d, t in zip(frame["site_id"], frame["device_id"], frame["t_start"])]
         in_grace = [k in grace[site] for k in keys]
         t0 = frame["t_start"].min()
