@@ -160,13 +160,40 @@ function renderTable() {
     const tr = el("tr", {"data-id": a.alert_id, class: a.alert_id === selected ? "sel" : "",
                          onclick: () => { selected = a.alert_id; renderTable(); renderDetail(a); }},
       el("td", {}, fmtTime(a.ts)), el("td", {}, el("span", {class: "lvl l" + a.level}, a.level)),
-      el("td", {}, a.site_id + " / " + a.device_id), el("td", {}, a.attack_class),
+      el("td", {}, el("a", {href: "#", class: "device-link", title: "the device's page: its incidents, alerts and baseline",
+                            onclick: e => { e.preventDefault(); e.stopPropagation(); showDevice(a.site_id, a.device_id); }},
+                      a.site_id + " / " + a.device_id)), el("td", {}, a.attack_class),
       el("td", {}, techniqueLinks(a.technique_ids)),
       el("td", {class: "ex"}, a.explanation ? a.explanation.summary.slice(0, 110) + (a.explanation.summary.length > 110 ? "…" : "")
                                             : "pending…"),
       el("td", {class: "st"}, a.status));
     return tr;
   }));
+}
+
+async function showDevice(site, device) {
+  // The device's page (in the detail pane): its site's baseline state, its incidents, and its alerts listed.
+  document.getElementById("f-site").value = site; document.getElementById("f-device").value = device;
+  incident = null; selected = null; shown = ""; want = 100;
+  const d = document.getElementById("detail");
+  try {
+    const q = new URLSearchParams({limit: "100", site_id: site, device_id: device});
+    const [incs, sites] = await Promise.all([api("/incidents?" + q), api("/sites")]);
+    const st = sites.find(x => x.site_id === site);
+    d.replaceChildren(el("section", {id: "device-page"},
+      el("h2", {}, "Device " + device), el("div", {class: "muted"}, "site " + site),
+      el("p", {id: "device-baseline"}, !st ? "baseline state of " + site + " not reported yet"
+        : st.state === "learning" ? site + " is learning its baseline (" + Math.min(st.grace_elapsed_s, st.grace_s).toFixed(0) +
+          "/" + st.grace_s.toFixed(0) + " s): nothing is alerted yet"
+        : site + " is detecting (" + st.devices_own + " devices with their own baseline; the others use the site's)"),
+      el("h3", {}, "Incidents (" + incs.items.length + (incs.next_cursor ? "+" : "") + ")"),
+      el("ul", {id: "device-incidents"}, ...incs.items.map(i => el("li", {},
+        el("span", {class: "lvl l" + i.max_level}, i.max_level), " " + i.attack_class + " by ",
+        el("code", {class: "untrusted"}, i.actor),
+        ", " + i.alert_count + " alert(s), " + fmtTime(i.first_ts) + " … " + fmtTime(i.last_ts) + " — " + i.status))),
+      el("p", {class: "muted"}, "Its alerts are listed on the left (site and device filters set).")));
+  } catch (e) { d.replaceChildren(el("p", {}, "device page: " + e.message)); }
+  load();
 }
 
 function featureChart(features) {

@@ -127,6 +127,15 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         expect(rows.nth(0)).to_have_attribute("data-id", alerts[2]["alert_id"])
         rows.nth(0).click()
         page.locator("#summary").wait_for()
+        # the per-device page: its site's baseline state, its incidents, its alerts listed
+        rows.nth(0).locator(".device-link").click()
+        expect(page.locator("#device-page h2")).to_have_text("Device 10.0.0.7")
+        expect(page.locator("#device-incidents li")).to_have_count(3)
+        assert "site_a is learning its baseline (35/60 s)" in page.locator("#device-baseline").inner_text()
+        expect(rows).to_have_count(3)
+        assert page.input_value("#f-device") == "10.0.0.7"
+        rows.nth(0).click()
+        page.locator("#summary").wait_for()
         # at 1024 px the detail pane fits the window (it goes below the table instead of off the right edge)
         page.set_viewport_size({"width": 1024, "height": 900})
         box = page.locator("#detail").bounding_box()
