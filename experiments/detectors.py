@@ -319,13 +319,17 @@ class MarlDetector:
         return d["level"], d["attack_class"]
 
     def decide_all(self, src: Source) -> dict:
-        """``level, attack_class, confidence, alert`` arrays ``(n,)`` (see :meth:`decide`)."""
+        """``level, attack_class, confidence, alert`` arrays ``(n,)`` (see :meth:`decide`); levels after the
+        alert severity rule (:func:`fog.alerts.severity`)."""
         from edge.online import fuse_frame
+        from fog.alerts import severity
 
         mask = self.mask
         fused = fuse_frame(self.pipe_, src.frame.reset_index(drop=True), src.embeddings,
                            decide=lambda v: self.actor_.decide_all(v * mask))
-        return fused.decisions
+        d = dict(fused.decisions)  # levels as the alerts carry them (fog.alerts.severity, as make_alert applies it)
+        d["level"] = severity(d["level"], d["attack_class"], np.abs(np.nan_to_num(fused.z)).max(axis=1))
+        return d
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
         return self.decide_all(src)["alert"]

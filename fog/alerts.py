@@ -18,6 +18,12 @@ The shared defender actor outputs, per Observation, a categorical distribution o
   ``P(alert) ≥ 0.25`` (worth a look, never posted), else 0.
 * An alert's **class** is the most probable class *other than benign* — an alert never has class
   ``"benign"``; a non-alert's class is ``"benign"``.
+* **Severity** (:func:`severity`, applied by :func:`make_alert` to every alert, on every path): the level
+  from the confidence is then capped by the evidence and the class — at most 2 when no statistic of the
+  window deviates by :data:`EVIDENCE_Z` = 3 robust σ or more from the site baseline (a confident policy
+  without a strongly deviating statistic is worth a look, not an emergency), and at most
+  :data:`CLASS_MAX_LEVEL` for classes without an impact of their own (a scan is reconnaissance, ATT&CK
+  tactic Discovery: 3; ``other``: 3). Caps never take an alert below level 2.
 
 The alert's ATT&CK technique is :data:`fog.attacks.CLASS_TECHNIQUE` of its class.
 
@@ -47,6 +53,10 @@ ALERT_THRESHOLD = 2
 #: ``P(alert)`` from which an alert is level 3 and level 4; a non-alert from which it is level 1.
 LEVEL_CONFIDENCE = {3: 0.80, 4: 0.95}
 LEVEL_1_FROM = 0.25
+#: Deviation (robust σ of the site baseline) one window statistic must reach for an alert above level 2.
+EVIDENCE_Z = 3.0
+#: Highest level of an alert of these classes (reconnaissance and the catch-all class).
+CLASS_MAX_LEVEL = {"scan": 3, "other": 3}
 #: Top deviating features attached to an alert as evidence.
 EVIDENCE_FEATURES = 5
 #: Attention peaks (most attended windows of the scorer's sequence) attached to an alert.
@@ -92,6 +102,34 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray) -> tuple[np.ndarra
     cls = np.where(alert, 1 + c[:, 1:].argmax(axis=1), 0)
     conf = np.where(alert, p_alert, 1.0 - p_alert).astype(np.float32)
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
+
+
+def severity(level, attack_class, max_abs_z):
+    """The alert level after the evidence and class caps (module docstring, "Severity").
+
+    Parameters
+    ----------
+    level : int or ndarray of int, shape (n,)
+        Levels of :func:`decide` (0–4; levels below 2 are not alerts and pass unchanged).
+    attack_class : int or ndarray of int, shape (n,)
+        Indices in :data:`ATTACK_CLASSES`.
+    max_abs_z : float or ndarray, shape (n,)
+        Largest |z| of the window's statistics against the site baseline (NaN counts as 0).
+
+    Returns
+    -------
+    int or ndarray of int64
+        Same shape as ``level``.
+    """
+    lv = np.asarray(level, dtype=np.int64)
+    cls = np.asarray(attack_class, dtype=np.int64)
+    z = np.nan_to_num(np.asarray(max_abs_z, dtype=np.float64), nan=0.0)
+    cap = np.full(lv.shape, ALERT_LEVELS - 1, dtype=np.int64)
+    for name, most in CLASS_MAX_LEVEL.items():
+        cap = np.where(cls == ATTACK_CLASSES.index(name), np.minimum(cap, most), cap)
+    cap = np.where(z < EVIDENCE_Z, np.minimum(cap, ALERT_THRESHOLD), cap)
+    out = np.where(lv >= ALERT_THRESHOLD, np.maximum(ALERT_THRESHOLD, np.minimum(lv, cap)), lv)
+    return int(out) if out.ndim == 0 else out
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -311,7 +349,7 @@ def make_alert(*, site_id: str, device_id: str, t_start: float, t_end: float, le
     Parameters
     ----------
     level : int
-        Alert level 0–4 (:func:`decide`).
+        Alert level 0–4 (:func:`decide`); the alert's level is :func:`severity` of it (evidence and class caps).
     attack_class : int
         Index in :data:`ATTACK_CLASSES` (:func:`decide`: 0 exactly when not alerting).
     confidence : float
@@ -335,6 +373,8 @@ def make_alert(*, site_id: str, device_id: str, t_start: float, t_end: float, le
     if alerting == (int(attack_class) == 0):
         raise ValueError(f"inconsistent decision: level {level} with class {ATTACK_CLASSES[int(attack_class)]!r}")
     cls = ATTACK_CLASSES[int(attack_class)]
+    zs = [abs(f["z"]) for f in evidence.get("top_features") or [] if f.get("z") is not None]
+    level = severity(int(level), int(attack_class), max(zs, default=0.0))
     return {"alert_id": alert_id(site_id, device_id, float(t_start)), "ts": float(t_end), "site_id": site_id,
             "device_id": device_id, "level": int(level), "attack_class": cls,
             "confidence": float(min(1.0, max(0.0, confidence))),

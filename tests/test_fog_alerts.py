@@ -79,3 +79,32 @@ def test_peer_evidence_is_bounded_typed_and_keeps_only_addresses():
     ev = window_evidence(x=np.zeros(3), z=np.zeros(3), baseline=np.zeros(3), spread=np.ones(3), attention=None,
                          attention_t=None, proto_text="", peers=good[:2])
     assert [p["address"] for p in ev["peers"]] == ["10.0.0.1", "10.0.0.0"]
+
+
+@pytest.mark.parametrize("level, cls, z, expect", [
+    (4, "flood", 9.0, 4),        # confident, strong evidence, an impact class
+    (4, "scan", 9.0, 3),         # reconnaissance tops out at 3
+    (4, "other", 9.0, 3),
+    (4, "brute_force", 2.9, 2),  # no statistic 3 σ from the baseline: worth a look
+    (3, "arp_spoof", float("nan"), 2),
+    (2, "scan", 0.0, 2),         # caps never take an alert below 2
+    (1, "benign", 0.0, 1),       # non-alerts pass unchanged
+])
+def test_severity_caps_the_confidence_level_by_evidence_and_class(level, cls, z, expect):
+    from fog.alerts import severity
+
+    assert severity(level, ATTACK_CLASSES.index(cls), z) == expect
+
+
+def test_make_alert_applies_the_severity_rule():
+    z = np.zeros(63)
+    z[5] = 7.5
+    strong = window_evidence(x=np.zeros(63), z=z, baseline=np.zeros(63), spread=np.ones(63), attention=None,
+                             attention_t=None, proto_text="x")
+    weak = window_evidence(x=np.zeros(63), z=z / 5, baseline=np.zeros(63), spread=np.ones(63), attention=None,
+                           attention_t=None, proto_text="x")
+    kw = dict(site_id="s", device_id="d", t_start=0.0, t_end=5.0, confidence=0.99, policy_version="v")
+    flood, scan = ATTACK_CLASSES.index("flood"), ATTACK_CLASSES.index("scan")
+    assert make_alert(level=4, attack_class=flood, evidence=strong, **kw)["level"] == 4
+    assert make_alert(level=4, attack_class=scan, evidence=strong, **kw)["level"] == 3
+    assert make_alert(level=4, attack_class=flood, evidence=weak, **kw)["level"] == 2

@@ -127,6 +127,9 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
         expect(rows.nth(0)).to_have_attribute("data-id", alerts[2]["alert_id"])
         rows.nth(0).click()
         page.locator("#summary").wait_for()
+        # the severity rule is explained in the page's help
+        page.click("#help summary")
+        assert "at most 2 when no statistic of the window deviates by 3 robust" in page.locator("#help").inner_text()
         # the per-device page: its site's baseline state, its incidents, its alerts listed
         rows.nth(0).locator(".device-link").click()
         expect(page.locator("#device-page h2")).to_have_text("Device 10.0.0.7")
