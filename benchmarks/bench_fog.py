@@ -102,7 +102,8 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from edge.observation import FusionPipeline
-    from training.data import BUNDLED_CAPTURES, build_traces, load_labeled
+    from marlids.paths import BUNDLED_CAPTURES
+    from training.data import build_traces, load_labeled
     from training.mappo.train import single_thread
 
     single_thread()

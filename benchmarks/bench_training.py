@@ -143,7 +143,8 @@ def main() -> None:
     import torch
     from bench_fog import raw_env_speed
 
-    from training.data import BUNDLED_CAPTURES, load_labeled_embedded
+    from marlids.paths import BUNDLED_CAPTURES
+    from training.data import load_labeled_embedded
     from training.mappo.config import MappoArgs
     from training.mappo.train import prepare_data, single_thread
 

@@ -11,12 +11,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:
-    from cloud.core.config import Settings
+from cloud.core.config import Settings
+from marlids.settings import settings_command
 
 app = typer.Typer(name="cloud", no_args_is_help=True,
                   help="Cloud analyst API: alert store, ATT&CK mapping, explanations, dashboard, export.")
@@ -49,24 +49,12 @@ def _session_factory(settings: Settings):
 
 
 @app.command()
+@settings_command(Settings, exclude=("database_url",),
+                  flags={"bootstrap_keys_file": "--bootstrap-keys", "cors_origins": "--cors-origin"})
 def serve(
+    settings: Settings,
     db: DbOpt = None,
     database_url: UrlOpt = None,
-    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port to bind (default 8080).")] = None,
-    bootstrap_keys: Annotated[Path | None, typer.Option(
-        "--bootstrap-keys", dir_okay=False,
-        help="JSON file {\"ingest\": key, \"analyst\": key}: registered at start-up; created (mode 0600) with "
-             "fresh keys when missing.")] = None,
-    cors_origin: Annotated[list[str] | None, typer.Option(
-        "--cors-origin", help="Allow this origin by CORS (repeatable; default: CORS off).")] = None,
-    explain: Annotated[bool, typer.Option("--explain/--no-explain",
-                                          help="Write explanations in the background.")] = True,
-    tls_cert: Annotated[Path | None, typer.Option(
-        "--tls-cert", dir_okay=False, help="Serve HTTPS with this certificate chain (PEM; env "
-                                           "MARLIDS_CLOUD_TLS_CERT). Needs --tls-key.")] = None,
-    tls_key: Annotated[Path | None, typer.Option(
-        "--tls-key", dir_okay=False, help="Private key of --tls-cert (PEM; env MARLIDS_CLOUD_TLS_KEY).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the analyst API and dashboard with uvicorn (one process: a single writer commits in groups).
@@ -79,13 +67,13 @@ def serve(
     """
     from cloud.api.main import serve as serve_app
 
-    for opt, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+    for opt, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{opt} {path}: no such file")
-    settings = _settings(db, database_url, host=host, port=port, bootstrap_keys_file=bootstrap_keys,
-                         cors_origins=cors_origin or None, explain=explain, tls_cert=tls_cert, tls_key=tls_key)
-    if bootstrap_keys is not None and not bootstrap_keys.exists():
-        typer.echo(f"creating API keys in {bootstrap_keys} (mode 0600)", err=True)
+    if db is not None or database_url is not None:
+        settings = settings.model_copy(update={"database_url": _settings(db, database_url).database_url})
+    if settings.bootstrap_keys_file is not None and not settings.bootstrap_keys_file.exists():
+        typer.echo(f"creating API keys in {settings.bootstrap_keys_file} (mode 0600)", err=True)
     serve_app(settings, log_level=log_level)
 
 

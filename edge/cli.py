@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S, EdgeConfig
+from marlids.settings import settings_command
+
 log = logging.getLogger(__name__)
 
 app = typer.Typer(
@@ -133,12 +136,12 @@ def summary_tables(df, top: int = 8):
 def extract(
     pcaps: list[Path] = typer.Argument(..., help="pcap/pcapng files (one site; metered one by one)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file of windows."),
-    window: float = typer.Option(5.0, "--window", help="Window length in seconds.", min=0.001),
+    window: float = typer.Option(DEFAULT_WINDOW_S, "--window", help="Window length in seconds.", min=0.001),
     site: str = typer.Option("site", "--site", help="Site id written to every window."),
     devices: str = typer.Option("local", "--devices",
                                 help="Which addresses are devices: 'local' (private, link-local, ULA) or 'all'."),
-    idle_timeout: int = typer.Option(120, "--idle-timeout", help="Flow idle timeout (s).", min=1),
-    active_timeout: int = typer.Option(1800, "--active-timeout", help="Flow active timeout (s).", min=1),
+    idle_timeout: int = typer.Option(DEFAULT_IDLE_TIMEOUT_S, "--idle-timeout", help="Flow idle timeout (s).", min=1),
+    active_timeout: int = typer.Option(DEFAULT_ACTIVE_TIMEOUT_S, "--active-timeout", help="Flow active timeout (s).", min=1),
     embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed each window's protocol text with MiniLM."),
     backend: str | None = BACKEND,
 ) -> None:
@@ -166,7 +169,7 @@ def extract(
 @app.command()
 def inspect(
     file: Path = typer.Argument(..., help="A window Parquet file, or a pcap/pcapng capture to extract on the fly."),
-    window: float = typer.Option(5.0, "--window", help="Window length (s) when FILE is a capture.", min=0.001),
+    window: float = typer.Option(DEFAULT_WINDOW_S, "--window", help="Window length (s) when FILE is a capture.", min=0.001),
     top: int = typer.Option(8, "--top", help="Rows per table.", min=1),
 ) -> None:
     """Print a summary: windows, devices, protocol texts and the most variable features."""
@@ -252,26 +255,10 @@ def score_windows(
 
 
 @app.command("run")
+@settings_command(EdgeConfig, param="cfg", exclude=("backend",))
 def run(
-    pcap: Path | None = typer.Option(None, "--pcap", help="Replay this pcap/pcapng capture on its own clock."),
-    iface: str | None = typer.Option(None, "--iface", help="Capture live on this interface (needs CAP_NET_RAW)."),
-    fog: str = typer.Option(..., "--fog", help="HOST:PORT of the fog coordinator (marlids fog serve)."),
-    site: str = typer.Option(..., "--site", help="Site id written into every window."),
-    replay_speed: float = typer.Option(1.0, "--replay-speed",
-                                       help="Replay clock = capture clock × X; 0 = as fast as possible."),
+    cfg: EdgeConfig,
     fast: bool = typer.Option(False, "--fast", help="Same as --replay-speed 0."),
-    fusion: Path | None = typer.Option(None, "--fusion",
-                                       help="Folder with fusion.json (default: the bundled policy models/defender)."),
-    window: float = typer.Option(5.0, "--window", help="Window length in seconds (as the policy was trained).",
-                                 min=0.001),
-    devices: str = typer.Option("local", "--devices", help="Which addresses are devices: 'local' or 'all'."),
-    buffer: Path | None = typer.Option(None, "--buffer",
-                                       help="On-disk buffer (default ~/.cache/marlids/edge/SITE.sqlite)."),
-    buffer_max: int = typer.Option(20000, "--buffer-max", help="Most buffered messages.", min=1),
-    buffer_policy: str = typer.Option("drop-oldest", "--buffer-policy",
-                                      help="When the buffer is full: 'drop-oldest' or 'block' (pause the input)."),
-    close_delay: float | None = typer.Option(None, "--close-delay",
-                                             help="Live capture: seconds after a window's end before it is closed."),
     drain_timeout: float | None = typer.Option(None, "--drain-timeout",
                                                help="After a replay, stop waiting for the fog's acks after S "
                                                     "seconds (the rest stays buffered). Default: wait."),
@@ -279,18 +266,6 @@ def run(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate that signed the fog's certificate."),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext gRPC (test benches only; logs a warning)."),
-    grace: float | None = typer.Option(None, "--grace", min=0.0,
-                                       help="Grace period in seconds: the site's baseline is learned from its first "
-                                            "GRACE seconds of traffic, during which nothing is alerted (default 60)."),
-    baseline: Path | None = typer.Option(None, "--baseline",
-                                         help="Where the site baseline is kept and resumed from "
-                                              "(default ~/.cache/marlids/edge/SITE.baseline.json)."),
-    windows_out: Path | None = typer.Option(None, "--windows-out",
-                                            help="Also write each window's key and peers to this Parquet file "
-                                                 "(complete when the daemon stops): label them against a ground "
-                                                 "truth without metering the capture again."),
-    reset_baseline: bool = typer.Option(False, "--reset-baseline",
-                                        help="Forget a saved baseline and learn a new one (a new grace period)."),
     backend: str | None = BACKEND,
 ) -> None:
     """Stream this site's Observations to the fog as its windows close; buffer on disk while the fog is away.
@@ -301,17 +276,16 @@ def run(
     Example: marlids edge run --pcap data/captures/site_a.pcap --replay-speed 10 --fog 127.0.0.1:50051
     --site site_a --insecure
     """
+    from dataclasses import replace
+
     from rich.console import Console
 
-    from edge.daemon import BUNDLED_FUSION, EdgeConfig, run_edge
+    from edge.daemon import run_edge
     from edge.transport.tls import resolve_security
 
     tls = resolve_security(role="client", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
-    cfg = EdgeConfig(site_id=site, fog=fog, pcap=pcap, iface=iface, replay_speed=0.0 if fast else replay_speed,
-                     fusion_dir=fusion or BUNDLED_FUSION, window_s=window, devices=devices, buffer_path=buffer,
-                     buffer_capacity=buffer_max, buffer_policy=buffer_policy, tls=tls, live_close_delay_s=close_delay,
-                     grace_s=grace, baseline_path=baseline, reset_baseline=reset_baseline, backend=_backend(backend),
-                     windows_out=windows_out)
+    cfg = replace(cfg, tls=tls, backend=_backend(backend), replay_speed=0.0 if fast else cfg.replay_speed)
+    site = cfg.site_id
     console = Console(stderr=True)
     with console.status(f"edge {site}: starting (loading models)") as status:
         def progress(st) -> None:

@@ -28,9 +28,7 @@ Use :func:`run_edge` from a command line, or :class:`EdgeDaemon` (``start`` / ``
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -40,16 +38,11 @@ from typing import Self
 
 import pandas as pd
 
-from edge.transport.buffer import BUFFER_POLICIES, DiskBuffer
-from edge.transport.tls import TlsFiles, parse_hostport
+from edge.config import EdgeConfig
+from edge.transport.buffer import DiskBuffer
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-#: The bundled exported policy; its ``fusion.json`` is the edge's default fusion pipeline.
-BUNDLED_FUSION = REPO / "models" / "defender"
-#: Site and device ids the cloud accepts (``cloud/schemas.py`` ID_PATTERN).
-SITE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 #: Wall seconds between saves of a baseline that changed.
 BASELINE_SAVE_EVERY_S = 30.0
 #: Wall seconds between "learning baseline" log lines.
@@ -68,130 +61,6 @@ def default_buffer_path(site_id: str) -> Path:
 def default_baseline_path(site_id: str) -> Path:
     """``$XDG_CACHE_HOME/marlids/edge/<site_id>.baseline.json`` (``~/.cache`` when unset)."""
     return _state_dir() / f"{site_id.replace('/', '_')}.baseline.json"
-
-
-@dataclass
-class EdgeConfig:
-    """Settings of one edge daemon (one site).
-
-    Parameters
-    ----------
-    site_id : str
-        Site id written into every window (letters, digits, ``._:@/-``; ≤ 128 characters).
-    fog : str
-        ``HOST:PORT`` of the fog coordinator.
-    pcap : Path, optional
-        Capture to replay (exactly one of ``pcap`` and ``iface``).
-    iface : str, optional
-        Network interface to capture live (needs CAP_NET_RAW).
-    replay_speed : float, default 1.0
-        Replay clock = capture clock × speed; ``0`` sends every window as fast as possible.
-    fusion_dir : Path
-        Folder with ``fusion.json`` (scaler and scorer), normally the exported policy folder.
-    window_s : float, default 5.0
-        Window length in seconds (must match the fog's other sites and the trained policy).
-    devices : {"local", "all"}
-        Which addresses are devices (:mod:`edge.windows`).
-    buffer_path : Path, optional
-        The on-disk buffer (default :func:`default_buffer_path`).
-    buffer_capacity : int, default 20000
-        Most buffered messages.
-    buffer_policy : {"drop-oldest", "block"}
-        What happens when the buffer is full (:mod:`edge.transport.buffer`).
-    tls : TlsFiles or None
-        Client TLS files; ``None`` = plaintext (the caller has checked ``--insecure``).
-    reconnect_initial_s, reconnect_max_s : float
-        Backoff between connection attempts (doubles from the first to the second).
-    max_inflight : int, default 2048
-        Messages sent but not yet acknowledged before the sender waits.
-    live_close_delay_s : float, optional
-        Live capture only: seconds after a window's end before it is closed (default
-        :data:`edge.live.DEFAULT_CLOSE_DELAY_S`).
-    grace_s : float, optional
-        Grace period of a new site baseline, seconds (default the policy's, 60).
-    baseline_path : Path, optional
-        Where the site baseline is kept (default :func:`default_baseline_path`).
-    reset_baseline : bool, default False
-        Ignore a saved baseline and learn a new one.
-    windows_out : Path, optional
-        Also write each closed window's key and peers (``site_id, device_id, t_start, t_end, peers``) to this
-        Parquet file, one row group per window slot (:class:`WindowLog`): what ``marlids demo`` labels against
-        the ground truth, so the captures are metered once.
-    backend : {"auto", "onnx", "torch"}, optional
-        How MiniLM and the temporal scorer run (:func:`edge.onnx_embed.resolve_backend`: ``auto`` is ONNX
-        whenever the ONNX model folder is present; default ``$MARLIDS_EDGE_BACKEND`` or ``auto``).
-    """
-
-    site_id: str
-    fog: str
-    pcap: Path | None = None
-    iface: str | None = None
-    replay_speed: float = 1.0
-    fusion_dir: Path = BUNDLED_FUSION
-    window_s: float = 5.0
-    devices: str = "local"
-    buffer_path: Path | None = None
-    buffer_capacity: int = 20000
-    buffer_policy: str = "drop-oldest"
-    tls: TlsFiles | None = None
-    reconnect_initial_s: float = 0.2
-    reconnect_max_s: float = 5.0
-    max_inflight: int = 2048
-    live_close_delay_s: float | None = None
-    grace_s: float | None = None
-    baseline_path: Path | None = None
-    reset_baseline: bool = False
-    backend: str | None = None
-    windows_out: Path | None = None
-
-    def validate(self, *, source: bool = True) -> None:
-        """Check the settings (no I/O beyond file existence and the capture capability); ``source=False``
-        skips the ``pcap``/``iface`` checks (a caller-provided source).
-
-        Raises
-        ------
-        ValueError
-            Naming the bad setting and what is allowed.
-        FileNotFoundError
-            If the capture or fusion folder is missing.
-        PermissionError
-            For live capture without CAP_NET_RAW.
-        """
-        if not SITE_ID_PATTERN.match(self.site_id or ""):
-            raise ValueError(f"--site {self.site_id!r} is invalid: 1–128 letters, digits or ._:@/- "
-                             "starting with a letter or digit")
-        parse_hostport(self.fog, "--fog")
-        if source and (self.pcap is None) == (self.iface is None):
-            raise ValueError("give exactly one of --pcap FILE and --iface IFACE")
-        if not (isinstance(self.replay_speed, (int, float)) and math.isfinite(self.replay_speed)
-                and self.replay_speed >= 0):
-            raise ValueError(f"--replay-speed must be ≥ 0 (0 = as fast as possible), got {self.replay_speed!r}")
-        if not self.window_s > 0:
-            raise ValueError(f"--window must be > 0 seconds, got {self.window_s!r}")
-        if self.buffer_policy not in BUFFER_POLICIES:
-            raise ValueError(f"--buffer-policy must be one of {', '.join(BUFFER_POLICIES)}, got {self.buffer_policy!r}")
-        if self.buffer_capacity < 1:
-            raise ValueError(f"--buffer-max must be ≥ 1 message, got {self.buffer_capacity!r}")
-        if self.max_inflight < 1:
-            raise ValueError(f"max_inflight must be ≥ 1, got {self.max_inflight!r}")
-        if self.grace_s is not None and not (isinstance(self.grace_s, (int, float)) and math.isfinite(self.grace_s)
-                                             and self.grace_s >= 0):
-            raise ValueError(f"--grace must be a number of seconds ≥ 0, got {self.grace_s!r}")
-        if not source:
-            pass
-        elif self.pcap is not None:
-            from edge.capture import check_capture
-
-            if not Path(self.pcap).is_file():
-                raise FileNotFoundError(f"--pcap {self.pcap}: no such file")
-            check_capture(self.pcap)
-        else:
-            from edge.live import check_live_capture
-
-            check_live_capture(self.iface)
-        if not (Path(self.fusion_dir) / "fusion.json").is_file():
-            raise FileNotFoundError(f"--fusion {self.fusion_dir}: no fusion.json (expected an exported policy "
-                                    "folder made by `marlids train`, or a folder written by FusionPipeline.save)")
 
 
 class PcapReplay:
@@ -317,6 +186,14 @@ class EdgeDaemon:
         """
         cfg = self.config
         cfg.validate(source=self._given_source is None)
+        if self._given_source is None and cfg.pcap is not None:
+            from edge.capture import check_capture
+
+            check_capture(cfg.pcap)  # CaptureError: a damaged or unsupported file, said in one line
+        elif self._given_source is None:
+            from edge.live import check_live_capture
+
+            check_live_capture(cfg.iface)  # PermissionError without CAP_NET_RAW
         from edge.baseline import load_state
         from edge.observation import FusionPipeline
         from edge.online import SiteFusion

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from nfstream import NFPlugin, NFStreamer
 
+from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S
+
 log = logging.getLogger(__name__)
 
 # Layout of one slice vector (list of floats, one per window a flow touches).
@@ -43,9 +45,9 @@ class MeterConfig:
         A flow older than this is cut and a new one begins (seconds, ≥ 1).
     """
 
-    window_s: float = 5.0
-    idle_timeout_s: int = 120
-    active_timeout_s: int = 1800
+    window_s: float = DEFAULT_WINDOW_S
+    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
+    active_timeout_s: int = DEFAULT_ACTIVE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge.embed import EMBED_DIM, EmbeddingModelError, TextEmbedder
+from marlids.paths import EDGE_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ ENV_MODELS = "MARLIDS_EDGE_MODELS"
 BACKENDS = ("auto", "onnx", "torch")
 #: Model folder used when neither an argument nor ``$MARLIDS_EDGE_MODELS`` names one (``models/edge`` of a
 #: source checkout; ``scripts/setup.sh`` writes it with ``marlids edge export-onnx``).
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "edge"
+DEFAULT_MODELS_DIR = EDGE_MODELS
 
 
 def find_models_dir(path: str | Path | None = None) -> Path | None:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from edge import flows as F
 from edge.capture import CaptureScan, scan_capture
+from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S
 from edge.features import APP_GROUP_NAMES, FEATURE_NAMES, app_group
 from edge.proto_text import ProtoGroup, window_text
 
@@ -567,11 +568,11 @@ def windows_frame(parts: Sequence[dict[str, object]]) -> pd.DataFrame:
 def extract_windows(
     paths: Iterable[str | Path],
     *,
-    window_s: float = 5.0,
+    window_s: float = DEFAULT_WINDOW_S,
     site_id: str = "site",
     devices: str | Callable[[str], bool] = "local",
-    idle_timeout_s: int = 120,
-    active_timeout_s: int = 1800,
+    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S,
+    active_timeout_s: int = DEFAULT_ACTIVE_TIMEOUT_S,
     on_packets: Callable[[int], None] | None = None,
     on_scan: Callable[[CaptureScan], None] | None = None,
 ) -> pd.DataFrame:

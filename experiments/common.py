@@ -24,9 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-#: Default output root (``results/<experiment>/``).
-RESULTS = REPO / "results"
+from marlids.paths import RESULTS
 
 
 def window_metrics(y: np.ndarray, alert: np.ndarray) -> dict[str, float]:
@@ -40,7 +38,7 @@ def window_metrics(y: np.ndarray, alert: np.ndarray) -> dict[str, float]:
 
     m = metrics(y, alert)
     y = np.asarray(y).astype(bool)
-    return {k: m[k] for k in ("precision", "recall", "f1", "fpr", "mcc")} | {"windows": int(len(y)),
+    return {k: m[k] for k in ("precision", "recall", "f1", "fpr", "mcc")} | {"windows": len(y),
                                                                           "malicious": int(y.sum())}
 
 

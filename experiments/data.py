@@ -38,17 +38,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data import BUNDLED_CAPTURES, cached_windows
+from edge.config import DEFAULT_WINDOW_S
+from marlids.paths import BUNDLED_CAPTURES, SHARED_PCAPS
+from training.data import cached_windows
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-#: The shared public captures (``../shared/data/pcaps`` beside the repository).
-SHARED_PCAPS = REPO.parent / "shared" / "data" / "pcaps"
 #: The recordings of the range networks beyond the two original sites (``marlids range record``).
 SITE_CAPTURES = BUNDLED_CAPTURES / "sites"
 #: Window length of every source, seconds.
-WINDOW_S = 5.0
+WINDOW_S = DEFAULT_WINDOW_S
 
 #: Benign time kept before and after a mixed-in attack, seconds.
 MIX_MARGIN_S = 1800.0

@@ -157,8 +157,8 @@ class KitsuneDetector(_SequenceAnomalyDetector):
     name = "Kitsune-style"
 
     def fit(self, src: Source) -> KitsuneDetector:  # noqa: D102
-        from training.scorer.baselines import KitsuneEnsemble
         from edge.scorer.threshold import SPOTThreshold
+        from training.scorer.baselines import KitsuneEnsemble
 
         benign = src.frame[src.frame["label"] == 0].reset_index(drop=True)
         seqs = self._sequences(benign)

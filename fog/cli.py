@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-REPO = Path(__file__).resolve().parents[1]
-#: The bundled defender policy (made by ``marlids train mappo``; see models/README.md).
-BUNDLED_POLICY = REPO / "models" / "defender"
+from fog.config import FogConfig
+from marlids.paths import BUNDLED_POLICY
+from marlids.settings import settings_command
 
 app = typer.Typer(help="Fog: run the trained shared defender policy over edge windows and raise alerts (no Ray).",
                   no_args_is_help=True)
@@ -93,36 +93,9 @@ def detect(
 
 
 @app.command()
+@settings_command(FogConfig, param="cfg")
 def serve(
-    listen: str = typer.Option("127.0.0.1:50051", "--listen", help="HOST:PORT of the gRPC endpoint for edges."),
-    policy: Path = typer.Option(BUNDLED_POLICY, "--policy", help="Exported policy folder (or a training run folder)."),
-    cloud: str = typer.Option(..., "--cloud", envvar="MARLIDS_CLOUD_URL",
-                              help="Base URL of the cloud API, e.g. https://cloud.example:8080 (env MARLIDS_CLOUD_URL); "
-                                   "http:// only to this machine unless --allow-plain-http."),
-    cloud_ca: Path | None = typer.Option(None, "--cloud-ca", envvar="MARLIDS_CLOUD_CA",
-                                         help="CA certificate (PEM) of the cloud's HTTPS certificate, for a private "
-                                              "CA (env MARLIDS_CLOUD_CA)."),
-    allow_plain_http: bool = typer.Option(False, "--allow-plain-http",
-                                          help="Allow an http:// --cloud on another machine: the ingest key then "
-                                               "crosses the network in clear (trusted networks only)."),
-    ingest_key: str = typer.Option(..., "--ingest-key", envvar="MARLIDS_INGEST_KEY",
-                                   help="Cloud API key with the ingest role (env MARLIDS_INGEST_KEY)."),
-    sites: str = typer.Option(..., "--sites", help="Number of sites, or their ids comma-separated (site_a,site_b)."),
-    tick_timeout: float = typer.Option(5.0, "--tick-timeout",
-                                       help="Close a tick this many seconds after it opened even if a site is "
-                                            "missing (it gets the idle observation)."),
-    outbox: Path | None = typer.Option(None, "--outbox",
-                                       help="Durable alert queue (default ~/.cache/marlids/fog/outbox.sqlite)."),
-    outbox_max: int = typer.Option(10000, "--outbox-max", min=1,
-                                   help="Alerts waiting for the cloud before the fog stops acknowledging edges."),
-    decisions: Path | None = typer.Option(None, "--decisions", help="Append every decision to this JSON-lines file."),
-    retry_max: float = typer.Option(30.0, "--retry-max", min=0.1,
-                                    help="Longest wait (s) between retries of a failed cloud post (doubling from 0.5)."),
-    max_attempts: int = typer.Option(3, "--max-attempts", min=1,
-                                     help="Times the cloud may refuse one alert (HTTP 4xx) before it is dead-lettered "
-                                          "(kept in the outbox, listed by `marlids fog status`)."),
-    metrics_listen: str | None = typer.Option(None, "--metrics-listen",
-                                              help="HOST:PORT of a Prometheus /metrics endpoint (default: off)."),
+    cfg: FogConfig,
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate chain (PEM)."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA of the edges' certificates: require mTLS."),
@@ -134,18 +107,16 @@ def serve(
     Example: marlids fog serve --listen 127.0.0.1:50051 --cloud http://127.0.0.1:8080 --sites site_a,site_b
     --insecure
     """
-    if cloud_ca is not None and not cloud_ca.is_file():
-        raise typer.BadParameter(f"{cloud_ca}: no such file", param_hint="--cloud-ca")
+    if cfg.cloud_ca is not None and not cfg.cloud_ca.is_file():
+        raise typer.BadParameter(f"{cfg.cloud_ca}: no such file", param_hint="--cloud-ca")
+    from dataclasses import replace
+
     from rich.console import Console
 
     from edge.transport.tls import resolve_security
-    from fog.server import FogConfig, parse_sites, serve_fog
+    from fog.server import serve_fog
 
-    tls = resolve_security(role="server", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure)
-    cfg = FogConfig(listen=listen, policy_dir=policy, cloud_url=cloud, ingest_key=ingest_key, sites=parse_sites(sites),
-                    tick_timeout_s=tick_timeout, outbox_path=outbox, outbox_capacity=outbox_max,
-                    decisions_path=decisions, tls=tls, backoff_max_s=retry_max, cloud_ca=cloud_ca,
-                    allow_plain_http=allow_plain_http, max_attempts=max_attempts, metrics_listen=metrics_listen)
+    cfg = replace(cfg, tls=resolve_security(role="server", cert=tls_cert, key=tls_key, ca=tls_ca, insecure=insecure))
     console = Console()
     stats = serve_fog(cfg, on_started=lambda s: console.print(f"fog listening on port {s.port}", highlight=False))
     console.print(f"fog stopped: {stats['ticks_closed']} ticks, {stats['decisions']} decisions, {stats['alerts']} "
@@ -167,8 +138,8 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from fog.config import default_outbox_path
     from fog.outbox import AlertOutbox
-    from fog.server import default_outbox_path
 
     path = outbox or default_outbox_path()
     if not path.is_file():

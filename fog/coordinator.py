@@ -72,11 +72,9 @@ from edge.embed import EMBED_DIM
 from edge.features import FEATURE_NAMES, N_FEATURES
 from edge.observation import OBS_DIM, OBS_SLICES, build_observation
 from fog.alerts import ALERT_THRESHOLD, dumps, make_alert, window_evidence
+from fog.config import DEFAULT_TICK_TIMEOUT_S
 
 log = logging.getLogger(__name__)
-
-#: Default tick deadline (wall seconds after the tick's first Observation).
-DEFAULT_TICK_TIMEOUT_S = 5.0
 
 
 class StreamRejected(Exception):

@@ -16,16 +16,15 @@ SIGINT/SIGTERM.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from edge.transport.tls import TlsFiles, parse_hostport
-from fog.coordinator import DEFAULT_TICK_TIMEOUT_S, StreamRejected
+from edge.transport.tls import parse_hostport
+from fog.config import FogConfig, default_outbox_path, parse_sites
+from fog.coordinator import StreamRejected
 
 log = logging.getLogger(__name__)
 
@@ -34,93 +33,6 @@ SERVER_OPTIONS = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_m
                   ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_recv_ping_interval_without_data_ms",
                                                                5_000), ("grpc.http2.max_ping_strikes", 0),
                   ("grpc.so_reuseport", 0)]
-
-
-def default_outbox_path() -> Path:
-    """``$XDG_CACHE_HOME/marlids/fog/outbox.sqlite`` (``~/.cache`` when unset)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "marlids" / "fog" / "outbox.sqlite"
-
-
-def parse_sites(value: str) -> int | tuple[str, ...]:
-    """``--sites``: a count (``"2"``) or a comma-separated list of site ids (``"site_a,site_b"``).
-
-    Raises
-    ------
-    ValueError
-        For an empty value, a count < 1 or repeated names.
-    """
-    v = value.strip()
-    if v.isdigit():
-        if int(v) < 1:
-            raise ValueError(f"--sites {value!r}: a count must be ≥ 1")
-        return int(v)
-    names = tuple(s.strip() for s in v.split(",") if s.strip())
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"--sites {value!r} is invalid: expected a count or distinct comma-separated site ids")
-    return names
-
-
-@dataclass
-class FogConfig:
-    """Settings of a fog coordinator.
-
-    Parameters
-    ----------
-    listen : str
-        ``HOST:PORT`` to bind (port 0 = any free port; see :attr:`FogServer.port`).
-    policy_dir : Path
-        Exported policy folder (``actor.json``, ``actor.pt``, ``fusion.json``) or a training run folder.
-    cloud_url : str
-        Base URL of the cloud API (alerts go to ``{cloud_url}/api/v1/alerts``).
-    ingest_key : str
-        Cloud API key with the ``ingest`` role.
-    sites : int or tuple of str
-        Expected sites (:func:`parse_sites`).
-    tick_timeout_s : float
-        Tick deadline (:mod:`fog.coordinator`).
-    outbox_path : Path, optional
-        Durable alert queue (default :func:`default_outbox_path`).
-    outbox_capacity : int
-        Alerts waiting for the cloud before the fog stops acknowledging edges.
-    decisions_path : Path, optional
-        JSON-lines log of every decision.
-    tls : TlsFiles or None
-        Server TLS files; ``None`` = plaintext (the caller has checked ``--insecure``).
-    poll_s : float
-        Ticker period.
-    drain_s : float
-        On stop, seconds spent trying to deliver waiting alerts.
-    backoff_max_s : float
-        Longest wait between cloud retries.
-    cloud_ca : Path, optional
-        CA (PEM) of the cloud's HTTPS certificate, for a private CA.
-    allow_plain_http : bool
-        Allow an ``http://`` cloud URL to a non-loopback host (the ingest key then crosses the network in
-        clear; refused by default).
-    max_attempts : int
-        Refusals (4xx) of one alert before it is dead-lettered (:mod:`fog.outbox`).
-    metrics_listen : str, optional
-        ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (:mod:`fog.metrics`); None = off.
-    """
-
-    listen: str
-    policy_dir: Path
-    cloud_url: str
-    ingest_key: str
-    sites: int | tuple[str, ...] = 1
-    tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S
-    outbox_path: Path | None = None
-    outbox_capacity: int = 10000
-    decisions_path: Path | None = None
-    tls: TlsFiles | None = None
-    poll_s: float = 0.05
-    drain_s: float = 2.0
-    backoff_max_s: float = 30.0
-    cloud_ca: Path | None = None
-    allow_plain_http: bool = False
-    max_attempts: int = 3
-    metrics_listen: str | None = None
 
 
 class _Servicer:

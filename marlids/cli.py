@@ -23,6 +23,7 @@ from edge.cli import app as edge_app
 from experiments.cli import app as experiment_app
 from fog.cli import app as fog_app
 from marlids import __version__
+from marlids.paths import BUNDLED_CAPTURES, BUNDLED_POLICY
 from training import edge_tools
 from training.cli import app as train_app
 from training.range.cli import app as range_app
@@ -69,10 +70,6 @@ def _root(
     if not verbose:  # one line per HTTP request (the demo polls the cloud) only with -v
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
-
-
-BUNDLED_CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
-BUNDLED_POLICY = Path(__file__).resolve().parents[1] / "models" / "defender"
 
 
 @app.command()

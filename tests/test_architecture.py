@@ -123,11 +123,22 @@ def test_edge_imports_nothing_from_training():
     assert not {m: d for m, d in back.items() if d}, "edge/ must not import training/"
 
 
+#: Modules every part may import: they import no other project module.
+SHARED_LEAVES = ("marlids.paths", "marlids.settings")
+
+
+def test_shared_leaves_import_no_project_module():
+    """marlids/paths.py names the repository's paths and bundled assets, marlids/settings.py generates the
+    components' options from their settings objects: both are leaves, so any part may use them."""
+    graph = import_graph()
+    assert all(not graph[m] for m in SHARED_LEAVES), {m: graph[m] for m in SHARED_LEAVES}
+
+
 def test_cloud_and_fog_keep_to_their_side():
-    """cloud/ uses nothing of the project but the private-file helper of the one SQLite queue; fog/ never imports
-    cloud/ (docs/architecture.md, "What may import what")."""
+    """cloud/ uses nothing of the project but the private-file helper of the one SQLite queue and the shared
+    leaves (paths, settings); fog/ never imports cloud/ (docs/architecture.md, "What may import what")."""
     graph = import_graph()
     cloud_out = {d for m, deps in graph.items() if m.startswith("cloud") for d in deps if not d.startswith("cloud")}
-    assert cloud_out <= {"edge.transport.sqlite_queue"}, cloud_out
+    assert cloud_out <= {"edge.transport.sqlite_queue", *SHARED_LEAVES}, cloud_out
     fog_cloud = {m for m, deps in graph.items() if m.startswith("fog") for d in deps if d.startswith("cloud")}
     assert not fog_cloud, fog_cloud

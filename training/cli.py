@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from marlids.settings import settings_command
+from training.mappo.config import MappoArgs
+
 app = typer.Typer(
     help=("Train the defenders with MAPPO on RLlib (shared actor, centralized critic, self-play attacker), "
           "locally, on a Ray cluster (--address) or on GPUs (--num-gpus-per-learner); evaluate exported policies."),
@@ -14,56 +17,8 @@ app = typer.Typer(
 
 
 @app.command()
-def mappo(
-    data: list[Path] = typer.Option([], "--data", help="Labeled Parquet, capture with <name>.groundtruth.csv, or a "
-                                                        "folder of such captures; repeatable (default: the bundled "
-                                                        "range captures)."),
-    benign: list[Path] = typer.Option([], "--benign", help="Benign-only site: a capture, a folder of captures (one "
-                                                            "site) or a folder of such folders (one site each, e.g. "
-                                                            "iot-sentinel/); repeatable."),
-    scorer: Path = typer.Option(None, "--scorer", help="Temporal-scorer checkpoint for the score part of the Observation."),
-    scorer_epochs: int = typer.Option(0, "--scorer-epochs", min=0,
-                                      help="Train the temporal scorer first on the training data's benign windows "
-                                           "(this many epochs; it is bundled with the policy) instead of --scorer."),
-    scorer_seq_len: int = typer.Option(10, "--scorer-seq-len", min=2, help="Windows per scorer sequence (T)."),
-    iterations: int = typer.Option(30, "--iterations", min=1, help="Training iterations."),
-    seed: int = typer.Option(0, "--seed", help="Seed of env, league sampling and networks."),
-    n_defenders: int = typer.Option(4, "--n-defenders", min=1, help="Defender agents (sites) per environment."),
-    max_steps: int = typer.Option(200, "--max-steps", min=1, help="Windows per episode."),
-    attack_budget: int = typer.Option(3, "--attack-budget", min=0, help="Attacks the attacker may launch per episode."),
-    train_batch_size: int = typer.Option(4000, "--train-batch-size", min=100, help="Env steps per iteration."),
-    minibatch_size: int = typer.Option(1000, "--minibatch-size", min=10, help="SGD minibatch (agent steps)."),
-    num_epochs: int = typer.Option(4, "--num-epochs", min=1, help="SGD passes per batch."),
-    lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
-    gamma: float = typer.Option(0.95, "--gamma", min=0.0, max=1.0,
-                                help="Discount factor of the returns (GAE) of every trained module."),
-    entropy_coeff: float = typer.Option(0.01, "--entropy-coeff", min=0.0,
-                                        help="Entropy bonus of the PPO loss (weight of the exploration term)."),
-    train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.01, max=1.0,
-                                         help="Share of each capture's attack episodes (in time order) to train on; "
-                                              "1.0 trains on everything."),
-    class_bonus: float = typer.Option(0.5, "--class-bonus", min=0.0,
-                                      help="Defender reward for the right attack class on a detected window."),
-    centralized_critic: bool = typer.Option(True, "--centralized-critic/--no-centralized-critic",
-                                            help="MAPPO (default) or IPPO (critic on the own Observation)."),
-    self_play: bool = typer.Option(True, "--self-play/--no-self-play",
-                                   help="League self-play attacker (default) or a fixed random attacker."),
-    random_attacker_share: float = typer.Option(0.0, "--random-attacker-share", min=0.0, max=1.0,
-                                                help="Share of defender-training episodes against a never-trained "
-                                                     "(random) attacker, on top of the league."),
-    snapshot_every: int = typer.Option(5, "--snapshot-every", min=1, help="Iterations between league snapshots."),
-    num_env_runners: int = typer.Option(0, "--num-env-runners", min=0, help="Remote env runners (0: in the driver)."),
-    num_envs_per_env_runner: int = typer.Option(4, "--num-envs-per-env-runner", min=1, help="Vectorised envs per runner."),
-    num_learners: int = typer.Option(0, "--num-learners", min=0, help="Remote learners (0: in the driver)."),
-    num_gpus_per_learner: float = typer.Option(0.0, "--num-gpus-per-learner", min=0.0, help="GPUs per learner."),
-    address: str = typer.Option(None, "--address", help="Ray cluster address (e.g. auto or ray://head:10001)."),
-    checkpoint_every: int = typer.Option(10, "--checkpoint-every", min=1, help="Iterations between checkpoints."),
-    out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="Runs folder (TensorBoard, checkpoints, policy)."),
-    resume: Path = typer.Option(None, "--resume", help="Checkpoint folder to resume from."),
-    exp_name: str = typer.Option("mappo", "--exp-name", help="Run name prefix: {exp}__{seed}__{time}."),
-    grace: float = typer.Option(60.0, "--grace", min=0.0,
-                                help="Grace period of each capture's site baseline, seconds (as in deployment)."),
-) -> None:
+@settings_command(MappoArgs, param="args")
+def mappo(args: MappoArgs) -> None:
     """Train with MAPPO and league self-play; logs to TensorBoard, checkpoints, exports the defender actor.
 
     Example: marlids train mappo --iterations 30 (then: tensorboard --logdir runs)
@@ -71,28 +26,16 @@ def mappo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.mappo.config import MappoArgs
     from training.mappo.train import train
 
-    if resume is not None and not resume.is_dir():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
-    if scorer is not None and scorer_epochs:
+    if args.resume is not None and not Path(args.resume).is_dir():
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint folder")
+    if args.scorer is not None and args.scorer_epochs:
         raise ValueError("give either --scorer CHECKPOINT or --scorer-epochs N (train one), not both")
-    args = MappoArgs(exp_name=exp_name, seed=seed, data=[str(p) for p in data], benign=[str(p) for p in benign],
-                     scorer=str(scorer) if scorer else None, scorer_epochs=scorer_epochs, scorer_seq_len=scorer_seq_len,
-                     n_defenders=n_defenders, max_steps=max_steps, attack_budget=attack_budget, iterations=iterations,
-                     train_batch_size=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs, lr=lr,
-                     gamma=gamma, entropy_coeff=entropy_coeff, class_bonus=class_bonus, train_fraction=train_fraction,
-                     centralized_critic=centralized_critic, self_play=self_play, snapshot_every=snapshot_every,
-                     random_attacker_share=random_attacker_share,
-                     num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs_per_env_runner,
-                     num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner, address=address,
-                     checkpoint_every=checkpoint_every, out_dir=str(out_dir),
-                     resume=str(resume) if resume else None, grace_s=grace)
     console = Console()
     with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=console) as progress:
-        task = progress.add_task("train", total=iterations, status="")
+        task = progress.add_task("train", total=args.iterations, status="")
 
         def on_iteration(it: int, m: dict) -> None:
             progress.update(task, advance=1, status=(
@@ -130,7 +73,8 @@ def eval_(
     from rich.table import Table
 
     from fog.attacks import ATTACK_CLASSES
-    from training.data import BUNDLED_CAPTURES, load_labeled_embedded, split_by_time
+    from marlids.paths import BUNDLED_CAPTURES
+    from training.data import load_labeled_embedded, split_by_time
     from training.evaluate import evaluate
 
     policies = {"MAPPO": checkpoint}

@@ -9,15 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edge.config import DEFAULT_WINDOW_S
 from edge.observation import FusionPipeline
 from fog.traces import TraceSet
 
 log = logging.getLogger(__name__)
-
-REPO = Path(__file__).resolve().parents[1]
-#: The bundled range recordings (each with ``<name>.groundtruth.csv``).
-BUNDLED_CAPTURES = REPO / "data" / "captures"
-
 
 #: Bump when windowing, labeling or embedding changes, so stale cache entries are not reused
 #: (5: top_peers; 4: ARP of dual-stack hosts under their IPv4 address; 3: the site-baseline release; 2: in_src_max_fanout).
@@ -80,7 +76,7 @@ def cached_windows(name: str, inputs: Sequence[Path], compute, *, extra: str = "
     return frame, emb
 
 
-def labeled_capture(capture: str | Path, *, window_s: float = 5.0, site: str | None = None
+def labeled_capture(capture: str | Path, *, window_s: float = DEFAULT_WINDOW_S, site: str | None = None
                     ) -> tuple[pd.DataFrame, np.ndarray]:
     """Labeled windows of a capture with ``<stem>.groundtruth.csv`` beside it, and their embeddings (cached).
 
@@ -100,7 +96,7 @@ def labeled_capture(capture: str | Path, *, window_s: float = 5.0, site: str | N
                           extra=f"labeled|{window_s}|{site}")
 
 
-def benign_capture(path: str | Path, *, window_s: float = 5.0) -> tuple[pd.DataFrame, np.ndarray]:
+def benign_capture(path: str | Path, *, window_s: float = DEFAULT_WINDOW_S) -> tuple[pd.DataFrame, np.ndarray]:
     """Windows of a benign-only capture, or of every capture in a folder taken as one site (its setups in
     time order: one baseline), all labeled benign, with their embeddings (cached).
 
@@ -174,7 +170,7 @@ def labeled_sources(sources: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.0
+def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = DEFAULT_WINDOW_S
                           ) -> tuple[pd.DataFrame, np.ndarray]:
     """Labeled windows and their embeddings from labeled Parquet files and/or captures with a ground-truth
     CSV beside them, or folders of such captures (captures through the cache of :func:`labeled_capture`).
@@ -206,7 +202,7 @@ def load_labeled_embedded(sources: Sequence[str | Path], *, window_s: float = 5.
     return pd.concat(frames, ignore_index=True), np.concatenate(embs)
 
 
-def load_labeled(sources: Sequence[str | Path], *, window_s: float = 5.0) -> pd.DataFrame:
+def load_labeled(sources: Sequence[str | Path], *, window_s: float = DEFAULT_WINDOW_S) -> pd.DataFrame:
     """Labeled windows (no embeddings) of :func:`load_labeled_embedded`'s sources."""
     return load_labeled_embedded(sources, window_s=window_s)[0]
 

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from marlids.paths import ATTACK_STIX
+
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STIX = REPO.parent / "shared" / "data" / "attack" / "enterprise-attack-patterns.json"
+DEFAULT_STIX = ATTACK_STIX
 ENTRY_KEYS = {"technique", "target", "start_s", "duration_s", "intensity"}
 #: Tactics that need a prior discovery step to be plausible.
 LATE_TACTICS = {"impact", "credential-access", "collection", "lateral-movement"}
@@ -193,7 +194,7 @@ _SYSTEM = (
 
 
 def _extract_json(text: str) -> Any:
-    m = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    m = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
     body = m.group(1) if m else text
     start = min([i for i in (body.find("{"), body.find("[")) if i >= 0], default=-1)
     if start < 0:

@@ -21,14 +21,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from marlids.paths import ATTACK_STIX_DIR, ATTACK_TABLE
+
 log = logging.getLogger(__name__)
 
 #: Bundle file name → ATT&CK domain.
 BUNDLES = {"enterprise-attack-patterns.json": "enterprise-attack", "ics-attack.json": "ics-attack"}
 COPYRIGHT = ("© 2025 The MITRE Corporation. This work is reproduced and distributed with the "
              "permission of The MITRE Corporation.")
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "attack"
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "attack_techniques.json"
+DEFAULT_SOURCE = ATTACK_STIX_DIR
+DEFAULT_OUT = ATTACK_TABLE
 #: Release of the bundles in ../shared/data/attack (their README; the trimmed bundles carry no
 #: x-mitre-collection object that would state it).
 DEFAULT_VERSION = "18.1"

@@ -14,7 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-TABLE_PATH = Path(__file__).resolve().parents[1] / "data" / "attack_techniques.json"
+from marlids.paths import ATTACK_TABLE
+
+TABLE_PATH = ATTACK_TABLE
 
 #: The one place that says which technique each detector attack class means (classes: fog/attacks.py).
 CLASS_TECHNIQUES: dict[str, tuple[str, ...]] = {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+from marlids.settings import setting
 from training.mappo.ids import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
 
 __all__ = ["ATTACKER", "ATTACKER_LEAGUE", "ATTACKER_RANDOM", "DEFENDER", "DEFENDER_LEAGUE", "MappoArgs", "build_config"]
@@ -11,91 +13,78 @@ __all__ = ["ATTACKER", "ATTACKER_LEAGUE", "ATTACKER_RANDOM", "DEFENDER", "DEFEND
 
 @dataclass
 class MappoArgs:
-    """MAPPO run configuration (CLI flags of ``marlids train mappo`` map 1:1 onto these fields)."""
+    """MAPPO run configuration: the options of ``marlids train mappo`` are generated from these fields
+    (:func:`marlids.settings.settings_command`); each field's ``help`` is its documentation."""
 
-    exp_name: str = "mappo"
-    """experiment name; runs are named ``{exp_name}__{seed}__{unix time}``"""
-    seed: int = 0
-    """seed of the env, the league sampling and the networks"""
-    data: list[str] = field(default_factory=list)
-    """labeled Parquet files or captures with ``<name>.groundtruth.csv`` beside them (default: bundled)"""
-    benign: list[str] = field(default_factory=list)
-    """benign-only sites (``training.data.benign_sites``): a capture, a folder of captures (one site) or a
-    folder of such folders (one site each), e.g. public IoT captures; every window labeled benign"""
-    scorer: str | None = None
-    """temporal-scorer checkpoint feeding the score part of the Observation (none: score unavailable)"""
-    scorer_epochs: int = 0
-    """train the temporal scorer first, on the benign windows of the training data, for this many epochs
-    (0: use ``scorer`` as given); it is written to ``<run>/scorer`` and bundled with the policy"""
-    scorer_seq_len: int = 10
-    """T of the scorer trained with ``scorer_epochs``: windows per sequence"""
-    grace_s: float = 60.0
-    """grace period of each capture's site baseline, seconds (``edge.baseline``), as in deployment"""
-    train_fraction: float = 0.7
-    """share of each capture's attack episodes (in time order) used for training; the rest is held out
-    (1.0: all of it trains)"""
-    n_defenders: int = 4
-    """defender agents (edge sites) per environment"""
-    max_steps: int = 200
-    """ticks (windows) per episode"""
-    attack_budget: int = 3
-    """attacks the attacker may launch per episode"""
-    class_bonus: float = 0.5
-    """defender reward for naming the right attack class on a detected window (``fog.env.RewardConfig``)"""
-    iterations: int = 30
-    """training iterations (one rollout + learner update each)"""
-    train_batch_size: int = 4000
-    """env steps per iteration and learner"""
-    minibatch_size: int = 1000
-    """SGD minibatch (agent steps)"""
-    num_epochs: int = 4
-    """SGD passes over each train batch"""
-    lr: float = 3e-4
-    """Adam learning rate"""
-    gamma: float = 0.95
-    """discount factor"""
+    exp_name: str = setting("mappo", help="Run name prefix: runs are named {exp}__{seed}__{unix time}.")
+    seed: int = setting(0, help="Seed of the env, the league sampling and the networks.")
+    data: list[str] = setting(default_factory=list, cli_type=list[Path], convert=lambda v: [str(p) for p in v],
+                              help="Labeled Parquet, capture with <name>.groundtruth.csv, or a folder of such "
+                                   "captures; repeatable (default: the bundled range captures).")
+    benign: list[str] = setting(default_factory=list, cli_type=list[Path], convert=lambda v: [str(p) for p in v],
+                                help="Benign-only site (training.data.benign_sites): a capture, a folder of captures "
+                                     "(one site) or a folder of such folders (one site each, e.g. iot-sentinel/); "
+                                     "every window labeled benign; repeatable.")
+    scorer: str | None = setting(None, cli_type=Path | None, convert=str,
+                                 help="Temporal-scorer checkpoint for the score part of the Observation "
+                                      "(none: score unavailable).")
+    scorer_epochs: int = setting(0, min=0, help="Train the temporal scorer first on the training data's benign windows "
+                                                "(this many epochs; written to <run>/scorer and bundled with the "
+                                                "policy) instead of --scorer.")
+    scorer_seq_len: int = setting(10, min=2, help="Windows per scorer sequence (T) of a scorer trained with "
+                                                  "--scorer-epochs.")
+    grace_s: float = setting(60.0, flag="--grace", min=0.0,
+                             help="Grace period of each capture's site baseline, seconds (edge.baseline), as in "
+                                  "deployment.")
+    train_fraction: float = setting(0.7, min=0.01, max=1.0,
+                                    help="Share of each capture's attack episodes (in time order) to train on; the "
+                                         "rest is held out (1.0 trains on everything).")
+    n_defenders: int = setting(4, min=1, help="Defender agents (edge sites) per environment.")
+    max_steps: int = setting(200, min=1, help="Ticks (windows) per episode.")
+    attack_budget: int = setting(3, min=0, help="Attacks the attacker may launch per episode.")
+    class_bonus: float = setting(0.5, min=0.0, help="Defender reward for naming the right attack class on a detected "
+                                                    "window (fog.env.RewardConfig).")
+    iterations: int = setting(30, min=1, help="Training iterations (one rollout + learner update each).")
+    train_batch_size: int = setting(4000, min=100, help="Env steps per iteration and learner.")
+    minibatch_size: int = setting(1000, min=10, help="SGD minibatch (agent steps).")
+    num_epochs: int = setting(4, min=1, help="SGD passes over each train batch.")
+    lr: float = setting(3e-4, help="Adam learning rate.")
+    gamma: float = setting(0.95, min=0.0, max=1.0,
+                           help="Discount factor of the returns (GAE) of every trained module.")
     lambda_: float = 0.95
     """GAE λ"""
     clip_param: float = 0.2
     """PPO ratio clip"""
-    entropy_coeff: float = 0.01
-    """entropy bonus"""
+    entropy_coeff: float = setting(0.01, min=0.0, help="Entropy bonus of the PPO loss (weight of the exploration term).")
     vf_loss_coeff: float = 0.5
     """value-loss weight"""
-    centralized_critic: bool = True
-    """MAPPO (critic on all defenders' Observations); False gives IPPO"""
+    centralized_critic: bool = setting(True, help="MAPPO (critic on all defenders' Observations, the default) or IPPO "
+                                                  "(critic on the own Observation).")
     actor_hidden: tuple[int, ...] = (128, 64)
     """hidden sizes of the shared defender actor"""
     critic_hidden: tuple[int, ...] = (256, 128)
     """hidden sizes of the critic"""
-    self_play: bool = True
-    """train the attacker with PPO against a league of frozen defender snapshots and vice versa"""
-    random_attacker_share: float = 0.0
-    """share of the defender-training episodes played against a never-trained (random) attacker, on top
-    of the league; 0 keeps the plain league (see ``training.mappo.callbacks.LeagueMapping``)"""
+    self_play: bool = setting(True, help="League self-play: train the attacker with PPO against a league of frozen "
+                                         "defender snapshots and vice versa (default), or a fixed random attacker.")
+    random_attacker_share: float = setting(0.0, min=0.0, max=1.0,
+                                           help="Share of the defender-training episodes played against a "
+                                                "never-trained (random) attacker, on top of the league "
+                                                "(training.mappo.callbacks.LeagueMapping).")
     attacker_only: bool = False
     """freeze the defenders at ``train(initial_state=…)`` and train only the attacker (an adaptive
     attacker's best response, used by ``marlids experiment selfplay``); implies no league snapshots"""
-    snapshot_every: int = 5
-    """iterations between league snapshots"""
+    snapshot_every: int = setting(5, min=1, help="Iterations between league snapshots.")
     league_size: int = 5
     """snapshots kept per side (oldest dropped)"""
-    num_env_runners: int = 0
-    """remote env runners (0 = sample in the driver)"""
-    num_envs_per_env_runner: int = 4
-    """vectorised environments per env runner"""
-    num_learners: int = 0
-    """remote learners (0 = learn in the driver)"""
-    num_gpus_per_learner: float = 0.0
-    """GPUs per learner (e.g. 1 on a GPU node)"""
-    address: str | None = None
-    """Ray cluster address (``ray://host:10001`` or ``auto``); local Ray when unset"""
-    checkpoint_every: int = 10
-    """iterations between checkpoints (and one at the end)"""
-    out_dir: str = "runs"
-    """runs folder: TensorBoard events, checkpoints and the exported defender actor"""
-    resume: str | None = None
-    """checkpoint folder to resume from"""
+    num_env_runners: int = setting(0, min=0, help="Remote env runners (0: sample in the driver).")
+    num_envs_per_env_runner: int = setting(4, min=1, help="Vectorised environments per env runner.")
+    num_learners: int = setting(0, min=0, help="Remote learners (0: learn in the driver).")
+    num_gpus_per_learner: float = setting(0.0, min=0.0, help="GPUs per learner (e.g. 1 on a GPU node).")
+    address: str | None = setting(None, help="Ray cluster address (ray://host:10001 or auto); local Ray when unset.")
+    checkpoint_every: int = setting(10, min=1, help="Iterations between checkpoints (and one at the end).")
+    out_dir: str = setting("runs", cli_type=Path, convert=str,
+                           help="Runs folder: TensorBoard events, checkpoints and the exported defender actor.")
+    resume: str | None = setting(None, cli_type=Path | None, convert=str, help="Checkpoint folder to resume from.")
 
 
 def defender_model_config(args: MappoArgs) -> dict:

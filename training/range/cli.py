@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from edge.config import DEFAULT_WINDOW_S
+
 app = typer.Typer(
     help=("Cyber range: record real labeled IoT traffic with real attack tools in network namespaces, "
           "label captures into windows, mix public attack captures into benign ones."),
@@ -51,7 +53,7 @@ def label(
     capture: Path = typer.Argument(..., help="Capture file (pcap/pcapng)."),
     ground_truth: Path = typer.Argument(None, help="Ground-truth CSV (default: <capture stem>.groundtruth.csv)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file."),
-    window: float = typer.Option(5.0, "--window", help="Window length, seconds."),
+    window: float = typer.Option(DEFAULT_WINDOW_S, "--window", help="Window length, seconds."),
     site: str = typer.Option(None, "--site", help="Site id (default: the capture's file stem)."),
 ) -> None:
     """Turn a capture + its ground truth into labeled windows (Parquet).

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import DEFAULT_WINDOW_S
+
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("label", "attack", "technique_id", "site")
@@ -110,7 +112,7 @@ def label_windows(windows, ground_truth, *, site: str | None = None):
     return pd.DataFrame(out)
 
 
-def label_capture(capture: str | Path, ground_truth: str | Path | None = None, *, window_s: float = 5.0,
+def label_capture(capture: str | Path, ground_truth: str | Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
                   site: str | None = None):
     """Extract windows from ``capture`` with the edge and label them from ``ground_truth``.
 

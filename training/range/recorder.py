@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from marlids.paths import REPO
 from training.range.groundtruth import GroundTruthRow, write_ground_truth
 from training.range.netns import Range
 from training.range.scenario import Attack, Device, Scenario
@@ -56,7 +57,6 @@ from training.range.techniques import TECHNIQUES
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Executables the range itself needs (services, benign clients, capture).
 BASE_TOOLS = ("ip", "ss", "sysctl", "tcpdump", "timeout", "bash", "mosquitto", "mosquitto_pub", "mosquitto_sub",
@@ -254,7 +254,7 @@ def _ssdp_search_script(dev: Device, ip: str, seed: int, rng: random.Random) -> 
     period = dev.ssdp.search_period_s
     body = (f"  {shlex.quote(sys.executable)} -m training.range.ssdp --source {ip} --mx $((1 + RANDOM % 3)) "
             "--seed $RANDOM >/dev/null 2>&1")
-    return (f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}\n"
+    return (f"export PYTHONPATH={shlex.quote(str(REPO))}\n"
             + _loop(seed, period, period * 0.2, body, rng.uniform(1.0, min(period, 10.0))))
 
 
@@ -698,7 +698,7 @@ def _attack_once(r: Range, scen: Scenario, atk: Attack, idx: int, work: Path, ro
     start = time.time()
     try:
         p = r.popen(r.nodes["atk"].ns, ["bash", "-c", wrapped], log_path=logp, cwd=work / "atk",
-                    env={"PYTHONPATH": str(REPO_ROOT)})
+                    env={"PYTHONPATH": str(REPO)})
     except RuntimeError:
         return
     rc = p.wait()
