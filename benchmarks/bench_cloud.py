@@ -10,10 +10,14 @@ and records the ``alert_id`` of every acknowledged answer.
 
 Phases
 ------
-1. **warm-up** (discarded).
+1. **warm-up** (discarded; the explainer then drains its queue before the next phase).
 2. **steady**: ``--connections`` (16) keep-alive connections for ``--duration`` s, closed loop. Target:
    ≥ 1,000 alerts/s with p99 ≤ 50 ms.
-3. **burst 10×**: ten times the connections at once for ``--burst-duration`` s. Target: zero lost
+3. **sustained** (``--sustained-rate``, default 1,000 alerts/s, for ``--sustained-duration`` 60 s): wrk's
+   connections pace themselves (``delay()`` in the Lua script) to an open rate; the explanation queue depth is
+   sampled every second from ``/metrics``. Target: the backlog stays bounded — the explainer keeps up with
+   the rate, so the backlog at the end is below one second of alerts and does not grow over the run.
+4. **burst 10×**: ten times the connections at once for ``--burst-duration`` s. Target: zero lost
    alerts — no error or non-2xx answer, and every acknowledged alert is in the database afterwards
    (read through a separate SQLite connection once the server has stopped).
 
@@ -66,6 +70,64 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> Non
     raise RuntimeError(f"marlids cloud serve did not answer {url}/healthz within {timeout} s")
 
 
+def explainer_backlog(url: str, key: str) -> float | None:
+    """Alerts waiting for an explanation, from the server's ``/metrics`` (None when not reported)."""
+    with urllib.request.urlopen(urllib.request.Request(
+            url + "/metrics", headers={"Authorization": f"Bearer {key}"}), timeout=10) as r:
+        metrics = r.read().decode()
+    return next((float(line.split()[-1]) for line in metrics.splitlines()
+                 if line.startswith('marlids_cloud_queue_depth{queue="explainer"}')), None)
+
+
+def wait_drained(url: str, key: str, timeout_s: float = 60.0) -> float:
+    """Wait until the explanation queue is empty; returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s and (explainer_backlog(url, key) or 0) > 0:
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+def run_sustained(url: str, key: str, *, rate: float, duration_s: float, connections: int, out: Path,
+                  server_pid: int) -> dict:
+    """wrk paced to about ``rate`` alerts/s; the explanation backlog sampled every second meanwhile."""
+    import threading
+
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.wait(1.0):
+            try:
+                samples.append((round(time.monotonic() - t0, 1), explainer_backlog(url, key) or 0.0))
+            except OSError:
+                pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    os.environ["MARLIDS_BENCH_DELAY_MS"] = str(max(1, round(connections * 1000.0 / rate)))
+    sampler.start()
+    try:
+        summary = run_wrk(url, key, connections=connections, duration_s=duration_s, threads=1, out=out,
+                          server_pid=server_pid)
+    finally:
+        stop.set()
+        sampler.join()
+        os.environ.pop("MARLIDS_BENCH_DELAY_MS", None)
+    res = phase(summary, "sustained", connections)
+    backlog = [b for _, b in samples]
+    half = len(backlog) // 2
+    res.update({
+        "target_rate": rate,
+        "explainer_backlog_samples": samples,
+        "explainer_backlog_end": backlog[-1] if backlog else None,
+        "explainer_backlog_max": max(backlog) if backlog else None,
+        # growth over the second half of the run, alerts per second: ~0 when the explainer keeps up
+        "explainer_backlog_growth_per_s": (round((backlog[-1] - backlog[half]) / max(1, len(backlog) - 1 - half), 1)
+                                           if len(backlog) > 2 else None),
+    })
+    return res
+
+
 def run_wrk(url: str, key: str, *, connections: int, duration_s: float, threads: int, out: Path,
             server_pid: int | None = None) -> dict:
     """One wrk run; returns its summary (see cloud_ingest.lua) with the acknowledged ids and, given the
@@ -107,6 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--duration", type=int, default=15, help="steady-phase seconds")
     parser.add_argument("--burst-duration", type=int, default=6, help="burst-phase seconds")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--sustained-rate", type=float, default=1000.0,
+                        help="alerts/s of the paced phase (0: skip it)")
+    parser.add_argument("--sustained-duration", type=int, default=60, help="paced-phase seconds")
+    parser.add_argument("--sustained-connections", type=int, default=40, help="paced-phase connections")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: install the Debian package 'wrk' (bash scripts/setup.sh does)")
@@ -123,17 +189,20 @@ def main(argv: list[str] | None = None) -> dict:
         wait_healthy(url, server)
         key = json.loads(keys_file.read_text())["ingest"]
         run_wrk(url, key, connections=args.connections, duration_s=2, threads=args.threads, out=tmp / "warm.json")
+        drained_s = wait_drained(url, key)
+        sustained = None
+        if args.sustained_rate > 0:
+            sustained = run_sustained(url, key, rate=args.sustained_rate, duration_s=args.sustained_duration,
+                                      connections=args.sustained_connections, out=tmp / "sustained.json",
+                                      server_pid=server.pid)
+            sustained["drain_s_after"] = round(wait_drained(url, key, timeout_s=120.0), 1)
         steady = run_wrk(url, key, connections=args.connections, duration_s=args.duration, threads=args.threads,
                          out=tmp / "steady.json", server_pid=server.pid)
         burst_c = 10 * args.connections
         burst = run_wrk(url, key, connections=burst_c, duration_s=args.burst_duration,
                         threads=max(args.threads, 2), out=tmp / "burst.json", server_pid=server.pid)
         time.sleep(0.5)
-        with urllib.request.urlopen(urllib.request.Request(
-                url + "/metrics", headers={"Authorization": f"Bearer {key}"}), timeout=10) as r:
-            metrics = r.read().decode()
-        backlog = next((float(line.split()[-1]) for line in metrics.splitlines()
-                        if line.startswith('marlids_cloud_queue_depth{queue="explainer"}')), None)
+        backlog = explainer_backlog(url, key)
     finally:
         server.terminate()
         try:
@@ -153,6 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
         ph["lost"] = len(missing) + rejected + sum(summ["errors"].values())
         ph["acknowledged_not_in_db"] = len(missing)
     st, bu = phases
+    if sustained is not None:
+        acked = json.loads((tmp / "sustained.json").read_text())["acked_ids"]
+        sustained["lost"] = sum(1 for a in acked if a not in stored) + sum(
+            n for code, n in sustained["status"].items() if code not in ("200", "201")) + sum(sustained["errors"].values())
+        sustained["warmup_drain_s_before"] = round(drained_s, 1)
+        phases.insert(0, sustained)
     results = {
         "benchmark": "cloud ingest: POST /api/v1/alerts (wrk, SQLite WAL synchronous=FULL, group commits)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -160,6 +235,10 @@ def main(argv: list[str] | None = None) -> dict:
         "stored_alerts": len(stored), "explanations_written": explained, "explainer_backlog_at_end": backlog,
         "targets": {"alerts_per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS, "lost_at_10x_burst": 0},
         "pass": {"rate": st["alerts_per_s"] >= TARGET_RATE, "p99": st["latency_ms"]["p99"] <= TARGET_P99_MS,
+                 "explainer_keeps_up": (None if sustained is None else
+                                        sustained["explainer_backlog_end"] is not None
+                                        and sustained["explainer_backlog_end"] <= sustained["alerts_per_s"]
+                                        and (sustained["explainer_backlog_growth_per_s"] or 0) <= 5.0),
                  "zero_lost_burst": bu["lost"] == 0 and st["lost"] == 0},
     }
     shutil.rmtree(tmp, ignore_errors=True)

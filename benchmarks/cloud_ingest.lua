@@ -1,12 +1,17 @@
 -- wrk script for benchmarks/bench_cloud.py: POST unique alerts (the fog's payload shape) to /api/v1/alerts.
 --   env: MARLIDS_BENCH_KEY (ingest key), MARLIDS_BENCH_RUN (8 hex digits, makes alert ids unique per run),
---        MARLIDS_BENCH_OUT (file the summary JSON is written to).
+--        MARLIDS_BENCH_OUT (file the summary JSON is written to), MARLIDS_BENCH_DELAY_MS (optional: each
+--        connection waits this long before its next request, for an open-ended rate-limited phase).
 -- Every thread counts status codes and keeps the alert_id of every acknowledged (2xx) answer, so the
 -- benchmark can check each acknowledged alert against the database afterwards ("zero lost").
 
 local key = os.getenv("MARLIDS_BENCH_KEY")
 local run = os.getenv("MARLIDS_BENCH_RUN") or "00000000"
 local out = os.getenv("MARLIDS_BENCH_OUT") or "wrk-summary.json"
+local delay_ms = tonumber(os.getenv("MARLIDS_BENCH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  function delay() return delay_ms end
+end
 local threads = {}
 local next_tid = 0
 

@@ -22,6 +22,7 @@ Five rules hold whatever wrote the explanation:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -119,30 +120,66 @@ def untrusted_texts(evidence: dict[str, Any], *, peers: bool = True) -> list[tup
     return out
 
 
-def _quote_runs(evidence: dict[str, Any], *, peers: bool = True) -> tuple[set[str], set[str]]:
-    """(runs of :data:`QUOTE_WINDOW` characters of the long untrusted strings, whole short ones ≥ MIN_QUOTE)."""
-    long_runs: set[str] = set()
-    short: set[str] = set()
-    for _, value in untrusted_texts(evidence, peers=peers):
-        v = _norm(value)
-        if len(v) >= QUOTE_WINDOW:
-            long_runs |= _runs(v)
-        elif len(v) >= MIN_QUOTE:
-            short.add(v)
-    return long_runs, short
+#: Block width of the quote search: any shared run of QUOTE_WINDOW characters contains a whole block of this
+#: width that starts at a multiple of it in the explanation text, so only those blocks are looked up first.
+_BLOCK = QUOTE_WINDOW // 2
 
 
-def _quotes(text: str, long_runs: set[str], short: set[str]) -> bool:
-    t = _norm(text)
-    if short and any(s in t for s in short):
-        return True
-    if not long_runs or len(t) < QUOTE_WINDOW:
+class _QuoteIndex:
+    """The attacker-controlled strings of one alert's evidence, indexed for :meth:`quoted`.
+
+    ``long_runs``: every :data:`QUOTE_WINDOW`-character run of the long strings; ``blocks``: every
+    ``_BLOCK``-character run of them (a cheap first filter); ``short``: whole strings of at least
+    :data:`MIN_QUOTE` characters that are shorter than the window (all normalised by :func:`_norm`).
+    """
+
+    def __init__(self, evidence: dict[str, Any], *, peers: bool = True) -> None:
+        self.long_runs: set[str] = set()
+        self.blocks: set[str] = set()
+        self.short: set[str] = set()
+        for _, value in untrusted_texts(evidence, peers=peers):
+            v = _norm(value)
+            if len(v) >= QUOTE_WINDOW:
+                self.long_runs |= _runs(v)
+                self.blocks |= _runs(v, _BLOCK)
+            elif len(v) >= MIN_QUOTE:
+                self.short.add(v)
+
+    def quoted(self, t: str) -> bool:
+        """True when the normalised text ``t`` holds a short string whole or any run of a long one."""
+        if self.short and any(s in t for s in self.short):
+            return True
+        if not self.long_runs or len(t) < QUOTE_WINDOW:
+            return False
+        last = len(t) - QUOTE_WINDOW
+        for i in range(0, len(t) - _BLOCK + 1, _BLOCK):
+            if t[i:i + _BLOCK] in self.blocks:  # a candidate: check every window holding this block
+                if any(t[j:j + QUOTE_WINDOW] in self.long_runs
+                       for j in range(max(0, i - QUOTE_WINDOW + _BLOCK), min(i, last) + 1)):
+                    return True
         return False
-    return any(t[i:i + QUOTE_WINDOW] in long_runs for i in range(len(t) - QUOTE_WINDOW + 1))
 
 
 def _foreign_names(alert: dict[str, Any], table: AttackTable) -> list[str]:
     """Attack and technique names that belong to classes and techniques other than the alert's."""
+    return list(_foreign(table, alert.get("attack_class") or "", tuple(sorted(alert.get("technique_ids") or [])))[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _foreign(table: AttackTable, attack_class: str, technique_ids: tuple[str, ...]) -> tuple[tuple[str, ...],
+                                                                                           re.Pattern | None]:
+    """(:func:`_foreign_names` of an alert of this class and these techniques, one compiled pattern matching
+    any of them as a whole word). Cached: the checker runs on every explanation, and alerts repeat a few
+    (class, techniques) pairs, so the names and the pattern are built once per pair."""
+    alert = {"attack_class": attack_class, "technique_ids": list(technique_ids)}
+    names = _foreign_names_uncached(alert, table)
+    if not names:
+        return (), None
+    alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return tuple(names), re.compile(r"(?<![a-z])(?:" + alternation + r")(?![a-z])")
+
+
+def _foreign_names_uncached(alert: dict[str, Any], table: AttackTable) -> list[str]:
     own_ids = set(alert.get("technique_ids") or [])
     own_ids |= {t.split(".")[0] for t in own_ids}
     own_names = {_norm(table.get(t)["name"]) for t in own_ids if _known(table, t)}
@@ -174,10 +211,14 @@ def contradictions(text: str, alert: dict[str, Any], table: AttackTable) -> list
         'scan'"``); empty when nothing contradicts. An alert of level 0 or class ``benign`` contradicts
         nothing of this kind.
     """
+    return _contradictions(_norm(text), alert, table)
+
+
+def _contradictions(t: str, alert: dict[str, Any], table: AttackTable) -> list[str]:
+    """:func:`contradictions` of an already normalised text ``t``."""
     level = int(alert.get("level") or 0)
     if level == 0 or alert.get("attack_class") == "benign":
         return []
-    t = _norm(text)
     found: list[str] = []
     if m := BENIGN_CLAIMS.search(t):
         found.append(f"calls the alert benign or settled ({m.group(0)!r})")
@@ -200,10 +241,9 @@ def contradictions(text: str, alert: dict[str, Any], table: AttackTable) -> list
         if m.group(0) not in own:
             found.append(f"names technique {m.group(0).upper()}, not the alert's {alert.get('technique_ids')}")
             break
-    for name in _foreign_names(alert, table):
-        if re.search(r"(?<![a-z])" + re.escape(name) + r"(?![a-z])", t):
-            found.append(f"names {name!r}, another attack than the alert's '{alert.get('attack_class')}'")
-            break
+    _, foreign = _foreign(table, alert.get("attack_class") or "", tuple(sorted(alert.get("technique_ids") or [])))
+    if foreign is not None and (m := foreign.search(t)):
+        found.append(f"names {m.group(0)!r}, another attack than the alert's '{alert.get('attack_class')}'")
     return found
 
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -291,17 +331,18 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
     texts += [(f"techniques[{i}].why", t.why) for i, t in enumerate(body.techniques)]
     texts += [(f"techniques[{i}].name", t.name) for i, t in enumerate(body.techniques)]
     texts += [(f"analyst_actions[{i}]", a.action) for i, a in enumerate(body.analyst_actions)]
-    long_runs, short = _quote_runs(alert["evidence"], peers=not trusted_peers)
+    index = _QuoteIndex(alert["evidence"], peers=not trusted_peers)
     for where, text in texts:
+        t = _norm(text)
         low = text.lower()
         for url in (URL.findall(text) if any(m in low for m in URL_MARKERS) else ()):
             if not ALLOWED_URL.match(url):
                 problems.append(f"{where}: link {url[:80]!r} is not an attack.mitre.org page")
         if MARKUP.search(text):
             problems.append(f"{where}: contains markup ({MARKUP.search(text).group(0)!r}…); plain text only")
-        if _quotes(text, long_runs, short):
+        if index.quoted(t):
             problems.append(f"{where}: quotes attacker-controlled evidence verbatim (cite it by key instead)")
-        problems += [f"{where}: contradicts the alert: {c}" for c in contradictions(text, alert, table)]
+        problems += [f"{where}: contradicts the alert: {c}" for c in _contradictions(t, alert, table)]
     return problems
 
 

@@ -238,3 +238,30 @@ def test_peer_addresses_are_untrusted_data_in_the_prompt_and_must_be_addresses()
             AlertCreate.model_validate(fog_alert(evidence={"peers": [dict(INBOUND[0], address=bad)]}))
     with pytest.raises(ValidationError):
         AlertCreate.model_validate(fog_alert(evidence={"peers": [dict(INBOUND[0], direction="sideways")]}))
+
+
+def test_quote_index_finds_exactly_what_a_scan_of_every_window_finds():
+    """The block-filtered quote search (``_QuoteIndex.quoted``) agrees with checking every 24-character window,
+    on random texts that share runs of every length with the untrusted strings at every offset."""
+    import random
+
+    from cloud.services.explain import MIN_QUOTE, QUOTE_WINDOW, _QuoteIndex
+
+    rng = random.Random(7)
+    alphabet = "ab c"
+    for _ in range(400):
+        untrusted = ["".join(rng.choice(alphabet) for _ in range(rng.randint(MIN_QUOTE, 80)))
+                     for _ in range(rng.randint(1, 3))]
+        index = _QuoteIndex({"protocol_summary": untrusted[0], "payload_snippets": untrusted[1:]}, peers=False)
+        src = rng.choice(untrusted)
+        k = rng.randint(0, len(src))
+        piece = src[k:k + rng.randint(QUOTE_WINDOW - 3, QUOTE_WINDOW + 3)]
+        text = ("".join(rng.choice("xyz") for _ in range(rng.randint(0, 40))) + piece
+                + "".join(rng.choice("xyz ") for _ in range(rng.randint(0, 40))))
+        text = " ".join(text.split())  # as _norm leaves it
+        long_runs = {u[i:i + QUOTE_WINDOW] for u in (" ".join(x.split()) for x in untrusted)
+                     if len(u) >= QUOTE_WINDOW for i in range(len(u) - QUOTE_WINDOW + 1)}
+        short = {" ".join(x.split()) for x in untrusted if MIN_QUOTE <= len(" ".join(x.split())) < QUOTE_WINDOW}
+        brute = any(s in text for s in short) or any(
+            text[i:i + QUOTE_WINDOW] in long_runs for i in range(len(text) - QUOTE_WINDOW + 1))
+        assert index.quoted(text) == brute, (untrusted, text)
