@@ -123,3 +123,42 @@ class IncidentRow(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SuppressionRow(Base):
+    """An analyst's suppression rule (``/api/v1/suppressions``): the fog counts, instead of posting, the alerts
+    it matches. Every given matcher (site, device, peer, technique) must match; a revoked or expired rule is
+    inactive but kept, with its audit trail."""
+
+    __tablename__ = "suppressions"
+
+    suppression_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    device_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    technique_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at_us: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    expires_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    hit_count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_hit_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    source_alert_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class SuppressionAuditRow(Base):
+    """One change of a suppression (``created``, ``updated``, ``revoked``, ``hits``): who (the key's name and
+    id), when, and what (``detail``)."""
+
+    __tablename__ = "suppression_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suppression_id: Mapped[str] = mapped_column(String(32), ForeignKey("suppressions.suppression_id",
+                                                                       ondelete="CASCADE"), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    key_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    at_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -468,3 +468,157 @@ def evidence_keys(alert: AlertCreate | AlertPublic | dict[str, Any]) -> set[str]
     for field in UNTRUSTED_FIELDS:
         keys.update(f"{field}:{i}" for i in range(len(ev.get(field, []))))
     return keys
+
+
+# -- suppressions ---------------------------------------------------------------------------------------
+SUPPRESSION_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: Most rules one ``GET /api/v1/suppressions/active`` returns, and most ids one hits report may carry.
+SUPPRESSIONS_ACTIVE_MAX = 10_000
+SUPPRESSION_HITS_MAX_IDS = 1_000
+_ISO_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _iso_time(value: Any) -> Any:
+    """Only ISO 8601 text: a number (or a numeric string) would be read as seconds or milliseconds."""
+    if not isinstance(value, str) or _ISO_NUMBER.match(value):
+        raise ValueError("give an ISO 8601 time with its UTC offset, e.g. 2026-12-01T16:00:00Z")
+    return value
+
+
+def _future(value: datetime | None) -> datetime | None:
+    if value is not None and value <= datetime.now(UTC):
+        raise ValueError("expires_at must be in the future (null: never expires)")
+    return value
+
+
+#: ``expires_at`` of a new or changed suppression: ISO 8601 with an offset, in the future, or null (never).
+FutureTime = Annotated[AwareDatetime, BeforeValidator(_iso_time), AfterValidator(_future)]
+PeerAddress = Annotated[str, BeforeValidator(_peer_address)]
+Reason = Annotated[SafeStr, Field(min_length=1, max_length=500)]
+
+
+class SuppressionCreate(InputModel):
+    """A suppression rule: the fog counts, instead of posting, the alerts that match *every* given matcher
+    (``site_id``, ``device_id``, ``peer`` — an address among the alert's top peers —, ``technique_id`` — one
+    of the alert's techniques); at least one matcher is required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site_id: EntityId | None = Field(None, description="Only alerts of this site.")
+    device_id: EntityId | None = Field(None, description="Only alerts of this device.", examples=["10.0.0.7"])
+    peer: PeerAddress | None = Field(None, description="Only alerts with this address among their top peers "
+                                                       "(IPv4/IPv6 or MAC; stored in canonical form).",
+                                     examples=["10.0.0.66"])
+    technique_id: TechniqueId | None = Field(None, description="Only alerts with this ATT&CK technique (it must be "
+                                                               "in the bundled ATT&CK table).")
+    expires_at: FutureTime | None = Field(None, description="When the rule stops applying (ISO 8601 with its offset, "
+                                                            "in the future); null: never.")
+    reason: Reason = Field(description="Why (1–500 characters), shown with the rule and in its audit.")
+    source_alert_id: AlertId | None = Field(None, description="The alert the rule was made from.")
+
+    @model_validator(mode="after")
+    def _a_matcher(self) -> SuppressionCreate:
+        if self.device_id is None and self.peer is None and self.technique_id is None:
+            raise ValueError("give at least one of 'device_id', 'peer' or 'technique_id' ('site_id' alone would "
+                             "suppress a whole site)")
+        return self
+
+
+class SuppressionUpdate(InputModel):
+    """A change of a suppression: its reason, its expiry (``null``: never expires), or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason | None = None
+    expires_at: FutureTime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SuppressionUpdate:
+        if not self.model_fields_set & {"reason", "expires_at"}:
+            raise ValueError("give at least one of 'reason' or 'expires_at'")
+        if "reason" in self.model_fields_set and self.reason is None:
+            raise ValueError("'reason' cannot be null")
+        return self
+
+
+class SuppressionPublic(BaseModel):
+    """A stored suppression, whether it is active now, and how many alerts the fogs counted instead of posting."""
+
+    suppression_id: str
+    site_id: str | None
+    device_id: str | None
+    peer: str | None
+    technique_id: str | None
+    reason: str
+    created_by: str = Field(description="Name of the API key that created it.")
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None
+    revoked_at: AwareDatetime | None
+    revoked_by: str | None
+    source_alert_id: str | None
+    active: bool = Field(description="Neither revoked nor expired.")
+    hit_count: int = Field(description="Alerts the fogs suppressed with it (as they reported them).")
+    last_hit_at: AwareDatetime | None
+
+
+class SuppressionsPage(BaseModel):
+    """One page of suppressions, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[SuppressionPublic]
+    next_cursor: str | None
+
+
+class SuppressionRule(BaseModel):
+    """What a fog needs of an active rule (``GET /api/v1/suppressions/active``)."""
+
+    suppression_id: str
+    site_id: str | None
+    device_id: str | None
+    peer: str | None
+    technique_id: str | None
+    expires_at: AwareDatetime | None
+
+
+class SuppressionRules(BaseModel):
+    """The active rules (unrevoked, unexpired), newest first; ``truncated`` when more than the first
+    :data:`SUPPRESSIONS_ACTIVE_MAX` exist."""
+
+    items: list[SuppressionRule]
+    truncated: bool
+    generated_at: AwareDatetime
+
+
+class SuppressionHits(InputModel):
+    """Alerts a fog suppressed since its last report, per rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counts: dict[Annotated[str, Field(pattern=SUPPRESSION_ID_PATTERN)],
+                 Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]] = Field(
+        max_length=SUPPRESSION_HITS_MAX_IDS, description="suppression_id → alerts suppressed (≥ 1).")
+
+
+class SuppressionHitsResult(BaseModel):
+    """Which ids of a hits report were counted, and which are unknown here (ignored)."""
+
+    counted: list[str]
+    unknown: list[str]
+
+
+class AuditEntryPublic(BaseModel):
+    """One change of a suppression: ``created``, ``updated``, ``revoked`` or ``hits`` (a fog's report)."""
+
+    id: int
+    suppression_id: str
+    action: Literal["created", "updated", "revoked", "hits"]
+    key_name: str = Field(description="Name of the API key that made the change.")
+    key_id: int
+    at: AwareDatetime
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """One page of a suppression's audit, oldest first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[AuditEntryPublic]
+    next_cursor: str | None

@@ -120,8 +120,8 @@ def serve(
     console = Console()
     stats = serve_fog(cfg, on_started=lambda s: console.print(f"fog listening on port {s.port}", highlight=False))
     console.print(f"fog stopped: {stats['ticks_closed']} ticks, {stats['decisions']} decisions, {stats['alerts']} "
-                  f"alerts ({stats['late_observations']} late observations), {stats['outbox_pending']} alerts still "
-                  f"waiting for the cloud", highlight=False)
+                  f"alerts ({stats['late_observations']} late observations), {stats.get('alerts_suppressed', 0)} "
+                  f"suppressed, {stats['outbox_pending']} alerts still waiting for the cloud", highlight=False)
 
 
 @app.command()

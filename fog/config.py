@@ -83,6 +83,9 @@ class FogConfig:
         Refusals (4xx) of one alert before it is dead-lettered (:mod:`fog.outbox`).
     metrics_listen : str, optional
         ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (:mod:`fog.metrics`); None = off.
+    suppressions_refresh_s : float
+        Period (s) of fetching the analysts' suppression rules from the cloud and reporting their hits
+        (:mod:`fog.suppression`).
     """
 
     listen: str = setting("127.0.0.1:50051", help="HOST:PORT of the gRPC endpoint for edges (port 0: any free port).")
@@ -120,3 +123,6 @@ class FogConfig:
     max_attempts: int = setting(3, min=1, help="Times the cloud may refuse one alert (HTTP 4xx) before it is "
                                                "dead-lettered (kept in the outbox, listed by `marlids fog status`).")
     metrics_listen: str | None = setting(None, help="HOST:PORT of a Prometheus /metrics endpoint (default: off).")
+    suppressions_refresh_s: float = setting(30.0, flag="--suppressions-refresh", min=1.0,
+                                            help="Seconds between fetches of the analysts' suppression rules from the "
+                                                 "cloud (and reports of how many alerts each suppressed).")

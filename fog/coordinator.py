@@ -46,6 +46,14 @@ because the actor is memoryless and decides each device's Observation independen
 observation its site received in that tick is superseded (idle decisions are never posted). Late
 Observations are counted (``late_observations``).
 
+Suppressions
+------------
+An alert that would be posted but matches one of the analysts' suppression rules (``suppressions``, a
+:class:`fog.suppression.SuppressionSet` the cloud poster keeps up to date) is not committed to the outbox: it
+is counted (``alerts_suppressed``, and per rule for the cloud's ``hit_count``) and its decision log row
+carries ``"suppressed": <suppression_id>``. Its window still counts as flagged in the edge's Ack, so the
+edge's baseline does not learn from it: a suppression silences the notification, not the detector.
+
 Delivery guarantees
 -------------------
 An edge message is acknowledged only after its tick is decided and the resulting alerts are committed to
@@ -142,6 +150,9 @@ class Coordinator:
     on_site_state : callable, optional
         ``on_site_state(site_id, state)`` on every change of a site's baseline state (``state`` as in
         :meth:`site_states`).
+    suppressions : fog.suppression.SuppressionSet, optional
+        Analysts' suppression rules: an alert one matches is counted (``alerts_suppressed``, and per rule in
+        the set) instead of committed to the outbox; None = no suppression (module docstring).
 
     Raises
     ------
@@ -151,7 +162,8 @@ class Coordinator:
 
     def __init__(self, actor, outbox, sites, *, policy_version: str,
                  tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S, alert_threshold: int = ALERT_THRESHOLD,
-                 decisions_path: Path | None = None, clock=time.monotonic, on_site_state=None) -> None:
+                 decisions_path: Path | None = None, clock=time.monotonic, on_site_state=None,
+                 suppressions=None) -> None:
         if isinstance(sites, int):
             if sites < 1:
                 raise ValueError(f"--sites must be ≥ 1 or a list of site ids, got {sites!r}")
@@ -166,6 +178,7 @@ class Coordinator:
         self.actor = actor
         self.outbox = outbox
         self.on_site_state = on_site_state
+        self.suppressions = suppressions
         self._site_state: dict[str, dict] = {}
         self.policy_version = policy_version
         self.tick_timeout_s = float(tick_timeout_s)
@@ -187,7 +200,7 @@ class Coordinator:
                                         "idle_observations", "idle_alerts_suppressed", "grace_observations",
                                         "ticks_closed",
                                         "ticks_by_watermark", "ticks_by_deadline", "decisions", "alerts",
-                                        "alerts_new")}
+                                        "alerts_new", "alerts_suppressed")}
 
     # -- streams ------------------------------------------------------------------------------
     def hello(self, hello) -> int:
@@ -390,14 +403,21 @@ class Coordinator:
             a = make_alert(site_id=o.site_id, device_id=o.device_id, t_start=o.t_start, t_end=o.t_end,
                            level=int(level[i]), attack_class=int(cls[i]), confidence=float(conf[i]),
                            evidence=evidence, policy_version=self.policy_version)
+            suppressed = None
             if bool(alert[i]) and a["level"] >= self.alert_threshold:
-                alerts.append(a)
-                e.alerted.add(seq)
+                e.alerted.add(seq)  # flagged either way: the edge's baseline never learns from it
+                if self.suppressions is not None:
+                    suppressed = self.suppressions.match(a, time.time())
+                if suppressed is None:
+                    alerts.append(a)
+                else:
+                    self.counters["alerts_suppressed"] += 1
             if self._decisions is not None:
                 log_rows.append({k: a[k] for k in ("alert_id", "site_id", "device_id", "level", "attack_class",
                                                    "confidence", "technique_ids")}
                                 | {"t_start": o.t_start, "t_end": o.t_end, "alert": a["level"] >= self.alert_threshold,
-                                   "late": is_late, "anomaly_score": o.anomaly_score if o.score_available else None})
+                                   "late": is_late, "anomaly_score": o.anomaly_score if o.score_available else None}
+                                | ({"suppressed": suppressed} if suppressed is not None else {}))
         for j, (site, t) in enumerate(idle):
             k = len(rows) + j
             self.counters["idle_observations"] += 1

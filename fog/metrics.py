@@ -14,6 +14,9 @@ metric                                          meaning
 ``marlids_fog_invalid_observations_total``      observations rejected: wrong layout or a non-finite number
 ``marlids_fog_ticks_total``                     ticks closed
 ``marlids_fog_alerts_total``                    alerts raised (level ≥ 2)
+``marlids_fog_alerts_suppressed_total``         alerts an analyst's suppression rule matched: counted, not
+                                                posted (fog/suppression.py)
+``marlids_fog_suppressions_active``             suppression rules in force (from the cloud)
 ``marlids_fog_cloud_posts_total{result}``       posts to the cloud: ``created``, ``duplicate``,
                                                 ``refused`` (a 4xx for the alert), ``failed`` (5xx,
                                                 connection errors, auth or rate limits)
@@ -55,6 +58,12 @@ class FogCollector(Collector):
         yield CounterMetricFamily("marlids_fog_ticks", "Ticks closed.", value=c.get("ticks_closed", 0))
         yield CounterMetricFamily("marlids_fog_alerts", "Alerts raised (level >= 2).",
                                   value=c.get("alerts", 0))
+        yield CounterMetricFamily("marlids_fog_alerts_suppressed",
+                                  "Alerts matched by an analyst's suppression rule: counted, not posted.",
+                                  value=c.get("alerts_suppressed", 0))
+        suppressions = getattr(self.server, "suppressions", None)
+        yield GaugeMetricFamily("marlids_fog_suppressions_active", "Suppression rules in force (from the cloud).",
+                                value=len(suppressions) if suppressions is not None else 0)
         posts = CounterMetricFamily("marlids_fog_cloud_posts", "Alert posts to the cloud, by result.",
                                     labels=["result"])
         if poster is not None:

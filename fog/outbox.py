@@ -32,6 +32,14 @@ numbers become ``null``; :func:`fog.alerts.dumps`).
   doubling from ``backoff_initial_s`` to ``backoff_max_s`` (a ``Retry-After`` header, when present and
   larger, is honoured) and resetting after a success.
 
+**Suppressions.** With a :class:`fog.suppression.SuppressionSet`, the poster also keeps the analysts'
+suppression rules up to date, in the same loop: every ``suppressions_refresh_s`` seconds (and once at start)
+it reads ``GET /api/v1/suppressions/active`` into the set, then posts the per-rule counts of suppressed alerts
+to ``POST /api/v1/suppressions/hits``. Best effort: on a network error, a 5xx or an auth error the last rules
+stay in force and the counts are kept for the next try (and tried once more when the poster stops); a cloud
+without the API (404/405/501) is warned about once and not asked again. Counts are kept in memory only: a
+fog that dies loses the counts not yet reported (the alerts themselves were never meant to be posted).
+
 The ingest key is never sent in clear off the machine: an ``http://`` cloud URL whose host is not a
 loopback address is refused unless ``allow_plain_http`` is set (``--allow-plain-http``).
 """
@@ -328,11 +336,16 @@ class CloudPoster:
         CA bundle (PEM) that signed the cloud's certificate (a private CA); default: the system's.
     allow_plain_http : bool
         Allow ``http://`` to a non-loopback host.
+    suppressions : fog.suppression.SuppressionSet, optional
+        Rules to keep up to date from the cloud, whose hit counts are reported back (module docstring);
+        None = the poster does not ask for them.
+    suppressions_refresh_s : float, default 30.0
+        Period of that refresh, seconds.
 
     Raises
     ------
     ValueError
-        For a bad URL (:func:`check_cloud_url`) or an empty key.
+        For a bad URL (:func:`check_cloud_url`), an empty key or a refresh period ≤ 0.
     FileNotFoundError
         For a ``cloud_ca`` that does not exist.
     """
@@ -341,8 +354,10 @@ class CloudPoster:
 
     def __init__(self, outbox: AlertOutbox, cloud_url: str, ingest_key: str, *, timeout_s: float = 10.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, cloud_ca: str | Path | None = None,
-                 allow_plain_http: bool = False) -> None:
+                 allow_plain_http: bool = False, suppressions=None, suppressions_refresh_s: float = 30.0) -> None:
         self.base_url = check_cloud_url(cloud_url, allow_plain_http=allow_plain_http)
+        if not suppressions_refresh_s > 0:
+            raise ValueError(f"--suppressions-refresh must be > 0 seconds, got {suppressions_refresh_s!r}")
         if not ingest_key:
             raise ValueError("--ingest-key is empty: give the cloud API key with the ingest role "
                              "(or set MARLIDS_INGEST_KEY)")
@@ -354,6 +369,13 @@ class CloudPoster:
         self._site_states: dict[str, dict] = {}  # latest state per site not yet delivered
         self._site_lock = threading.Lock()
         self._sites_unsupported = False
+        self.suppressions = suppressions
+        self.suppressions_refresh_s = float(suppressions_refresh_s)
+        self._suppressions_unsupported = False
+        self._suppressions_warned: set[str] = set()
+        self._next_refresh = 0.0
+        self.suppression_refreshes = 0  # successful GETs of the active rules
+        self.suppression_hits_reported = 0  # suppressed alerts the cloud counted
         self._headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -403,6 +425,96 @@ class CloudPoster:
                 with self._site_lock:
                     self._site_states.setdefault(site, state)
 
+    # -- suppressions -------------------------------------------------------------------------
+    def _warn_once(self, key: str, msg: str, *args) -> None:
+        if key not in self._suppressions_warned:
+            self._suppressions_warned.add(key)
+            log.warning(msg, *args)
+
+    def sync_suppressions(self, client=None) -> bool:
+        """One refresh now (module docstring, suppressions): fetch the active rules into the set, then report the
+        hits counted since the last report. Returns whether the rules were fetched."""
+        if self.suppressions is None or self._suppressions_unsupported:
+            return False
+        if client is None:
+            with self._client() as c:
+                return self.sync_suppressions(c)
+        self._next_refresh = time.monotonic() + self.suppressions_refresh_s
+        fetched = self._fetch_rules(client)
+        if not self._suppressions_unsupported:
+            self._post_hits(client)
+        return fetched
+
+    def _unsupported(self, status: int) -> None:
+        log.warning("cloud %s has no suppressions API (HTTP %d): no suppression rules apply and none will be "
+                    "asked for again", self.base_url, status)
+        self._suppressions_unsupported = True
+
+    def _fetch_rules(self, client) -> bool:
+        import httpx
+
+        try:
+            r = client.get(f"{self.base_url}/api/v1/suppressions/active")
+        except httpx.HTTPError as exc:  # the alert loop reports the outage; keep the last rules
+            log.debug("could not fetch the suppression rules (%s: %s); keeping the last ones", type(exc).__name__, exc)
+            return False
+        if r.status_code in (404, 405, 501):
+            self._unsupported(r.status_code)
+            return False
+        if r.status_code != 200:
+            self._warn_once(f"get-{r.status_code}", "cloud answered HTTP %d for the suppression rules (%s); keeping "
+                            "the last ones, retrying every %.0f s", r.status_code, r.text[:200],
+                            self.suppressions_refresh_s)
+            return False
+        try:
+            body = r.json()
+            items = body["items"]
+            if not isinstance(items, list):
+                raise TypeError("items is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._warn_once("get-body", "the cloud's suppression rules are unreadable (%s); keeping the last ones", exc)
+            return False
+        if body.get("truncated"):
+            self._warn_once("truncated", "the cloud has more active suppression rules than it sends; only the newest "
+                            "apply")
+        self.suppressions.replace(items, time.time())
+        self.suppression_refreshes += 1
+        return True
+
+    def _post_hits(self, client) -> None:
+        import httpx
+
+        counts = self.suppressions.take_counts()
+        items = sorted(counts.items())
+        for start in range(0, len(items), 1000):  # the cloud takes at most 1,000 ids per report
+            chunk = dict(items[start:start + 1000])
+            try:
+                r = client.post(f"{self.base_url}/api/v1/suppressions/hits", json={"counts": chunk})
+            except httpx.HTTPError as exc:
+                log.debug("could not report suppression hits (%s); kept for the next try", exc)
+                self.suppressions.restore_counts(dict(items[start:]))
+                return
+            if r.status_code == 200:
+                self.suppression_hits_reported += sum(chunk.values())
+                try:
+                    unknown = r.json().get("unknown") or []
+                except ValueError:
+                    unknown = []
+                if unknown:
+                    log.info("the cloud does not know %d suppressions the fog applied (deleted?): %s", len(unknown),
+                             ", ".join(map(str, unknown[:5])))
+                continue
+            if r.status_code in (404, 405, 501):
+                self._unsupported(r.status_code)
+                return
+            if r.status_code >= 500 or r.status_code in self.RETRY_STATUSES:
+                self._warn_once(f"hits-{r.status_code}", "cloud answered HTTP %d to the suppression hits; kept for the "
+                                "next try", r.status_code)
+                self.suppressions.restore_counts(dict(items[start:]))
+                return
+            log.error("cloud refused a suppression hits report (HTTP %d: %s); %d hits dropped", r.status_code,
+                      r.text[:200], sum(chunk.values()))
+
     def start(self) -> CloudPoster:
         """Start the posting thread."""
         self._thread = threading.Thread(target=self._run, name="fog-cloud-poster", daemon=True)
@@ -430,40 +542,53 @@ class CloudPoster:
         return httpx.Client(timeout=self.timeout_s, headers=self._headers, verify=verify)
 
     def _run(self) -> None:
+        with self._client() as client:
+            try:
+                self._loop(client)
+            finally:
+                if self.suppressions is not None and not self._suppressions_unsupported:
+                    try:
+                        self._post_hits(client)  # the last counts, best effort
+                    except Exception:
+                        log.exception("could not report the last suppression hits")
+
+    def _loop(self, client) -> None:
         self._backoff = self.backoff_initial_s
         warned = False
-        with self._client() as client:
-            while not self._stop.is_set():
-                if self._site_states:
-                    self._post_site_states(client)
-                batch = self.outbox.next_pending(64)
-                if not batch:
-                    if self.outbox.pending:  # all waiting alerts are deferred: look again shortly
-                        self._stop.wait(0.2)
-                    else:
-                        self.outbox.wait_pending(0.5)
+        while not self._stop.is_set():
+            if self._site_states:
+                self._post_site_states(client)
+            if self.suppressions is not None and not self._suppressions_unsupported \
+                    and time.monotonic() >= self._next_refresh:
+                self.sync_suppressions(client)
+            batch = self.outbox.next_pending(64)
+            if not batch:
+                if self.outbox.pending:  # all waiting alerts are deferred: look again shortly
+                    self._stop.wait(0.2)
+                else:
+                    self.outbox.wait_pending(0.5)
+                continue
+            for alert_id, body in batch:
+                if self._stop.is_set():
+                    return
+                wait = self._post_one(client, alert_id, body)
+                if wait is None:
+                    self._backoff = self.backoff_initial_s
+                    if warned:
+                        log.info("cloud %s reachable again", self.url)
+                        warned = False
                     continue
-                for alert_id, body in batch:
-                    if self._stop.is_set():
-                        return
-                    wait = self._post_one(client, alert_id, body)
-                    if wait is None:
-                        self._backoff = self.backoff_initial_s
-                        if warned:
-                            log.info("cloud %s reachable again", self.url)
-                            warned = False
-                        continue
-                    self.failures += 1
-                    delay = max(self._backoff, min(wait, self.backoff_max_s))
-                    if not warned:
-                        log.warning("cloud post failed (%s); %d alerts waiting; retrying with backoff", self._last_error,
-                                    self.outbox.pending)
-                        warned = True
-                    else:
-                        log.debug("cloud post failed (%s); retry in %.1f s", self._last_error, delay)
-                    self._stop.wait(delay)
-                    self._backoff = min(self._backoff * 2, self.backoff_max_s)
-                    break
+                self.failures += 1
+                delay = max(self._backoff, min(wait, self.backoff_max_s))
+                if not warned:
+                    log.warning("cloud post failed (%s); %d alerts waiting; retrying with backoff", self._last_error,
+                                self.outbox.pending)
+                    warned = True
+                else:
+                    log.debug("cloud post failed (%s); retry in %.1f s", self._last_error, delay)
+                self._stop.wait(delay)
+                self._backoff = min(self._backoff * 2, self.backoff_max_s)
+                break
 
     def _post_one(self, client, alert_id: str, body: str) -> float | None:
         """Post one alert; None when the queue may move on (posted, refused, dead-lettered), else the

@@ -140,6 +140,7 @@ class FogServer:
         self.coordinator = None
         self.outbox = None
         self.poster = None
+        self.suppressions = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_httpd = None
@@ -164,6 +165,7 @@ class FogServer:
         from fog.coordinator import Coordinator
         from fog.outbox import AlertOutbox, CloudPoster, check_cloud_url
         from fog.policy import DefenderActor
+        from fog.suppression import SuppressionSet
 
         cfg = self.config
         host, port = parse_hostport(cfg.listen, "--listen")
@@ -181,11 +183,14 @@ class FogServer:
         self.outbox = AlertOutbox(cfg.outbox_path or default_outbox_path(), capacity=cfg.outbox_capacity,
                                   max_attempts=cfg.max_attempts)
         try:
+            self.suppressions = SuppressionSet()
             self.poster = CloudPoster(self.outbox, cfg.cloud_url, cfg.ingest_key, backoff_max_s=cfg.backoff_max_s,
-                                      cloud_ca=cfg.cloud_ca, allow_plain_http=cfg.allow_plain_http)
+                                      cloud_ca=cfg.cloud_ca, allow_plain_http=cfg.allow_plain_http,
+                                      suppressions=self.suppressions,
+                                      suppressions_refresh_s=cfg.suppressions_refresh_s)
             self.coordinator = Coordinator(actor, self.outbox, sites, policy_version=version,
                                            tick_timeout_s=cfg.tick_timeout_s, decisions_path=cfg.decisions_path,
-                                           on_site_state=self.poster.site_state)
+                                           on_site_state=self.poster.site_state, suppressions=self.suppressions)
             n = sites if isinstance(sites, int) else len(sites)
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(8, 2 * n + 4),
                                                             thread_name_prefix="fog-grpc"),
@@ -266,8 +271,11 @@ class FogServer:
             self.outbox.close()
 
     def stats(self) -> dict:
-        """Coordinator counters plus the poster's (posted, duplicates, rejected, dead-lettered, failures)."""
+        """Coordinator counters plus the poster's (posted, duplicates, rejected, dead-lettered, failures) and
+        the suppression rules in force."""
         s = self.coordinator.stats() if self.coordinator else {}
+        if self.suppressions is not None:
+            s["suppressions_active"] = len(self.suppressions)
         if self.poster is not None:
             s.update(posted=self.poster.posted, post_duplicates=self.poster.duplicates,
                      post_rejected=self.poster.rejected, post_dead_lettered=self.poster.dead_lettered,
@@ -300,10 +308,10 @@ def serve_fog(config: FogConfig, *, on_started=None, stats_every_s: float = 30.0
             on_started(server)
         while not stop.wait(stats_every_s):
             s = server.stats()
-            log.info("ticks %d · decisions %d · alerts %d (late %d, idle %d, invalid observations %d) · outbox %d "
-                     "waiting · posted %d · dead-lettered %d", s["ticks_closed"], s["decisions"], s["alerts"],
-                     s["late_observations"], s["idle_observations"], s["invalid_observations"], s["outbox_pending"],
-                     s["posted"], s["post_dead_lettered"])
+            log.info("ticks %d · decisions %d · alerts %d (late %d, idle %d, invalid observations %d) · suppressed %d "
+                     "· outbox %d waiting · posted %d · dead-lettered %d", s["ticks_closed"], s["decisions"],
+                     s["alerts"], s["late_observations"], s["idle_observations"], s["invalid_observations"],
+                     s["alerts_suppressed"], s["outbox_pending"], s["posted"], s["post_dead_lettered"])
     finally:
         server.stop()
         for sig, handler in previous.items():

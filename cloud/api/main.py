@@ -35,7 +35,7 @@ from cloud.api.deps import AnalystDep, KeyStore
 from cloud.api.errors import validation_error_handler
 from cloud.api.metrics import Metrics
 from cloud.api.middleware import BodySizeLimit
-from cloud.api.routes import alerts, dashboard, export, health, incidents, sites, techniques
+from cloud.api.routes import alerts, dashboard, export, health, incidents, sites, suppressions, techniques
 from cloud.core.config import Settings, get_settings
 from cloud.core.db import make_engine, make_session_factory, run_migrations
 from cloud.services.attack import get_attack_table
@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
     api.include_router(techniques.router)
     api.include_router(export.router)
     api.include_router(sites.router)
+    api.include_router(suppressions.router)
 
     @api.get("/openapi.json", response_model=dict[str, Any], include_in_schema=False)
     def openapi_spec(_: AnalystDep) -> dict[str, Any]:
@@ -161,8 +162,8 @@ def create_app(settings: Settings | None = None, *, explainer: Explainer | None 
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST", "PATCH"], allow_headers=["X-API-Key", "Authorization",
-                                                                                   "Content-Type"])
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
     return app
 
 

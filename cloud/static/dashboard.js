@@ -88,6 +88,87 @@ async function triageIncident(i, status) {
   load();
 }
 
+// -- suppressions: rules that make the fogs count, instead of post, the alerts they match -----------------
+const CHANGE = {"Content-Type": "application/json", "X-Requested-With": "marlids"};
+
+async function loadSuppressions() {
+  // The active rules, newest first, with who made them, when, their expiry and the fogs' hit counts.
+  try {
+    const page = await api("/suppressions?limit=100");
+    document.getElementById("supp-count").textContent = page.items.length + (page.next_cursor ? "+" : "") + " active";
+    document.getElementById("suppressions").replaceChildren(...page.items.map(s => el("tr", {"data-suppression": s.suppression_id},
+      el("td", {}, (s.site_id || "any site") + " / " + (s.device_id || "any device")),
+      el("td", {}, s.peer ? el("code", {class: "untrusted"}, s.peer) : "any"),
+      el("td", {}, s.technique_id ? techniqueLinks([s.technique_id]) : "any"),
+      el("td", {class: "supp-reason"}, s.reason), el("td", {class: "supp-by"}, s.created_by),
+      el("td", {}, fmtTime(s.created_at)), el("td", {}, s.expires_at ? fmtTime(s.expires_at) : "never"),
+      el("td", {class: "supp-hits"}, String(s.hit_count)),
+      el("td", {}, el("button", {class: "supp-revoke", title: "End this rule (the fogs drop it at their next refresh)",
+                                 onclick: () => revokeSuppression(s)}, "Revoke"),
+                   el("button", {class: "supp-audit-btn", onclick: () => showAudit(s.suppression_id)}, "Audit")))));
+  } catch (e) { document.getElementById("supp-count").textContent = "error: " + e.message; }
+}
+
+let auditShown = null;  // the suppression whose audit is shown
+
+async function showAudit(id) {
+  const box = document.getElementById("supp-audit");
+  try {
+    const [s, audit] = await Promise.all([api("/suppressions/" + id), api("/suppressions/" + id + "/audit?limit=1000")]);
+    auditShown = id;
+    box.replaceChildren(el("h3", {}, "Audit of the suppression “" + s.reason.slice(0, 80) + "”" + (s.active ? "" : " (inactive)")),
+      el("ul", {id: "supp-audit-list"}, ...audit.items.map(e => el("li", {"data-action": e.action},
+        fmtTime(e.at) + " · " + e.action + " by " + e.key_name +
+        (Object.keys(e.detail).length ? " · " + JSON.stringify(e.detail) : "")))),
+      el("button", {id: "supp-audit-close", onclick: () => { auditShown = null; box.replaceChildren(); }}, "Close"));
+  } catch (e) { box.replaceChildren(el("p", {class: "err"}, "audit: " + e.message)); }
+}
+
+async function revokeSuppression(s) {
+  try {
+    await api("/suppressions/" + s.suppression_id, {method: "DELETE", headers: CHANGE});
+  } catch (e) { document.getElementById("supp-count").textContent = "revoke failed: " + e.message; return; }
+  await loadSuppressions();
+  if (auditShown === s.suppression_id) showAudit(s.suppression_id);
+}
+
+function toggleSuppressForm(a) {
+  // A rule made from the alert: its device (with its site), its first technique and, if ticked, its top peer.
+  const box = document.getElementById("suppress-box");
+  if (box.childNodes.length) { box.replaceChildren(); return; }
+  const tech = (a.technique_ids || [])[0], peer = ((a.evidence.peers || [])[0] || {}).address;
+  const check = (id, on, label, value) => el("label", {}, el("input", Object.assign({type: "checkbox", id: id}, on ? {checked: ""} : {})),
+                                              " " + label + " ", el("code", {class: "untrusted"}, value));
+  const kids = [el("div", {class: "muted"}, "The fogs count, instead of post, the alerts that match every ticked field."),
+    check("supp-device", true, "device", a.site_id + " / " + a.device_id)];
+  if (tech) kids.push(check("supp-technique", true, "technique", tech));
+  if (peer) kids.push(check("supp-peer", false, "top peer", peer));
+  kids.push(el("label", {}, "expires ", el("select", {id: "supp-expiry"}, el("option", {value: "3600"}, "in 1 hour"),
+      el("option", {value: "86400", selected: ""}, "in 24 hours"), el("option", {value: "604800"}, "in 7 days"),
+      el("option", {value: ""}, "never"))),
+    el("label", {}, "reason (required) ", el("textarea", {id: "supp-reason", rows: 2, maxlength: 500})),
+    el("button", {type: "submit", id: "supp-submit"}, "Create suppression"), el("span", {id: "supp-msg"}));
+  box.replaceChildren(el("form", {id: "suppress-form", onsubmit: e => { e.preventDefault(); submitSuppression(a); }}, ...kids));
+}
+
+async function submitSuppression(a) {
+  const msg = document.getElementById("supp-msg"), on = id => { const c = document.getElementById(id); return !!(c && c.checked); };
+  const body = {reason: document.getElementById("supp-reason").value.trim(), source_alert_id: a.alert_id};
+  if (on("supp-device")) { body.site_id = a.site_id; body.device_id = a.device_id; }
+  if (on("supp-technique")) body.technique_id = a.technique_ids[0];
+  if (on("supp-peer")) body.peer = a.evidence.peers[0].address;
+  const secs = document.getElementById("supp-expiry").value;
+  if (secs) body.expires_at = new Date(Date.now() + Number(secs) * 1000).toISOString();
+  const fail = text => { msg.className = "err"; msg.textContent = " " + text; };
+  if (!body.reason) return fail("give a reason");
+  if (!body.device_id && !body.technique_id && !body.peer) return fail("tick at least one of device, technique, peer");
+  try {
+    const s = await api("/suppressions", {method: "POST", headers: CHANGE, body: JSON.stringify(body)});
+    msg.className = "ok"; msg.textContent = " suppression created (" + s.suppression_id.slice(0, 8) + "…)";
+    loadSuppressions();
+  } catch (e) { fail(e.message); }
+}
+
 let want = 100;  // alerts listed: 100 more per "Show 100 more"
 
 function localToIso(v) { return v ? new Date(v).toISOString() : ""; }
@@ -137,6 +218,7 @@ function timeline(list) {
 async function load() {
   loadSites();
   loadIncidents();
+  loadSuppressions();
   const q = new URLSearchParams();
   const set = (id, key, f) => { const v = document.getElementById(id).value.trim(); if (v) q.set(key, f ? f(v) : v); };
   set("f-status", "status"); set("f-level", "min_level"); set("f-site", "site_id"); set("f-device", "device_id");
@@ -285,7 +367,11 @@ function renderDetail(a) {
       el("button", {id: "btn-ack", onclick: () => triage(a, "acknowledged")}, "Acknowledge"),
       el("button", {id: "btn-fp", onclick: () => triage(a, "false_positive")}, "False positive"),
       el("button", {id: "btn-resolve", onclick: () => triage(a, "resolved")}, "Resolve"),
-      el("button", {id: "btn-new", onclick: () => triage(a, "new")}, "Reopen")));
+      el("button", {id: "btn-new", onclick: () => triage(a, "new")}, "Reopen")),
+    el("h3", {}, "Suppress"),
+    el("button", {id: "btn-suppress", title: "Make the fogs count, instead of post, alerts like this one",
+                  onclick: () => toggleSuppressForm(a)}, "Suppress…"),
+    el("div", {id: "suppress-box"}));
   d.replaceChildren(...kids);
   shown = version(a);
   if (a.note) document.getElementById("note").value = a.note;

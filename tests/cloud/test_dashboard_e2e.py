@@ -1,12 +1,13 @@
 """The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright) against a real uvicorn
 server: log in, list alerts, read an explanation and the evidence charts, triage, take a screenshot; an
-XSS payload in the evidence stays text."""
+XSS payload in the evidence stays text; a suppression is made from an alert, listed, audited and revoked."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -158,4 +159,43 @@ def test_dashboard_lists_explains_charts_and_triages(tmp_path: Path, browser):
             stored = c.get(f"/api/v1/alerts/{alerts[2]['alert_id']}").json()
         assert stored["status"] == "false_positive"
         assert stored["note"] == "checked the switch port; scanner is the new inventory tool"
+
+        # suppressions: made from the alert's detail pane (device, first technique, ticked top peer, an expiry,
+        # a reason), listed with who made it, audited, revoked
+        supp_rows = page.locator("#suppressions tr")
+        expect(supp_rows).to_have_count(0)
+        page.click("#btn-suppress")
+        page.locator("#suppress-form").wait_for()
+        page.check("#supp-peer")
+        page.select_option("#supp-expiry", "604800")
+        page.click("#supp-submit")
+        expect(page.locator("#supp-msg")).to_have_text(" give a reason")  # a reason is required
+        reason = "inventory scanner <b>ticket 42</b>"
+        page.fill("#supp-reason", reason)
+        page.click("#supp-submit")
+        expect(page.locator("#supp-msg")).to_contain_text("suppression created")
+        expect(supp_rows).to_have_count(1)
+        row = supp_rows.nth(0)
+        expect(row.locator(".supp-reason")).to_have_text(reason)   # attacker-style markup stays text
+        assert page.locator("#supp-panel b").count() == 0
+        assert "site_a / 10.0.0.7" in row.inner_text() and "10.0.0.66" in row.inner_text()
+        assert row.locator(".supp-by").inner_text() == "bootstrap-analyst"
+        with httpx.Client(base_url=srv.url, headers={"X-API-Key": keys["analyst"]}) as c:
+            (rule,) = c.get("/api/v1/suppressions").json()["items"]
+        assert (rule["site_id"], rule["device_id"], rule["peer"]) == ("site_a", "10.0.0.7", "10.0.0.66")
+        assert rule["technique_id"] == stored["technique_ids"][0] and rule["source_alert_id"] == alerts[2]["alert_id"]
+        assert rule["technique_id"] in row.inner_text()
+        assert 6.9 * 86400 < (datetime.fromisoformat(rule["expires_at"].replace("Z", "+00:00"))
+                              - datetime.now(UTC)).total_seconds() <= 7 * 86400
+        row.locator(".supp-audit-btn").click()
+        expect(page.locator("#supp-audit-list li")).to_have_count(1)
+        assert "created by bootstrap-analyst" in page.locator("#supp-audit-list li").nth(0).inner_text()
+        row.locator(".supp-revoke").click()
+        expect(supp_rows).to_have_count(0)
+        expect(page.locator("#supp-audit-list li")).to_have_count(2)
+        assert "revoked by bootstrap-analyst" in page.locator("#supp-audit-list li").nth(1).inner_text()
+        with httpx.Client(base_url=srv.url, headers={"X-API-Key": keys["analyst"]}) as c:
+            revoked = c.get(f"/api/v1/suppressions/{rule['suppression_id']}").json()
+        assert revoked["active"] is False and revoked["revoked_by"] == "bootstrap-analyst"
+        assert "Suppressions:" in page.locator("#help").inner_text()
         assert errors == []

@@ -122,7 +122,8 @@ def test_conformance_and_no_server_errors(served, api_schema):
     ledger = _Ledger(served.settings.database_url.removeprefix("sqlite:///"))
     deadline = time.monotonic() + BUDGET_S
     for op in ops:
-        ingest = (op.method.upper(), op.path) in (("POST", "/api/v1/alerts"), ("PUT", "/api/v1/sites/{site_id}"))
+        ingest = (op.method.upper(), op.path) in (("POST", "/api/v1/alerts"), ("PUT", "/api/v1/sites/{site_id}"),
+                                                  ("POST", "/api/v1/suppressions/hits"))
         headers = {"Authorization": f"Bearer {served.keys['ingest' if ingest else 'analyst']}"}
         _fuzz(served.url, op, GenerationMode.POSITIVE, headers, calls, ledger, deadline)()
         try:
