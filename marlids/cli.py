@@ -18,7 +18,6 @@ try:  # typer < 0.20 depends on click; newer releases vendor their own copy (the
 except ImportError:  # e.g. the fog image: `pip install .[fog]` brings no click
     click = None
 
-from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
 from experiments.cli import app as experiment_app
 from fog.cli import app as fog_app
@@ -28,6 +27,29 @@ from training import edge_tools
 from training.cli import app as train_app
 from training.range.cli import app as range_app
 
+
+def _cloud_app() -> typer.Typer:
+    """``marlids cloud``, or, in an install without the ``cloud`` extra (the edge and fog images), a group
+    that says how to get it: the cloud's options are generated from its pydantic-settings model."""
+    try:
+        from cloud.cli import app as cloud
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in ("cloud", "edge", "fog", "training", "experiments", "marlids"):
+            raise  # our own code is missing: a broken install, not an absent extra
+        missing = exc.name
+        cloud = typer.Typer(help=f"Cloud analyst API — not installed here ({missing} is missing): "
+                                 "pip install 'marlids[cloud]'.")
+
+        @cloud.callback(invoke_without_command=True)
+        def _absent() -> None:
+            typer.echo(f"marlids: error: the cloud is not installed here ({missing} is missing); "
+                       "pip install 'marlids[cloud]'", err=True)
+            raise typer.Exit(2)
+
+    return cloud
+
+
+cloud_app = _cloud_app()
 app = typer.Typer(
     name="marlids",
     help=(

@@ -92,12 +92,21 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """Route class of every router: its endpoint sees a :class:`StrictJSONRequest` (module docstring)."""
+    """Route class of every router: its endpoint sees a :class:`StrictJSONRequest` (module docstring), and a
+    query parameter given more than once is refused with 422 (each takes one value; FastAPI would silently
+    keep the last)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict_handler(request: Request) -> Response:
+            repeated = sorted({k for k, _ in request.query_params.multi_items()
+                               if len(request.query_params.getlist(k)) > 1})
+            if repeated:  # every query parameter of the API is one value; which of several would be ambiguous
+                raise RequestValidationError([
+                    {"type": "repeated_parameter", "loc": ("query", k), "input": request.query_params.getlist(k),
+                     "msg": f"query parameter {k!r} given {len(request.query_params.getlist(k))} times; give it once"}
+                    for k in repeated])
             return await handler(StrictJSONRequest(request.scope, request.receive))
 
         return strict_handler

@@ -140,6 +140,17 @@ def test_since_and_until_are_iso_8601_never_a_guessed_number(api):
         assert api.get("/api/v1/export/ecs", until=number).status_code == 422
 
 
+def test_a_query_parameter_given_twice_is_422_not_the_last_value(api):
+    """FastAPI would keep the last of ``site_id=a&site_id=b``; the API takes one value per parameter and says
+    so instead of guessing which filter was meant."""
+    api.post(fog_alert())
+    r = api.client.get(ALERTS, params=[("site_id", "site_a"), ("site_id", "site_b"), ("limit", "5")],
+                       headers=api.analyst)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "site_id"] and "given 2 times" in r.json()["detail"][0]["msg"]
+    assert api.get(ALERTS, site_id="site_a").status_code == 200
+
+
 def test_other_bodies_refuse_surrogates_too(api):
     alert = fog_alert()
     api.post(alert)
