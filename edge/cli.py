@@ -295,6 +295,7 @@ def run(
             status.update(f"edge {site}: {state}{st.slots} slots · {st.observations} observations · {st.sent} sent · "
                           f"acked to #{st.acked_seq} · {st.buffered} buffered"
                           + (f" · {st.dropped} dropped" if st.dropped else "")
+                          + (f" · {st.shed_flows} flows shed (flood)" if st.shed_flows else "")
                           + ("" if st.connected else " · fog unreachable, retrying"))
 
         st = run_edge(cfg, drain_timeout_s=drain_timeout, on_progress=progress)

@@ -134,6 +134,10 @@ class EdgeStats:
     producer_done: bool = False
     baseline: dict = field(default_factory=dict)
     learned_windows: int = 0
+    shed_flows: int = 0
+    """flows the live meter forgot early to bound its memory under a flood (``edge.live.MAX_REMEMBERED_FLOWS``)"""
+    late_packets: int = 0
+    """live capture: packets that reached the meter after their window closed (dropped)"""
     extra: dict = field(default_factory=dict)
 
 
@@ -344,8 +348,9 @@ class EdgeDaemon:
 
         cfg = self.config
         window_log = WindowLog(cfg.windows_out) if cfg.windows_out is not None else None
+        source = self._source()
         try:
-            for t_end, windows in self._source():
+            for t_end, windows in source:
                 if window_log is not None and len(windows):
                     window_log.write(windows)
                 msgs, batch = [], None
@@ -371,6 +376,8 @@ class EdgeDaemon:
                 with self._lock:
                     self._stats.slots += 1
                     self._stats.observations += len(msgs) - 1
+                    self._stats.shed_flows = getattr(source, "forgotten_flows", 0)
+                    self._stats.late_packets = getattr(source, "late_packets", 0)
                 self._report_baseline(was_learning, progress)
                 if self._stop.is_set():
                     break

@@ -38,6 +38,7 @@ import queue
 import signal
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,33 @@ PIECE_ACTIVE_S = 5
 DEFAULT_CLOSE_DELAY_S = float(PIECE_IDLE_S + PIECE_ACTIVE_S + 1)
 #: Flow timeouts of offline extraction, re-applied when stitching pieces (s).
 FLOW_IDLE_S, FLOW_ACTIVE_S = 120, 1800
+#: Most flows the stitcher remembers after their windows closed (kept only to join a later piece of the same
+#: flow, up to FLOW_IDLE_S). Under a flood of spoofed sources every packet is a new flow, so without a bound
+#: this memory grows with rate × 120 s; above it the oldest such flows are forgotten early and counted
+#: (``Stitcher.forgotten_flows``): a later piece of one then starts a new flow (one more ``new_flows``).
+MAX_REMEMBERED_FLOWS = 32_768
+#: Most flow pieces waiting between NFStream's meter process and this module's metering child (NFStream's own
+#: channel holds up to 32,767, each a pickled flow with its window slices: ~200 MiB under a flood on a device
+#: whose single core cannot keep up). Above it the meter waits: a file is read more slowly, a live interface's
+#: excess packets are dropped by the kernel's capture buffer (load shedding at the source).
+METER_QUEUE_PIECES = 1024
+#: Batches (of ≤ 64 pieces) waiting between the metering child and the stitcher.
+OUT_QUEUE_BATCHES = 64
+
+
+class _BoundedQueues:
+    """A multiprocessing context whose queues hold at most ``cap`` items; everything else is ``ctx``'s. Given
+    to NFStream as its context (it has no option for its channel's size), so its meter blocks instead of
+    buffering a flood's flows in memory."""
+
+    def __init__(self, ctx, cap: int) -> None:
+        self._ctx, self._cap = ctx, cap
+
+    def Queue(self, maxsize: int = 0):  # noqa: N802 - multiprocessing's name
+        return self._ctx.Queue(maxsize=min(maxsize or self._cap, self._cap))
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
 #: Linux capability number of CAP_NET_RAW (linux/capability.h).
 CAP_NET_RAW = 13
 
@@ -138,6 +166,7 @@ def _file_child(source: str, window_ms: int, out) -> None:
                               idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S, accounting_mode=1,
                               udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
                               statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
+        streamer._mp_context = _BoundedQueues(streamer._mp_context, METER_QUEUE_PIECES)
         _pump(streamer, out)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         out.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -242,6 +271,7 @@ def _interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> No
                               accounting_mode=1, udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
                               statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
         streamer._source = fifo  # NFStream accepts only regular files; libpcap reads the FIFO as a pcap stream
+        streamer._mp_context = _BoundedQueues(streamer._mp_context, METER_QUEUE_PIECES)
         _pump(streamer, out)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         out.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -265,7 +295,7 @@ def _pump(streamer, out) -> None:
 
 # -- stitching ---------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class _Flow:
     """A flow as offline metering would see it, assembled from pieces."""
 
@@ -313,10 +343,25 @@ class Stitcher:
     ----------
     window_ms : int
         Window length in milliseconds.
+    max_remembered : int
+        Most flows kept after their windows closed (:data:`MAX_REMEMBERED_FLOWS`); flows still holding
+        slices of open windows are never forgotten (they are bounded by the packet rate × the window length
+        and close delay).
+
+    Attributes
+    ----------
+    forgotten_flows : int
+        Flows forgotten before their idle timeout because of ``max_remembered`` (load shedding).
+    late_packets : int
+        Packets of windows already closed when their piece arrived (dropped).
     """
 
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, max_remembered: int = MAX_REMEMBERED_FLOWS) -> None:
+        if max_remembered < 1:
+            raise ValueError(f"max_remembered must be ≥ 1 flow, got {max_remembered!r}")
         self.window_ms = window_ms
+        self.max_remembered = max_remembered
+        self.forgotten_flows = 0
         self.flows: dict[tuple, _Flow] = {}
         self.closed_through: int | None = None  # last window index handed out
         self.late_packets = 0
@@ -333,7 +378,7 @@ class Stitcher:
         key = (proto, vlan, min(a, b), max(a, b))
         f = self.flows.get(key)
         new = f is None or first - f.last_ms > FLOW_IDLE_S * 1000 or first - f.first_ms >= FLOW_ACTIVE_S * 1000
-        slices = {int(i): list(s) for i, s in slices.items()}
+        slices = {int(i): array("d", s) for i, s in slices.items()}  # 8 bytes a counter, not a boxed float
         if new:
             if f is not None and f.slices:  # the old flow's windows are not closed yet: keep them
                 self.retired.append(f)
@@ -377,17 +422,40 @@ class Stitcher:
             return views
         self.indices = {i for i in self.indices if i > through}
         horizon = (through + 1) * self.window_ms - FLOW_IDLE_S * 1000
+        done = 0  # remembered flows holding no slices
         for key, f in [*self.flows.items(), *((None, r) for r in self.retired)]:
             ready = {i: s for i, s in f.slices.items() if i <= through}
             if ready:
                 for i in ready:
                     del f.slices[i]
                 views.append(f.view(ready))
-            if key is not None and not f.slices and f.last_ms < horizon:
-                del self.flows[key]
+            if key is not None and not f.slices:
+                if f.last_ms < horizon:
+                    del self.flows[key]
+                else:
+                    done += 1
         self.retired = [r for r in self.retired if r.slices]
         self.closed_through = through if self.closed_through is None else max(self.closed_through, through)
+        self._shed(done)
         return views
+
+    def _shed(self, done: int) -> None:
+        """Forget the oldest of the ``done`` flows that hold no slices while more than ``max_remembered`` are
+        kept (down to 90 % of it, so this runs rarely). Dict order is creation order: oldest first."""
+        if done <= self.max_remembered:
+            return
+        target = done - int(self.max_remembered * 0.9)
+        drop = []
+        for key, f in self.flows.items():
+            if not f.slices:
+                drop.append(key)
+                if len(drop) >= target:
+                    break
+        for key in drop:
+            del self.flows[key]
+        self.forgotten_flows += len(drop)
+        log.warning("stitcher: %d flows past their windows exceed the bound of %d; forgot the %d oldest early "
+                    "(%d in all)", done, self.max_remembered, len(drop), self.forgotten_flows)
 
 
 def _step_builder(window_s: float, site_id: str, capture: str, devices: str, mac_ip: dict, ip_mac: dict,
@@ -421,14 +489,20 @@ class LiveWindows:
     close_delay_s : float
         Seconds after a window's end before it closes.
 
+    max_remembered_flows : int
+        Bound of the stitcher's memory of flows whose windows closed (:data:`MAX_REMEMBERED_FLOWS`).
+
     Attributes
     ----------
     late_packets : int
         Packets dropped because they reached the stitcher after their window closed.
+    forgotten_flows : int
+        Flows the stitcher forgot early to stay within ``max_remembered_flows`` (load shed under floods).
     """
 
     def __init__(self, source, site_id: str, window_s: float, devices: str, stop: threading.Event, *,
-                 close_delay_s: float = DEFAULT_CLOSE_DELAY_S) -> None:
+                 close_delay_s: float = DEFAULT_CLOSE_DELAY_S,
+                 max_remembered_flows: int = MAX_REMEMBERED_FLOWS) -> None:
         if not close_delay_s >= 0:
             raise ValueError(f"--close-delay must be ≥ 0 seconds, got {close_delay_s!r}")
         self.source = str(source)
@@ -437,6 +511,8 @@ class LiveWindows:
         self.close_delay_ms = close_delay_s * 1000
         self.window_ms = max(1, round(window_s * 1000))
         self.late_packets = 0
+        self.forgotten_flows = 0
+        self.max_remembered_flows = max_remembered_flows
         self._proc = None
         self._tmpdir: str | None = None
 
@@ -457,7 +533,7 @@ class LiveWindows:
         # locks at fork time, and a forked child can then deadlock; NFStream forks its meter from this clean
         # child. The targets are module-level functions, and every entry point guards its __main__.
         ctx = mp.get_context("spawn")
-        out = ctx.Queue(maxsize=1024)
+        out = ctx.Queue(maxsize=OUT_QUEUE_BATCHES)
         # not daemonic: NFStream's own meter is a (daemonic) child of it; the atexit hook ends it if the
         # caller never closes this object (it runs before multiprocessing joins its children)
         target = _file_child if self.is_file else _interface_child
@@ -467,7 +543,7 @@ class LiveWindows:
         atexit.register(self.close)
         l2: deque = deque()
         l2_lock = threading.Lock()
-        stitcher = Stitcher(self.window_ms)
+        stitcher = Stitcher(self.window_ms, self.max_remembered_flows)
         self._empty = windows_frame([])
         mac_ip: dict = {}
         ip_mac: dict = {}
@@ -520,6 +596,7 @@ class LiveWindows:
                                                                           windows_frame)
                 next_k = through + 1
                 self.late_packets = stitcher.late_packets
+                self.forgotten_flows = stitcher.forgotten_flows
                 if ended:
                     return
         finally:

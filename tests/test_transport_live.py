@@ -146,3 +146,34 @@ def test_live_interface_windows_close_while_traffic_flows(veth, tmp_path):
     assert port_is_free(fog.port)
     left = {p.pid for p in psutil.Process().children(recursive=True)} - children_before
     assert not left, f"child processes left behind: {left}"
+
+
+def test_stitcher_memory_is_bounded_under_a_spoofed_flood():
+    """Every packet a new flow (spoofed sources): the stitcher keeps at most ``max_remembered`` flows past their
+    windows, forgets the oldest early and counts them; no packet of an open window is lost."""
+    from edge import flows as F
+    from edge.live import Stitcher
+
+    def piece(i: int, t_ms: float) -> tuple:
+        s = [0.0] * F.SLICE_LEN
+        s[F.S2D_PKTS], s[F.S2D_BYTES] = 1, 60
+        s[F.FIRST_MS] = s[F.LAST_MS] = t_ms
+        s[F.SIZE_MIN] = s[F.SIZE_MAX] = 60
+        s[F.IAT_MIN], s[F.IAT_MAX] = float("inf"), 0.0
+        return (f"203.0.{i // 250 % 250}.{i % 250}", 1024 + i % 60000, "10.10.10.10", 25565, 6, 0, "aa:aa:aa:aa:aa:aa",
+                "bb:bb:bb:bb:bb:bb", t_ms, t_ms, 1, "Unknown", True, 0, True, False, False,
+                {int(t_ms // 5000): s})
+
+    st = Stitcher(5000, max_remembered=500)
+    packets, seen, peak = 0, 0, 0
+    for k in range(40):  # 40 windows of 5 s, 200 new flows each
+        for j in range(200):
+            st.add(piece(k * 200 + j, k * 5000 + j * 20.0))
+            packets += 1
+        seen += sum(v.bidirectional_packets for v in st.take(k))
+        peak = max(peak, len(st.flows))
+    assert seen == packets and st.late_packets == 0
+    assert peak <= 500 + 200 and len(st.flows) <= 500
+    assert st.forgotten_flows == 40 * 200 - len(st.flows)
+    with pytest.raises(ValueError, match="max_remembered"):
+        Stitcher(5000, max_remembered=0)
