@@ -4,8 +4,10 @@ Run: ``.venv/bin/python benchmarks/bench_edge_onnx.py [--out benchmarks/results/
 
 What one window costs once flow metering has produced it (metering itself: ``bench_edge.py``), on
 **one pinned core** (each path runs in its own process under ``taskset -c CORE``, intra-op threads 1):
-MiniLM embedding of the window's protocol text + the temporal scorer over the device's last ``T``
-windows (batch 1) + calibration + fusion into the Observation. Reported per path:
+MiniLM embedding of the window's protocol text + the site baseline + the temporal scorer over the device's
+last ``T`` windows (batch 1) + calibration + fusion into the Observation — the runtime's
+:meth:`edge.online.SiteFusion.transform_arrays`, one window at a time, windows in time order, timed after the
+site's grace period (a slot's frame is turned into these arrays once for all its windows). Reported per path:
 
 * ``load_s`` — importing the libraries and loading the models;
 * ``latency_ms`` — per window, p50 / p95 / p99 / mean, with a **cold** text cache (every text encoded,
@@ -73,13 +75,10 @@ def peak_rss_mib() -> float:
 def child(backend: str, directory: Path, policy: Path) -> dict:
     """One path, in this (pinned) process: load, then time every window of site A, cold then warm."""
     t0 = time.perf_counter()
-    import numpy as np
     import psutil
 
-    from edge.features import FEATURE_NAMES
-    from edge.observation import OBS_DIM, FusionPipeline, build_observations
+    from edge.observation import OBS_DIM, FusionPipeline
     from edge.onnx_embed import make_embedder
-    from edge.scorer import build_sequences
 
     source = directory / "models" if backend == "onnx" else policy
     pipe = FusionPipeline.load(source, backend=backend)
@@ -95,26 +94,32 @@ def child(backend: str, directory: Path, policy: Path) -> dict:
 
     import pandas as pd
 
-    df = pd.read_parquet(directory / "windows.parquet").reset_index(drop=True)
-    seqs = build_sequences(df, pipe.seq_len_)
-    pos = {int(r): i for i, r in enumerate(seqs.rows)}
-    feats = df[list(FEATURE_NAMES)].to_numpy(np.float64)
+    from edge.online import SiteFusion
+
+    df = pd.read_parquet(directory / "windows.parquet").sort_values(["t_end", "device_id"]).reset_index(drop=True)
     texts = df["proto_text"].tolist()
+    # the columns as arrays, as a slot's frame gives them once for all its windows (SiteFusion.transform)
+    from edge.features import FEATURE_NAMES
+
+    site = df["site_id"].astype(str).tolist()
+    dev = df["device_id"].astype(str).to_numpy(object)
+    t0s, t1s = df["t_start"].to_numpy("float64"), df["t_end"].to_numpy("float64")
+    x = df[list(FEATURE_NAMES)].to_numpy("float64")
 
     def one_pass() -> list[float]:
+        """Every window through the runtime's SiteFusion (baseline, scorer sequence, calibration, fusion), one
+        at a time as the daemon would with one device per slot; the latencies of the windows decided after the
+        site's grace period (grace windows only learn the baseline)."""
+        fusion = SiteFusion(pipe, embedder)
         out = []
         for i in range(len(df)):
             t = time.perf_counter()
-            emb = embedder.embed([texts[i]])
-            z = pipe.scaler_.transform(feats[i:i + 1])
-            j = pos.get(i)
-            if j is None:
-                obs = build_observations(z, emb)
-            else:
-                raw, att = pipe.scorer_.score_with_attention(seqs.X[j:j + 1])
-                obs = build_observations(z, emb, pipe.threshold_.calibrate(raw), att)
-            assert obs.shape == (1, OBS_DIM)
-            out.append((time.perf_counter() - t) * 1e3)
+            batch = fusion.transform_arrays(site[i], dev[i:i + 1], t0s[i:i + 1], t1s[i:i + 1], x[i:i + 1],
+                                            texts[i:i + 1])
+            dt = (time.perf_counter() - t) * 1e3
+            assert batch.vectors.shape == (1, OBS_DIM)
+            if not batch.learning[0]:
+                out.append(dt)
         return out
 
     cache_size = embedder.cache_size
@@ -158,7 +163,9 @@ def main() -> None:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    "MARLIDS_EDGE_BACKEND": backend}
             r = subprocess.run([taskset, "-c", str(args.core), sys.executable, __file__, "--child", backend,
-                                "--dir", str(d), "--policy", str(args.policy)], check=True, capture_output=True, text=True, env=env)
+                                "--dir", str(d), "--policy", str(args.policy)], check=False, capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                raise SystemExit(f"bench_edge_onnx: the {backend} run failed ({r.returncode}):\n{r.stderr[-3000:]}")
             results[backend] = json.loads(r.stdout.strip().splitlines()[-1])
     o, t = results["onnx"], results["torch"]
     report = {
