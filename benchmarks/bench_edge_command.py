@@ -19,7 +19,7 @@ RSS would count twice), sampled every 20 ms.
 
 Targets (issue "Edge speed"): on site_a the whole extract within 2× of NFStream alone and ≤ 300 MiB peak; on
 floods ours ≥ 0.8× NFStream's packets/s. The figures are a proxy for an edge device — one core of this
-machine; ``docs/edge-devices.md`` says how to run the same command on a Raspberry Pi (arm64 image).
+machine; ``docs/deploy.md`` ("Resource figures") says how to run the same command on a Raspberry Pi (arm64 image).
 """
 
 from __future__ import annotations

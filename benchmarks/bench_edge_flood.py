@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--duration", type=float, default=600.0, help="flood seconds (capture clock)")
     ap.add_argument("--core", type=int, default=0, help="CPU core the edge is pinned to")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "edge_flood.json")
+    ap.add_argument("--fog", metavar="HOST:PORT",
+                    help="stream to this running fog (plaintext, a test bench) instead of starting one here: on a "
+                         "device whose image has no torch (the edge image), run `marlids fog serve` elsewhere")
     ap.add_argument("--pcap", type=Path, help="replay this capture instead of the generated flood (a baseline)")
     ap.add_argument("--child", nargs=4, metavar=("PCAP", "FOG", "OUT", "TMP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -193,20 +196,25 @@ def main(argv: list[str] | None = None) -> dict:
         flood_meta = json.loads(meta_path.read_text())
     tmp = Path(tempfile.mkdtemp(prefix="marlids-bench-flood-"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", XDG_CACHE_HOME=str(tmp), MARLIDS_INGEST_KEY="k" * 32)
-    port = _free_port()
-    fog = subprocess.Popen([sys.executable, "-c", "from marlids.cli import main; main()", "fog", "serve",
-                            "--listen", f"127.0.0.1:{port}", "--cloud", "http://127.0.0.1:9", "--sites", "flood",
-                            "--insecure", "--outbox", str(tmp / "outbox.sqlite"), "--tick-timeout", "1"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "fog.log").open("w"))
+    fog = None
+    if args.fog:
+        fog_addr = args.fog
+    else:
+        port = _free_port()
+        fog_addr = f"127.0.0.1:{port}"
+        fog = subprocess.Popen([sys.executable, "-c", "from marlids.cli import main; main()", "fog", "serve",
+                                "--listen", fog_addr, "--cloud", "http://127.0.0.1:9", "--sites", "flood",
+                                "--insecure", "--outbox", str(tmp / "outbox.sqlite"), "--tick-timeout", "1"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "fog.log").open("w"))
     samples: list[tuple[float, float]] = []
     try:
         time.sleep(3.0)
-        if fog.poll() is not None:
+        if fog is not None and fog.poll() is not None:
             raise RuntimeError(f"the fog exited: {(tmp / 'fog.log').read_text()[-2000:]}")
         result_file = tmp / "edge.json"
         t0 = time.monotonic()
         edge = subprocess.Popen(["taskset", "-c", str(args.core), sys.executable, __file__, "--child", str(flood),
-                                 f"127.0.0.1:{port}", str(result_file), str(tmp)],
+                                 fog_addr, str(result_file), str(tmp)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "edge.log").open("w"))
         peak_parts: dict[str, int] = {}
         while edge.poll() is None:
@@ -219,11 +227,12 @@ def main(argv: list[str] | None = None) -> dict:
             raise RuntimeError(f"the edge failed ({edge.returncode}): {(tmp / 'edge.log').read_text()[-3000:]}")
         res = json.loads(result_file.read_text())
     finally:
-        fog.send_signal(signal.SIGTERM)
-        try:
-            fog.wait(30)
-        except subprocess.TimeoutExpired:
-            fog.kill()
+        if fog is not None:
+            fog.send_signal(signal.SIGTERM)
+            try:
+                fog.wait(30)
+            except subprocess.TimeoutExpired:
+                fog.kill()
     closed = res.pop("closed")
     first_end = closed[0][1] if closed else None
     window_s = 5.0

@@ -36,6 +36,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from array import array
@@ -63,7 +64,7 @@ FLOW_IDLE_S, FLOW_ACTIVE_S = 120, 1800
 #: flow, up to FLOW_IDLE_S). Under a flood of spoofed sources every packet is a new flow, so without a bound
 #: this memory grows with rate × 120 s; above it the oldest such flows are forgotten early and counted
 #: (``Stitcher.forgotten_flows``): a later piece of one then starts a new flow (one more ``new_flows``).
-MAX_REMEMBERED_FLOWS = 32_768
+MAX_REMEMBERED_FLOWS = 16_384
 #: Most flow pieces waiting between NFStream's meter process and this module's metering child (NFStream's own
 #: channel holds up to 32,767, each a pickled flow with its window slices: ~200 MiB under a flood on a device
 #: whose single core cannot keep up). Above it the meter waits: a file is read more slowly, a live interface's
@@ -327,6 +328,11 @@ class _Flow:
                                  payload_seen=self.payload_seen, slices=slices))
 
 
+def _interned(x):
+    """``x`` interned when it is a string (one copy of a value many flows share), else ``x``."""
+    return sys.intern(x) if isinstance(x, str) else x
+
+
 def _merge(dst: list, s: list) -> None:
     for k in _SUMS:
         dst[k] += s[k]
@@ -382,8 +388,9 @@ class Stitcher:
         if new:
             if f is not None and f.slices:  # the old flow's windows are not closed yet: keep them
                 self.retired.append(f)
-            f = self.flows[key] = _Flow(src, sport, dst, dport, proto, smac, dmac, first, last, (app, guessed, conf),
-                                        fsyn, synack, payload)
+            # strings that repeat across flows (a server's address, MACs, application names) are kept once
+            f = self.flows[key] = _Flow(src, sport, _interned(dst), dport, proto, _interned(smac), _interned(dmac),
+                                        first, last, (_interned(app), guessed, conf), fsyn, synack, payload)
         else:
             if (src, sport) != (f.src_ip, f.src_port):  # the piece began with a packet of the other side
                 for s in slices.values():

@@ -57,14 +57,24 @@ BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_MODELS_DIR = EDGE_MODELS
 
 
+def _requested_backend(backend: str | None) -> str:
+    """The backend asked for: ``backend``, else ``$MARLIDS_EDGE_BACKEND``, else ``auto`` (normalised; the one
+    place the variable is read)."""
+    return (backend if backend is not None else os.environ.get(ENV_BACKEND, "auto")).strip().lower()
+
+
+def _requested_models(path: str | Path | None) -> str | Path | None:
+    """The model folder asked for: ``path``, else ``$MARLIDS_EDGE_MODELS`` (the one place it is read)."""
+    return path if path is not None else (os.environ.get(ENV_MODELS) or None)
+
+
 def find_models_dir(path: str | Path | None = None) -> Path | None:
     """The ONNX model folder to use, or ``None`` when there is none with the MiniLM files.
 
     ``path``, else ``$MARLIDS_EDGE_MODELS``, else :data:`DEFAULT_MODELS_DIR`; a folder counts when it holds
     :data:`MODEL_FILE` and :data:`TOKENIZER_FILE`.
     """
-    raw = path if path is not None else os.environ.get(ENV_MODELS) or DEFAULT_MODELS_DIR
-    d = Path(raw)
+    d = Path(_requested_models(path) or DEFAULT_MODELS_DIR)
     return d if (d / MODEL_FILE).is_file() and (d / TOKENIZER_FILE).is_file() else None
 
 
@@ -80,8 +90,7 @@ def resolve_backend(backend: str | None = None, model_dir: str | Path | None = N
     ValueError
         For a value other than ``auto``, ``onnx`` or ``torch``.
     """
-    name = backend if backend is not None else os.environ.get(ENV_BACKEND, "auto")
-    name = name.strip().lower()
+    name = _requested_backend(backend)
     if name not in BACKENDS:
         source = "backend" if backend is not None else f"${ENV_BACKEND}"
         raise ValueError(f"{source}={name!r} is invalid: expected one of {', '.join(BACKENDS)}")
@@ -105,7 +114,7 @@ def resolve_scorer_backend(backend: str | None, scorer_dir: str | Path) -> str:
     from edge.scorer.export import ONNX_FILE
 
     name = resolve_backend(backend)
-    auto = (backend if backend is not None else os.environ.get(ENV_BACKEND, "auto")).strip().lower() == "auto"
+    auto = _requested_backend(backend) == "auto"
     if name == "onnx" and auto and not (Path(scorer_dir) / ONNX_FILE).is_file():
         return "torch"
     return name
@@ -120,7 +129,7 @@ def models_dir(path: str | Path | None = None) -> Path:
     EmbeddingModelError
         When none is given or present, or the folder lacks :data:`MODEL_FILE` / :data:`TOKENIZER_FILE`.
     """
-    raw = path if path is not None else os.environ.get(ENV_MODELS)
+    raw = _requested_models(path)
     if not raw and DEFAULT_MODELS_DIR.is_dir():
         raw = DEFAULT_MODELS_DIR
     if not raw:
