@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from marlids.paths import BUNDLED_CAPTURES, SHARED_PCAPS  # noqa: E402
+from edge.paths import BUNDLED_CAPTURES, SHARED_PCAPS  # noqa: E402
 
 TARGET_RATIO_SITE = 2.0
 TARGET_MEMORY_MIB = 300.0

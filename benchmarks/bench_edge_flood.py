@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from marlids.paths import BUNDLED_POLICY, SHARED_PCAPS  # noqa: E402
+from edge.paths import BUNDLED_POLICY, SHARED_PCAPS  # noqa: E402
 
 SOURCE = SHARED_PCAPS / "stopddos" / "pkt.TCP.synflood.spoofed.pcap"
 TARGET_PEAK_MIB = 300.0

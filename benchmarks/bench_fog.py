@@ -49,7 +49,6 @@ def raw_env_speed(traces, seconds: float = 5.0) -> dict:
 
 
 def rllib_throughput(traces, centralized: bool, iterations: int, batch: int) -> dict:
-    import ray
     from ray.tune.registry import register_env
 
     from edge.observation import OBS_DIM
@@ -102,7 +101,7 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from edge.observation import FusionPipeline
-    from marlids.paths import BUNDLED_CAPTURES
+    from edge.paths import BUNDLED_CAPTURES
     from training.data import build_traces, load_labeled
     from training.mappo.train import single_thread
 

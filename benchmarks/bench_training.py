@@ -143,7 +143,7 @@ def main() -> None:
     import torch
     from bench_fog import raw_env_speed
 
-    from marlids.paths import BUNDLED_CAPTURES
+    from edge.paths import BUNDLED_CAPTURES
     from training.data import load_labeled_embedded
     from training.mappo.config import MappoArgs
     from training.mappo.train import prepare_data, single_thread

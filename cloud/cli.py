@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from cloud.core.config import Settings
-from marlids.settings import settings_command
+from edge.settings import settings_command
 
 app = typer.Typer(name="cloud", no_args_is_help=True,
                   help="Cloud analyst API: alert store, ATT&CK mapping, explanations, dashboard, export.")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S, EdgeConfig
-from marlids.settings import settings_command
+from edge.settings import settings_command
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.paths import BUNDLED_POLICY
+from edge.settings import setting
 from edge.transport.buffer import BUFFER_POLICIES
 from edge.transport.tls import TlsFiles, parse_hostport
-from marlids.paths import BUNDLED_POLICY
-from marlids.settings import setting
 
 #: Window length, seconds: every window statistic is per window of this length (the policy is trained on it).
 DEFAULT_WINDOW_S = 5.0

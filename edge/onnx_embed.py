@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge.embed import EMBED_DIM, EmbeddingModelError, TextEmbedder
-from marlids.paths import EDGE_MODELS
+from edge.paths import EDGE_MODELS
 
 log = logging.getLogger(__name__)
 

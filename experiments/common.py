@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marlids.paths import RESULTS
+from edge.paths import RESULTS
 
 
 def window_metrics(y: np.ndarray, alert: np.ndarray) -> dict[str, float]:

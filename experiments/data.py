@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from edge.config import DEFAULT_WINDOW_S
-from marlids.paths import BUNDLED_CAPTURES, SHARED_PCAPS
+from edge.paths import BUNDLED_CAPTURES, SHARED_PCAPS
 from training.data import cached_windows
 
 log = logging.getLogger(__name__)

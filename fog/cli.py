@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from edge.paths import BUNDLED_POLICY
+from edge.settings import settings_command
 from fog.config import FogConfig
-from marlids.paths import BUNDLED_POLICY
-from marlids.settings import settings_command
 
 app = typer.Typer(help="Fog: run the trained shared defender policy over edge windows and raise alerts (no Ray).",
                   no_args_is_help=True)

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.paths import BUNDLED_POLICY
+from edge.settings import setting
 from edge.transport.tls import TlsFiles
-from marlids.paths import BUNDLED_POLICY
-from marlids.settings import setting
 
 #: Default tick deadline, seconds (:mod:`fog.coordinator`).
 DEFAULT_TICK_TIMEOUT_S = 5.0

@@ -19,10 +19,10 @@ except ImportError:  # e.g. the fog image: `pip install .[fog]` brings no click
     click = None
 
 from edge.cli import app as edge_app
+from edge.paths import BUNDLED_CAPTURES, BUNDLED_POLICY
 from experiments.cli import app as experiment_app
 from fog.cli import app as fog_app
 from marlids import __version__
-from marlids.paths import BUNDLED_CAPTURES, BUNDLED_POLICY
 from training import edge_tools
 from training.cli import app as train_app
 from training.range.cli import app as range_app

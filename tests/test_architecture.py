@@ -124,14 +124,18 @@ def test_edge_imports_nothing_from_training():
 
 
 #: Modules every part may import: they import no other project module.
-SHARED_LEAVES = ("marlids.paths", "marlids.settings")
+SHARED_LEAVES = ("edge.paths", "edge.settings")
 
 
 def test_shared_leaves_import_no_project_module():
-    """marlids/paths.py names the repository's paths and bundled assets, marlids/settings.py generates the
-    components' options from their settings objects: both are leaves, so any part may use them."""
+    """edge/paths.py names the repository's paths and bundled assets, edge/settings.py generates the
+    components' options from their settings objects: both are leaves on the ground floor, so any part may
+    use them; and no part imports marlids/ (the command that composes them)."""
     graph = import_graph()
     assert all(not graph[m] for m in SHARED_LEAVES), {m: graph[m] for m in SHARED_LEAVES}
+    up = {m: sorted(d for d in deps if d == "marlids" or d.startswith("marlids."))
+          for m, deps in graph.items() if not (m == "marlids" or m.startswith("marlids."))}
+    assert not {m: d for m, d in up.items() if d}, "only the marlids command may import marlids/"
 
 
 def test_cloud_and_fog_keep_to_their_side():

@@ -17,11 +17,11 @@ import typer
 from typer.testing import CliRunner
 
 from cloud.core.config import Settings
+from edge import paths
 from edge.config import EdgeConfig
+from edge.settings import cli_fields
 from fog.config import FogConfig
-from marlids import paths
 from marlids.cli import app
-from marlids.settings import cli_fields
 from training.mappo.config import MappoArgs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,11 +68,11 @@ def test_mappo_defaults_are_written_once():
 
 
 def test_bundled_paths_are_named_in_one_module():
-    """Outside marlids/paths.py no project module derives the repository root from its own file location."""
+    """Outside edge/paths.py no project module derives the repository root from its own file location."""
     offenders = []
     for pkg in ("edge", "fog", "cloud", "training", "experiments", "marlids"):
         for p in (REPO / pkg).rglob("*.py"):
-            if p == REPO / "marlids" / "paths.py":
+            if p == REPO / "edge" / "paths.py":
                 continue
             text = p.read_text(encoding="utf-8")
             for m in re.finditer(r"parents\[\d\]\s*/\s*\"(models|data|results|shared)\"|\"models\"\s*/\s*\"defender\"",

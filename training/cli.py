@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from marlids.settings import settings_command
+from edge.settings import settings_command
 from training.mappo.config import MappoArgs
 
 app = typer.Typer(
@@ -72,8 +72,8 @@ def eval_(
     from rich.console import Console
     from rich.table import Table
 
+    from edge.paths import BUNDLED_CAPTURES
     from fog.attacks import ATTACK_CLASSES
-    from marlids.paths import BUNDLED_CAPTURES
     from training.data import load_labeled_embedded, split_by_time
     from training.evaluate import evaluate
 

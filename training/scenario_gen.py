@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from marlids.paths import ATTACK_STIX
+from edge.paths import ATTACK_STIX
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from marlids.paths import ATTACK_STIX_DIR, ATTACK_TABLE
+from edge.paths import ATTACK_STIX_DIR, ATTACK_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from marlids.paths import ATTACK_TABLE
+from edge.paths import ATTACK_TABLE
 
 TABLE_PATH = ATTACK_TABLE
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from marlids.settings import setting
+from edge.settings import setting
 from training.mappo.ids import ATTACKER, ATTACKER_LEAGUE, ATTACKER_RANDOM, DEFENDER, DEFENDER_LEAGUE
 
 __all__ = ["ATTACKER", "ATTACKER_LEAGUE", "ATTACKER_RANDOM", "DEFENDER", "DEFENDER_LEAGUE", "MappoArgs", "build_config"]
@@ -14,7 +14,7 @@ __all__ = ["ATTACKER", "ATTACKER_LEAGUE", "ATTACKER_RANDOM", "DEFENDER", "DEFEND
 @dataclass
 class MappoArgs:
     """MAPPO run configuration: the options of ``marlids train mappo`` are generated from these fields
-    (:func:`marlids.settings.settings_command`); each field's ``help`` is its documentation."""
+    (:func:`edge.settings.settings_command`); each field's ``help`` is its documentation."""
 
     exp_name: str = setting("mappo", help="Run name prefix: runs are named {exp}__{seed}__{unix time}.")
     seed: int = setting(0, help="Seed of the env, the league sampling and the networks.")

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marlids.paths import REPO
+from edge.paths import REPO
 from training.range.groundtruth import GroundTruthRow, write_ground_truth
 from training.range.netns import Range
 from training.range.scenario import Attack, Device, Scenario

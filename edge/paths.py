@@ -3,7 +3,8 @@
 Every module that needs the bundled policy, the bundled captures, the edge's ONNX models, the range's
 scenarios, the ATT&CK table or the shared public data imports the name from here. Nothing is read at
 import time; these are plain :class:`pathlib.Path` values (the folders may be absent in a trimmed install:
-the code that reads them says so with a clear error).
+the code that reads them says so with a clear error). It lives on the ground floor (``edge/``, which imports
+no other part) so that every part may import it without an arrow running back up.
 """
 
 from __future__ import annotations

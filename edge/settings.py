@@ -16,7 +16,8 @@ default on the settings field. An unknown key or a value of the wrong type is a 
 key and the file. Examples: ``deploy/config/*.toml``.
 
 This module imports only the standard library at import time (runtime dataclasses declare their fields
-with :func:`setting`); ``typer`` and ``click`` are imported when a command is built.
+with :func:`setting`); ``typer`` is imported when a command is built. It lives on the ground floor
+(``edge/``) so that every part may import it.
 """
 
 from __future__ import annotations
