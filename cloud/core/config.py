@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         description="API key for the OpenAI-compatible server (local servers ignore it).")
     llm_timeout_s: float = Field(30.0, gt=0, description="Timeout of one chat-completions call, seconds.")
     llm_json_mode: bool = Field(True, description="Ask for response_format=json_object.")
+    llm_max_tokens: int = Field(1024, ge=64, le=32_768,
+                                description="Cap on the tokens of one model answer (a model that never closes its "
+                                            "JSON stops there instead of keeping a local server busy).")
     untrusted_max_chars: int = Field(160, ge=8, le=4096,
                                      description="Cap on each attacker-controlled string sent to the model.")
     untrusted_max_items: int = Field(8, ge=0, le=64,

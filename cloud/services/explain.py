@@ -559,10 +559,14 @@ class LLMExplainer:
         Send ``response_format={"type": "json_object"}``.
     max_chars, max_items : int
         Caps on attacker-controlled strings (see :func:`build_messages`).
+    max_tokens : int
+        Cap on the answer's tokens, sent with every call: a model that never closes its JSON stops there
+        instead of keeping a local server busy after the client timed out (llama.cpp's server does not stop
+        a non-streaming generation when its client goes away).
     """
 
     def __init__(self, base_url: str, model: str, api_key: str, table: AttackTable, *, timeout_s: float = 30.0,
-                 json_mode: bool = True, max_chars: int = 160, max_items: int = 8) -> None:
+                 json_mode: bool = True, max_chars: int = 160, max_items: int = 8, max_tokens: int = 1024) -> None:
         from openai import OpenAI
 
         self.model = model
@@ -570,6 +574,7 @@ class LLMExplainer:
         self.json_mode = json_mode
         self.max_chars = max_chars
         self.max_items = max_items
+        self.max_tokens = max_tokens
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
         self.fallback = BuiltinExplainer(table)
         self.source = f"llm:{model}"
@@ -577,7 +582,7 @@ class LLMExplainer:
     def _once(self, alert: dict[str, Any]) -> ExplanationBody:
         kwargs: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
         resp = self.client.chat.completions.create(
-            model=self.model, temperature=0,
+            model=self.model, temperature=0, max_tokens=self.max_tokens,
             messages=build_messages(alert, self.table, max_chars=self.max_chars, max_items=self.max_items),
             **kwargs)
         text = resp.choices[0].message.content or ""
@@ -613,5 +618,6 @@ def explainer_from_settings(settings: Any, table: AttackTable) -> Explainer:
         log.info("explanations from %s at %s (built-in fallback)", settings.llm_model, settings.openai_base_url)
         return LLMExplainer(settings.openai_base_url, settings.llm_model, settings.openai_api_key, table,
                             timeout_s=settings.llm_timeout_s, json_mode=settings.llm_json_mode,
-                            max_chars=settings.untrusted_max_chars, max_items=settings.untrusted_max_items)
+                            max_chars=settings.untrusted_max_chars, max_items=settings.untrusted_max_items,
+                            max_tokens=settings.llm_max_tokens)
     return BuiltinExplainer(table)
