@@ -104,7 +104,16 @@ def run_sustained(url: str, key: str, *, rate: float, duration_s: float, connect
                 pass
 
     sampler = threading.Thread(target=sample, daemon=True)
-    os.environ["MARLIDS_BENCH_DELAY_MS"] = str(max(1, round(connections * 1000.0 / rate)))
+    # pace: each connection waits `delay` after an answer, so rate ≈ C / (delay + latency); a 5 s probe
+    # measures the latency at this load and the delay is set to reach `rate`
+    delay_ms = connections * 1000.0 / rate
+    os.environ["MARLIDS_BENCH_DELAY_MS"] = str(max(1, round(delay_ms)))
+    probe = run_wrk(url, key, connections=connections, duration_s=5, threads=1, out=out.with_suffix(".probe.json"))
+    achieved = (probe["status"].get("201", 0) + probe["status"].get("200", 0)) / (probe["duration_us"] / 1e6)
+    latency_ms = max(0.0, connections * 1000.0 / max(achieved, 1.0) - delay_ms)
+    delay_ms = max(1.0, connections * 1000.0 / rate - latency_ms)
+    os.environ["MARLIDS_BENCH_DELAY_MS"] = str(round(delay_ms))
+    wait_drained(url, key)
     sampler.start()
     try:
         summary = run_wrk(url, key, connections=connections, duration_s=duration_s, threads=1, out=out,
@@ -117,7 +126,7 @@ def run_sustained(url: str, key: str, *, rate: float, duration_s: float, connect
     backlog = [b for _, b in samples]
     half = len(backlog) // 2
     res.update({
-        "target_rate": rate,
+        "target_rate": rate, "pacing_delay_ms": round(delay_ms), "probe_alerts_per_s": round(achieved, 1),
         "explainer_backlog_samples": samples,
         "explainer_backlog_end": backlog[-1] if backlog else None,
         "explainer_backlog_max": max(backlog) if backlog else None,
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sustained-rate", type=float, default=1000.0,
                         help="alerts/s of the paced phase (0: skip it)")
     parser.add_argument("--sustained-duration", type=int, default=60, help="paced-phase seconds")
-    parser.add_argument("--sustained-connections", type=int, default=40, help="paced-phase connections")
+    parser.add_argument("--sustained-connections", type=int, default=64, help="paced-phase connections")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: install the Debian package 'wrk' (bash scripts/setup.sh does)")

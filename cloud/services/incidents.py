@@ -31,7 +31,7 @@ import ipaddress
 import time
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from cloud.models import AlertRow, IncidentRow
@@ -44,6 +44,9 @@ SPOOFED_MAX_PACKETS = 20
 MAX_LISTED = 200
 #: Incident statuses that new alerts may join.
 OPEN_STATUSES = ("new", "acknowledged")
+#: Columns an alert joining a stored incident changes.
+_UPDATED = ("first_ts_us", "last_ts_us", "alert_count", "max_level", "site_ids", "device_ids", "technique_ids",
+            "updated_at_us")
 
 
 def _is_public(address: str) -> bool:
@@ -102,8 +105,20 @@ def assign_incidents(conn: Connection, alerts: list[dict[str, Any]]) -> dict[str
     new_ids: set[str] = set()
     by_key: dict[str, list[str]] = {}  # key → incidents of this batch
     out: dict[str, str] = {}
-    for a in sorted(alerts, key=lambda r: (r["ts_us"], r["alert_id"])):
-        key, actor, role = incident_key(a)
+    ordered = sorted(alerts, key=lambda r: (r["ts_us"], r["alert_id"]))
+    keyed = [(a, *incident_key(a)) for a in ordered]
+    # one query for the batch: the open incidents of its keys whose span may take one of its alerts, newest
+    # first per key (what a query per alert would find, as none of this batch's changes is written yet)
+    stored: dict[str, list[dict[str, Any]]] = {}
+    if keyed:
+        lo, hi = int(ordered[0]["ts_us"]), int(ordered[-1]["ts_us"])
+        keys = sorted({k for _, k, _, _ in keyed})
+        for i in range(0, len(keys), 500):  # bounded IN lists
+            for row in conn.execute(select(inc).where(inc.c.key.in_(keys[i:i + 500]), inc.c.status.in_(OPEN_STATUSES),
+                                                      inc.c.first_ts_us - gap_us <= hi, inc.c.last_ts_us + gap_us >= lo)
+                                    .order_by(inc.c.last_ts_us.desc())):
+                stored.setdefault(row.key, []).append(dict(row._mapping))
+    for a, key, actor, role in keyed:
         ts = int(a["ts_us"])
         found = None
         for iid in by_key.get(key, []):
@@ -112,12 +127,11 @@ def assign_incidents(conn: Connection, alerts: list[dict[str, Any]]) -> dict[str
                 found = r
                 break
         if found is None:
-            row = conn.execute(select(inc).where(inc.c.key == key, inc.c.status.in_(OPEN_STATUSES),
-                                                 inc.c.first_ts_us - gap_us <= ts, inc.c.last_ts_us + gap_us >= ts)
-                               .order_by(inc.c.last_ts_us.desc()).limit(1)).first()
+            row = next((r for r in stored.get(key, ()) if r["incident_id"] not in touched
+                        and r["first_ts_us"] - gap_us <= ts <= r["last_ts_us"] + gap_us), None)
             if row is not None:
-                found = touched.setdefault(row.incident_id, dict(row._mapping))
-                by_key.setdefault(key, []).append(row.incident_id)
+                found = touched[row["incident_id"]] = dict(row)
+                by_key.setdefault(key, []).append(row["incident_id"])
         if found is None:
             iid = _incident_id(key, ts)
             found = touched[iid] = {
@@ -139,15 +153,12 @@ def assign_incidents(conn: Connection, alerts: list[dict[str, Any]]) -> dict[str
         out[a["alert_id"]] = found["incident_id"]
     if new_ids:
         conn.execute(insert(inc), [touched[i] for i in touched if i in new_ids])
-    for iid, r in touched.items():
-        if iid not in new_ids:
-            conn.execute(update(inc).where(inc.c.incident_id == iid).values(
-                {k: r[k] for k in ("first_ts_us", "last_ts_us", "alert_count", "max_level", "site_ids", "device_ids",
-                                   "technique_ids", "updated_at_us")}))
+    changed = [{"b_id": iid, **{f"b_{k}": r[k] for k in _UPDATED}} for iid, r in touched.items() if iid not in new_ids]
+    if changed:  # one executemany for the batch (bound names differ from the columns', as SQLAlchemy requires)
+        conn.execute(update(inc).where(inc.c.incident_id == bindparam("b_id"))
+                     .values({k: bindparam(f"b_{k}") for k in _UPDATED}), changed)
     alerts_t = AlertRow.__table__
-    by_incident: dict[str, list[str]] = {}
-    for aid, iid in out.items():
-        by_incident.setdefault(iid, []).append(aid)
-    for iid, aids in by_incident.items():
-        conn.execute(update(alerts_t).where(alerts_t.c.alert_id.in_(aids)).values(incident_id=iid))
+    if out:
+        conn.execute(update(alerts_t).where(alerts_t.c.alert_id == bindparam("b_aid"))
+                     .values(incident_id=bindparam("b_iid")), [{"b_aid": a, "b_iid": i} for a, i in out.items()])
     return out

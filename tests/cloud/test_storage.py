@@ -51,7 +51,8 @@ def test_alembic_migrations_build_exactly_the_models(tmp_path):
     run_migrations(engine)
     run_migrations(engine)  # idempotent
     assert set(inspect(engine).get_table_names()) == {"alembic_version", "alerts", "alert_techniques",
-                                                      "explanations", "api_keys", "sites", "incidents"}
+                                                      "explanations", "api_keys", "sites", "incidents", "suppressions",
+                                                      "suppression_audit"}
     assert _schema_diff(engine) == []
 
 
