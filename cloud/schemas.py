@@ -322,7 +322,8 @@ class ExplanationBody(InputModel):
 class ExplanationPublic(ExplanationBody):
     """A stored explanation (DESIGN.md › Explanation) with its provenance.
 
-    ``source`` is ``builtin``, ``llm:<model>``, or ``builtin:fallback`` when the model's answer failed
+    ``source`` is ``builtin``, ``llm:<model>``, ``builtin:incident`` (a short explanation pointing to the
+    incident's full one, written once per incident and level), or ``builtin:fallback`` when the model's answer failed
     (then ``fallback_reason`` says why).
     """
 

@@ -346,6 +346,10 @@ def check_explanation(body: ExplanationBody, alert: dict[str, Any], table: Attac
     return problems
 
 
+#: Source of the short explanations of alerts whose incident is already explained in full.
+INCIDENT_SOURCE = "builtin:incident"
+
+
 class BuiltinExplainer:
     """Grounded explanation from the alert's evidence alone (no model): the default.
 
@@ -416,6 +420,44 @@ class BuiltinExplainer:
         body = ExplanationBody(summary=" ".join(parts)[:1500], techniques=techniques, analyst_actions=actions,
                                confidence_rationale=rationale, evidence_refs=refs)
         return body, self.source, None
+
+
+    def explain_in_incident(self, alert: dict[str, Any], ref_alert_id: str, ref_level: int
+                            ) -> tuple[ExplanationBody, str, str | None]:
+        """A short explanation of an alert whose incident was already explained in full (with alert
+        ``ref_alert_id``, level ``ref_level`` ≥ this alert's): what this window adds — its level, confidence,
+        strongest deviation and the actor — and a pointer to the incident's explanation. Source
+        ``builtin:incident``. Explaining each incident once in full (and again when it escalates) is what
+        keeps explanations up with a flood of alerts and spares a model one call per window."""
+        ev = alert["evidence"]
+        feats = sorted(ev.get("top_features", []),
+                       key=lambda f: abs(f["z"]) if f.get("z") is not None else abs(f["value"] - f["baseline"]),
+                       reverse=True)[:1]
+        cls, level, conf = alert["attack_class"], alert["level"], alert["confidence"]
+        refs = ["attack_class", "level", "confidence", *(f"feature:{f['name']}" for f in feats)]
+        parts = [(f"Level {level} alert: device {alert['device_id']} at site {alert['site_id']}, '{cls}' with "
+                  f"confidence {conf:.2f} — another window of incident {alert.get('incident_id')}, explained in "
+                  f"full with alert {ref_alert_id} (level {ref_level}).")]
+        if feats:
+            f = feats[0]
+            parts.append(f"Strongest deviation here: {f['name']} = {_fmt(f['value'])} (benign {_fmt(f['baseline'])}).")
+        who, peer_refs = attribution(alert["device_id"], ev.get("peers") or [])
+        if who and cls != "benign":
+            parts.append(who)
+            refs += peer_refs
+        techniques = []
+        for tid in alert["technique_ids"]:
+            entry = self.table.get(tid)
+            tactic = entry["tactics"][0]["name"] if entry["tactics"] else "unknown"
+            techniques.append({"id": tid, "name": entry["name"], "tactic": tactic,
+                               "why": f"The attack class '{cls}' maps to {tid}, as for the incident.",
+                               "evidence_refs": ["attack_class", "technique_ids"]})
+        actions = [{"action": "Triage this window with its incident; the incident's explanation lists the checks.",
+                    "evidence_refs": ["attack_class"]}]
+        body = ExplanationBody(summary=" ".join(parts)[:1500], techniques=techniques, analyst_actions=actions,
+                               confidence_rationale=f"The policy reported confidence {conf:.2f} at level {level}.",
+                               evidence_refs=list(dict.fromkeys([*refs, "technique_ids"])))
+        return body, INCIDENT_SOURCE, None
 
 
 def _peer_text(p: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.models import AlertRow, ExplanationRow
 from cloud.services.attack import AttackTable
 from cloud.services.convert import readable_row, stored_evidence
-from cloud.services.explain import BuiltinExplainer, Explainer, check_explanation
+from cloud.services.explain import INCIDENT_SOURCE, BuiltinExplainer, Explainer, check_explanation
 from cloud.services.writer import AlertWriter
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, table: AttackTable,
                  alert_ids: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, float]]]:
     """Explain the stored alerts among ``alert_ids`` that have no explanation yet.
+
+    **Per incident**: an alert is explained in full (by ``explainer``: the built-in one or a model) when its
+    incident has no explanation yet or when it is of a higher level than every alert of the incident explained
+    so far; the other alerts of the incident get a short built-in explanation that points to it
+    (``source='builtin:incident'``, :meth:`BuiltinExplainer.explain_in_incident`). An incident of a thousand
+    windows costs one full explanation (one model call) plus one per escalation.
 
     Every explanation is checked by :func:`check_explanation`; one that fails (whatever wrote it) is
     replaced by the built-in explainer's, with ``source='builtin:fallback'`` and the reason.
@@ -56,13 +62,21 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
         done = set(session.scalars(select(ExplanationRow.alert_id).where(ExplanationRow.alert_id.in_(alert_ids))))
         alerts = [readable_row(dict(r._mapping)) for r in session.execute(
             select(table_).where(table_.c.alert_id.in_([a for a in alert_ids if a not in done])))]
+        full = _explained_in_full(session, {a["incident_id"] for a in alerts if a.get("incident_id")})
     for alert in alerts:  # what the store holds, as the schema says it is (explainers rely on it)
         alert["evidence"] = stored_evidence(alert).model_dump()
     builtin = BuiltinExplainer(table)
     rows, timings = [], []
-    for alert in alerts:
+    for alert in sorted(alerts, key=lambda a: (a["ts_us"], a["alert_id"])):
         t0 = time.perf_counter()
-        body, source, reason = explainer.explain(alert)
+        iid, level = alert.get("incident_id"), int(alert["level"])
+        ref = full.get(iid) if iid else None
+        if ref is not None and level <= ref[1]:  # the incident is explained at this level already
+            body, source, reason = builtin.explain_in_incident(alert, *ref)
+        else:
+            body, source, reason = explainer.explain(alert)
+            if iid:
+                full[iid] = (alert["alert_id"], level)
         problems = check_explanation(body, alert, table, trusted_peers=source.startswith("builtin"))
         if problems:  # a model's answer was checked already; this guards any explainer
             log.error("explanation of %s from %s failed the check: %s", alert["alert_id"], source, problems)
@@ -74,6 +88,21 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
                      "created_at_us": int(time.time() * 1e6)})
         timings.append((source, time.perf_counter() - t0))
     return rows, timings
+
+
+def _explained_in_full(session: Session, incident_ids: set[str]) -> dict[str, tuple[str, int]]:
+    """``incident_id → (alert_id, level)`` of the highest-level alert of each incident already explained in
+    full (any source but ``builtin:incident``)."""
+    out: dict[str, tuple[str, int]] = {}
+    ids = sorted(incident_ids)
+    for i in range(0, len(ids), 500):
+        for iid, aid, level in session.execute(
+                select(AlertRow.incident_id, AlertRow.alert_id, AlertRow.level)
+                .join(ExplanationRow, ExplanationRow.alert_id == AlertRow.alert_id)
+                .where(AlertRow.incident_id.in_(ids[i:i + 500]), ExplanationRow.source != INCIDENT_SOURCE)):
+            if iid not in out or level > out[iid][1]:
+                out[iid] = (aid, int(level))
+    return out
 
 
 # -- the child processes ----------------------------------------------------------------------------

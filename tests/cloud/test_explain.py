@@ -194,6 +194,42 @@ def test_model_failure_is_visible_in_the_stored_explanation(make_api):
     assert "does not match the Explanation schema" in expl["fallback_reason"]
 
 
+# -- per incident -------------------------------------------------------------------------------------
+def test_an_incident_is_explained_in_full_once_and_again_when_it_escalates(make_api):
+    """Five windows of one scan (one device, one family, 10 s apart): the first and the first of a higher
+    level are explained in full; the others get a short explanation that points to them, checked like any."""
+    api = make_api()
+    levels = [2, 2, 3, 3, 2]
+    alerts = [fog_alert(ts=1764000005.0 + 10 * i, level=lvl) for i, lvl in enumerate(levels)]
+    for a in alerts:
+        assert api.post(a).status_code == 201
+    api.wait_explained(30)
+    got = [api.get(f"/api/v1/alerts/{a['alert_id']}").json() for a in alerts]
+    assert len({g["incident_id"] for g in got}) == 1
+    assert [g["explanation"]["source"] for g in got] == ["builtin", "builtin:incident", "builtin", "builtin:incident",
+                                                          "builtin:incident"]
+    table = get_attack_table()
+    for a, g in zip(alerts, got, strict=True):
+        e = g["explanation"]
+        body = ExplanationBody.model_validate({k: e[k] for k in ExplanationBody.model_fields})
+        assert check_explanation(body, stored(a) | {"incident_id": g["incident_id"]}, table, trusted_peers=True) == []
+    assert f"explained in full with alert {alerts[2]['alert_id']} (level 3)" in got[3]["explanation"]["summary"]
+    assert got[1]["incident_id"] in got[1]["explanation"]["summary"]
+
+
+def test_a_model_is_asked_once_per_incident_and_level(make_api):
+    """Four windows of one incident at one level: one model call, three short built-in explanations."""
+    with ChatServer(grounded_model) as srv:
+        api = make_api(openai_base_url=srv.base_url, llm_model=MODEL)
+        alerts = [fog_alert(ts=1764000005.0 + 5 * i) for i in range(4)]
+        for a in alerts:
+            api.post(a)
+        api.wait_explained(30)
+        calls = len(srv.requests)
+    sources = [api.get(f"/api/v1/alerts/{a['alert_id']}").json()["explanation"]["source"] for a in alerts]
+    assert calls == 1 and sources == [f"llm:{MODEL}"] + ["builtin:incident"] * 3
+
+
 # -- attribution: the window's top peers ------------------------------------------------------------
 INBOUND = [{"address": "192.168.100.200", "port": 22, "direction": "in", "packets": 1800, "bytes": 240000, "ports": 1},
            {"address": "10.0.0.1", "port": 53, "direction": "out", "packets": 4, "bytes": 300, "ports": 1}]

@@ -71,7 +71,8 @@ def _carrier(i: int, text: str, field: str | None = None, *, alone: bool = False
     evidence = fog_alert()["evidence"]
     if alone:
         evidence = {k: v for k, v in evidence.items() if k not in CARRIER_FIELDS}
-    return fog_alert(evidence=evidence | {field: value})
+    # a device of its own: one incident per carrier, so each is explained in full (by the model)
+    return fog_alert(evidence=evidence | {field: value}, device_id=f"10.0.{i // 250}.{i % 250 + 1}")
 
 
 def _key(i: int) -> str:

@@ -146,8 +146,11 @@ def test_postgres_migrations_and_api(postgres_url, make_api):
     got = [a["alert_id"] for a in page1.json()["items"] + page2.json()["items"]]
     assert sorted(got) == sorted(a["alert_id"] for a in alerts) and len(got) == 12
     api.wait_explained()
+    first = api.get(f"/api/v1/alerts/{alerts[0]['alert_id']}").json()
     one = api.get(f"/api/v1/alerts/{alerts[3]['alert_id']}").json()
-    assert one["explanation"]["source"] == "builtin" and one["evidence"]["hostnames"] == ["ünïcode-host"]
+    assert first["explanation"]["source"] == "builtin"  # the incident's one full explanation …
+    assert one["explanation"]["source"] == "builtin:incident"  # … the later windows point to it
+    assert one["evidence"]["hostnames"] == ["ünïcode-host"]
     assert one["technique_ids"] == ["T1498.001"]
     r = api.client.patch(f"/api/v1/alerts/{alerts[3]['alert_id']}", json={"status": "resolved", "note": "ok"},
                          headers=api.analyst)

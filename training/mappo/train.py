@@ -41,9 +41,9 @@ def prepare_data(args: MappoArgs, scorer_dir: Path | None = None):
     With ``args.scorer_epochs`` the temporal scorer is trained first on the training part's benign windows
     and written to ``scorer_dir``.
     """
+    from edge.paths import BUNDLED_CAPTURES
     from fog.traces import TraceSet
     from training.data import (
-        BUNDLED_CAPTURES,
         benign_capture,
         benign_sites,
         load_labeled_embedded,
