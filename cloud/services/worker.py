@@ -22,6 +22,7 @@ import multiprocessing
 import queue
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -62,7 +63,7 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
         done = set(session.scalars(select(ExplanationRow.alert_id).where(ExplanationRow.alert_id.in_(alert_ids))))
         alerts = [readable_row(dict(r._mapping)) for r in session.execute(
             select(table_).where(table_.c.alert_id.in_([a for a in alert_ids if a not in done])))]
-        full = _explained_in_full(session, {a["incident_id"] for a in alerts if a.get("incident_id")})
+        full = _explained_in_full(session_factory, session, {a["incident_id"] for a in alerts if a.get("incident_id")})
     for alert in alerts:  # what the store holds, as the schema says it is (explainers rely on it)
         alert["evidence"] = stored_evidence(alert).model_dump()
     builtin = BuiltinExplainer(table)
@@ -76,7 +77,7 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
         else:
             body, source, reason = explainer.explain(alert)
             if iid:
-                full[iid] = (alert["alert_id"], level)
+                full[iid] = _remember(session_factory, iid, (alert["alert_id"], level))
         problems = check_explanation(body, alert, table, trusted_peers=source.startswith("builtin"))
         if problems:  # a model's answer was checked already; this guards any explainer
             log.error("explanation of %s from %s failed the check: %s", alert["alert_id"], source, problems)
@@ -90,11 +91,41 @@ def explain_rows(session_factory: sessionmaker[Session], explainer: Explainer, t
     return rows, timings
 
 
-def _explained_in_full(session: Session, incident_ids: set[str]) -> dict[str, tuple[str, int]]:
+#: Incidents this process explained in full: (store, incident_id) → (alert_id, level), most recent last. A
+#: cache (a miss asks the store), bounded, so that a batch costs no query for incidents seen before.
+_FULL: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+_FULL_MAX = 65_536
+_FULL_LOCK = threading.Lock()
+
+
+def _store_key(store: Any) -> str:
+    """The database a session factory opens (its URL), naming the cache entries that belong to it."""
+    bind = getattr(store, "kw", {}).get("bind")
+    return str(getattr(bind, "url", id(store)))
+
+
+def _remember(store: Any, incident_id: str, ref: tuple[str, int]) -> tuple[str, int]:
+    key = (_store_key(store), incident_id)
+    with _FULL_LOCK:
+        _FULL[key] = ref
+        _FULL.move_to_end(key)
+        while len(_FULL) > _FULL_MAX:
+            _FULL.popitem(last=False)
+    return ref
+
+
+def _explained_in_full(store: Any, session: Session, incident_ids: set[str]) -> dict[str, tuple[str, int]]:
     """``incident_id → (alert_id, level)`` of the highest-level alert of each incident already explained in
-    full (any source but ``builtin:incident``)."""
+    full (any source but ``builtin:incident``): from this process's cache, else from the store (``store`` is
+    the session factory, naming the database the cache entries belong to)."""
     out: dict[str, tuple[str, int]] = {}
-    ids = sorted(incident_ids)
+    db = _store_key(store)
+    with _FULL_LOCK:
+        for iid in incident_ids:
+            ref = _FULL.get((db, iid))
+            if ref is not None:
+                out[iid] = ref
+    ids = sorted(i for i in incident_ids if i not in out)
     for i in range(0, len(ids), 500):
         for iid, aid, level in session.execute(
                 select(AlertRow.incident_id, AlertRow.alert_id, AlertRow.level)
@@ -102,6 +133,9 @@ def _explained_in_full(session: Session, incident_ids: set[str]) -> dict[str, tu
                 .where(AlertRow.incident_id.in_(ids[i:i + 500]), ExplanationRow.source != INCIDENT_SOURCE)):
             if iid not in out or level > out[iid][1]:
                 out[iid] = (aid, int(level))
+    for iid in ids:
+        if iid in out:
+            _remember(store, iid, out[iid])
     return out
 
 
