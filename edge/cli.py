@@ -255,7 +255,7 @@ def score_windows(
 
 
 @app.command("run")
-@settings_command(EdgeConfig, param="cfg", exclude=("backend",))
+@settings_command(EdgeConfig, param="cfg")
 def run(
     cfg: EdgeConfig,
     fast: bool = typer.Option(False, "--fast", help="Same as --replay-speed 0."),

@@ -107,11 +107,7 @@ class EdgeConfig:
                                               "(default ~/.cache/marlids/edge/SITE.baseline.json).")
     reset_baseline: bool = setting(False, flag="--reset-baseline",
                                    help="Forget a saved baseline and learn a new one (a new grace period).")
-    backend: str | None = setting(
-        None,
-        help="How MiniLM (and the temporal scorer) run: 'onnx' (int8, torch-free), 'torch', or 'auto' = ONNX "
-             "whenever the ONNX model folder is present ($MARLIDS_EDGE_MODELS, else models/edge), torch otherwise "
-             "(default: $MARLIDS_EDGE_BACKEND, else auto).")
+    backend: str | None = None
     windows_out: Path | None = setting(None, help="Also write each window's key and peers to this Parquet file "
                                                   "(complete when the daemon stops): label them against a ground "
                                                   "truth without metering the capture again.")

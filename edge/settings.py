@@ -224,7 +224,7 @@ def _is_path(annotation: Any) -> bool:
 
 
 def settings_command(cls: type, *, param: str = "settings", flags: dict[str, str] | None = None,
-                     exclude: tuple[str, ...] = (), build: Callable[[dict[str, Any]], Any] | None = None) -> Callable:
+                     exclude: tuple[str, ...] = ()) -> Callable:
     """Decorate a typer command so that its options are generated from ``cls`` and it takes ``--config FILE``.
 
     The decorated function's first parameter (named ``param``) receives the settings object built from the
@@ -240,8 +240,6 @@ def settings_command(cls: type, *, param: str = "settings", flags: dict[str, str
         Name of the function parameter receiving the settings object.
     flags, exclude
         As :func:`cli_fields`.
-    build : callable, optional
-        ``{field: value}`` → settings object (default ``cls(**values)``); e.g. to combine a shorthand flag.
 
     Returns
     -------
@@ -296,7 +294,7 @@ def settings_command(cls: type, *, param: str = "settings", flags: dict[str, str
                     continue  # the settings class's default (or its own environment variable) applies
                 v = kwargs[f.name]
                 values[f.name] = f.convert(v) if f.convert is not None and v is not None else v
-            settings = (build or (lambda v: cls(**v)))(values)
+            settings = cls(**values)
             return fn(**{param: settings}, **{p.name: kwargs[p.name] for p in own})
 
         wrapper.__signature__ = sig.replace(parameters=[

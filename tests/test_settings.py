@@ -27,7 +27,7 @@ from training.mappo.config import MappoArgs
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-COMMANDS = [(("edge", "run"), EdgeConfig, {"exclude": ("backend",)}),
+COMMANDS = [(("edge", "run"), EdgeConfig, {}),
             (("fog", "serve"), FogConfig, {}),
             (("cloud", "serve"), Settings, {"exclude": ("database_url",),
                                             "flags": {"bootstrap_keys_file": "--bootstrap-keys",
