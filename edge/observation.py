@@ -1,8 +1,9 @@
 """The fused Observation: one function builds it for training (the fog env) and at run time (the edge).
 
-Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 + 1 = 454)::
+Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 + 1 + 63 = 517)::
 
-    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) | site_score (1) ]
+    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) | site_score (1)
+      | stats_level (63) ]
 
 * ``stats_z`` — the window statistics of :data:`edge.features.FEATURE_NAMES`, signed-log1p
   compressed and standardised against the window's **site baseline** (:mod:`edge.baseline`: its
@@ -19,9 +20,15 @@ Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 + 1 = 454)::
 * ``site_score`` — how unlike the site's own grace period the window is, by the site's Kitsune-style
   autoencoder ensemble (:mod:`edge.site_model`): ``log(RMSE / RMSE_ref)`` in [−5, 10], about 0 for the
   grace period's most unusual windows; 0 when no site model exists.
+* ``stats_level`` — the same statistics in absolute terms: ``c(x) / LEVEL_DIVISOR`` with the signed
+  ``log1p`` compression ``c`` of :func:`edge.baseline.compress` and a fixed divisor (not fitted on any
+  network). ``stats_z`` says how unusual a window is *for this site*; it cannot say how much happened: on a
+  device that never sent a TCP reset in its grace period, 2 resets and 2,000 resets are both beyond the
+  clip of ``stats_z``. The level part tells them apart, so "a few more packets than this quiet device
+  usually sends" need not read as an attack (README › "Relative and absolute evidence").
 
-Every part is relative to the window's site (its baseline, its grace period) except the protocol
-embedding; nothing in it is scaled by the networks the policy was trained on.
+Every part except the protocol embedding and ``stats_level`` is relative to the window's site (its
+baseline, its grace period); nothing in it is scaled by the networks the policy was trained on.
 """
 
 from __future__ import annotations
@@ -30,11 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.baseline import compress
 from edge.embed import EMBED_DIM
 from edge.features import N_FEATURES
 
 #: Clip of the standardised statistics.
 Z_CLIP = 10.0
+#: Divisor of the compressed statistics in ``stats_level`` (``log1p`` of 22,000 packets is 10: about 1).
+LEVEL_DIVISOR = 10.0
 #: Attention summary entries.
 ATTN_SUMMARY = ("attn_max", "attn_entropy", "attn_argmax_pos", "attn_last")
 #: Name → slice of each part of the vector.
@@ -45,11 +55,14 @@ OBS_SLICES: dict[str, slice] = {
     "score_available": slice(N_FEATURES + EMBED_DIM + 1, N_FEATURES + EMBED_DIM + 2),
     "attention": slice(N_FEATURES + EMBED_DIM + 2, N_FEATURES + EMBED_DIM + 2 + len(ATTN_SUMMARY)),
     "site_score": slice(N_FEATURES + EMBED_DIM + 2 + len(ATTN_SUMMARY), N_FEATURES + EMBED_DIM + 3 + len(ATTN_SUMMARY)),
+    "stats_level": slice(N_FEATURES + EMBED_DIM + 3 + len(ATTN_SUMMARY),
+                         2 * N_FEATURES + EMBED_DIM + 3 + len(ATTN_SUMMARY)),
 }
 #: Length of the Observation vector.
-OBS_DIM: int = OBS_SLICES["site_score"].stop
-#: Version of ``fusion.json`` (2: site baselines; 1 had one scaler fitted on the training networks).
-FUSION_FORMAT = 2
+OBS_DIM: int = OBS_SLICES["stats_level"].stop
+#: Version of ``fusion.json`` (3: site baselines and the ``stats_level`` part; 2 had no ``stats_level``;
+#: 1 had one scaler fitted on the training networks).
+FUSION_FORMAT = 3
 #: What the temporal scorer reads, recorded in its checkpoint: windows standardised by their site baseline.
 SCORER_INPUT = "site_z"
 
@@ -75,7 +88,8 @@ def attention_summary(attention: np.ndarray) -> np.ndarray:
 
 
 def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.ndarray | None = None,
-                       attention: np.ndarray | None = None, site_scores: np.ndarray | None = None) -> np.ndarray:
+                       attention: np.ndarray | None = None, site_scores: np.ndarray | None = None, *,
+                       stats: np.ndarray) -> np.ndarray:
     """Fuse per-window parts into Observation vectors.
 
     Parameters
@@ -83,6 +97,9 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
     stats_z : ndarray, shape (n, 63)
         Window statistics standardised by their site baseline (:meth:`edge.baseline.SiteBaseline.transform`);
         clipped to ±10 here.
+    stats : ndarray, shape (n, 63)
+        The same windows' raw statistics (units in :data:`edge.features.FEATURE_NAMES`); their compressed
+        values divided by :data:`LEVEL_DIVISOR` form ``stats_level``.
     embeddings : ndarray, shape (n, 384)
         MiniLM embeddings of the windows' protocol texts.
     scores : ndarray, shape (n,), optional
@@ -109,8 +126,14 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
     if e.shape != (z.shape[0], EMBED_DIM):
         raise ValueError(f"embeddings must have shape ({z.shape[0]}, {EMBED_DIM}), got {e.shape}")
     n = z.shape[0]
+    raw = np.asarray(stats, dtype=np.float64)
+    if raw.shape != z.shape:
+        raise ValueError(f"stats must have the shape of stats_z {z.shape}, got {raw.shape}")
+    if not np.isfinite(raw).all():
+        raise ValueError("stats hold NaN or infinite values")
     out = np.zeros((n, OBS_DIM), dtype=np.float32)
     out[:, OBS_SLICES["stats_z"]] = np.clip(z, -Z_CLIP, Z_CLIP)
+    out[:, OBS_SLICES["stats_level"]] = np.clip(compress(raw) / LEVEL_DIVISOR, -Z_CLIP, Z_CLIP)
     out[:, OBS_SLICES["embedding"]] = e
     if scores is not None:
         s = np.asarray(scores, dtype=np.float64).reshape(n)
@@ -133,13 +156,15 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
 
 
 def build_observation(stats_z: np.ndarray, embedding: np.ndarray, score: float | None = None,
-                      attention: np.ndarray | None = None, site_score: float | None = None) -> np.ndarray:
-    """One Observation ``(OBS_DIM,)`` from one window's parts (``attention``: ``(heads, T)``); see
-    :func:`build_observations`."""
+                      attention: np.ndarray | None = None, site_score: float | None = None, *,
+                      stats: np.ndarray) -> np.ndarray:
+    """One Observation ``(OBS_DIM,)`` from one window's parts (``attention``: ``(heads, T)``; ``stats``: the
+    raw statistics ``(63,)``); see :func:`build_observations`."""
     s = None if score is None else np.array([score], dtype=np.float64)
     a = None if attention is None else np.asarray(attention)[None]
     ss = None if site_score is None else np.array([site_score], dtype=np.float64)
-    return build_observations(np.asarray(stats_z)[None], np.asarray(embedding)[None], s, a, ss)[0]
+    return build_observations(np.asarray(stats_z)[None], np.asarray(embedding)[None], s, a, ss,
+                              stats=np.asarray(stats)[None])[0]
 
 
 class FusionPipeline:

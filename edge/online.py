@@ -355,7 +355,7 @@ class SiteFusion:
         else:
             cal = None
             self._remember(devices, t_start, z)
-        vectors = build_observations(z, emb, cal, att, site_scores)
+        vectors = build_observations(z, emb, cal, att, site_scores, stats=x)
         return self._batch(t_start, x=x.astype(np.float32), learning=np.zeros(n, dtype=bool), z=z,
                            vectors=vectors, scores=np.full(n, np.nan) if cal is None else cal, raw_scores=raw,
                            attention=att, attention_t=att_t, baseline=base, spread=spread, scope=scope,
@@ -416,7 +416,7 @@ class SiteFusion:
             emb = np.stack([r[1] for r in rows])
             self._retro = self._batch(
                 t[order], x=x[order].astype(np.float32), learning=np.ones(len(devs), dtype=bool), z=z,
-                vectors=build_observations(z, emb, cal, att, site_scores),
+                vectors=build_observations(z, emb, cal, att, site_scores, stats=x[order]),
                 scores=np.full(len(devs), np.nan) if cal is None else cal,
                 raw_scores=raw, attention=att, attention_t=att_t, baseline=base, spread=spread,
                 scope=[self.baseline.stats_for(devs[i])[1] for i in order], site_scores=site_scores)

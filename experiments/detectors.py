@@ -34,23 +34,35 @@ log = logging.getLogger(__name__)
 GRACE_S = DEFAULT_GRACE_S
 
 
+def _memo(src: Source, key: tuple, compute) -> np.ndarray:
+    """``compute()`` once per source object and ``key`` (a pure function of the source's windows); a copy."""
+    cache = src.__dict__.setdefault("_memo", {})
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key].copy()
+
+
 def grace_mask(src: Source, grace_s: float = GRACE_S) -> np.ndarray:
     """``(n,)`` True for windows in their site's grace period (the first ``grace_s`` seconds of each
-    ``site_id`` × ``capture``, and at least the first 12 windows), which no detector decides."""
+    ``site_id`` × ``capture``, and at least the first 12 windows), which no detector decides (computed once
+    per source)."""
     from edge.embed import EMBED_DIM
     from edge.observation import FusionPipeline
     from edge.online import fuse_frame
 
-    frame = src.frame.reset_index(drop=True)
-    pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
-    return fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), learn_from="none").learning
+    def compute() -> np.ndarray:
+        frame = src.frame.reset_index(drop=True)
+        pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
+        return fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), learn_from="none").learning
+
+    return _memo(src, ("grace", float(grace_s)), compute)
 
 #: Observation parts kept by each feature set of the ablation (the rest is zeroed).
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
-    "stats": ("stats_z",),
-    "stats+minilm": ("stats_z", "embedding"),
-    "stats+score": ("stats_z", "score", "score_available", "attention"),
-    "full": ("stats_z", "embedding", "score", "score_available", "attention", "site_score"),
+    "stats": ("stats_z", "stats_level"),
+    "stats+minilm": ("stats_z", "stats_level", "embedding"),
+    "stats+score": ("stats_z", "stats_level", "score", "score_available", "attention"),
+    "full": ("stats_z", "stats_level", "embedding", "score", "score_available", "attention", "site_score"),
 }
 
 
@@ -81,11 +93,14 @@ def _site_z(src: Source, grace_s: float = GRACE_S) -> np.ndarray:
     from edge.observation import FusionPipeline
     from edge.online import fuse_frame
 
-    frame = src.frame.reset_index(drop=True)
-    pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
-    fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), retrospective=True,
-                       learn_from="labels" if "label" in frame.columns else "none")
-    return np.clip(fused.z, -10, 10)
+    def compute() -> np.ndarray:
+        frame = src.frame.reset_index(drop=True)
+        pipe = FusionPipeline(baseline={"grace_s": grace_s}).fit(frame)
+        fused = fuse_frame(pipe, frame, np.zeros((len(frame), EMBED_DIM), np.float32), retrospective=True,
+                           learn_from="labels" if "label" in frame.columns else "none")
+        return np.clip(fused.z, -10, 10)
+
+    return _memo(src, ("site_z", float(grace_s)), compute)
 
 
 def _decisions_from_alerts(alert: np.ndarray, level: int = 2) -> dict:

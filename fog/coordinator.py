@@ -94,8 +94,10 @@ class StreamRejected(Exception):
 
 
 def idle_observation() -> np.ndarray:
-    """The idle observation ``(OBS_DIM,)`` (module docstring): statistics at the baseline, no text, no score."""
-    return build_observation(np.zeros(N_FEATURES, np.float32), np.zeros(EMBED_DIM, dtype=np.float32), None, None)
+    """The idle observation ``(OBS_DIM,)`` (module docstring): statistics at the baseline, no traffic (every
+    level 0), no text, no score."""
+    return build_observation(np.zeros(N_FEATURES, np.float32), np.zeros(EMBED_DIM, dtype=np.float32), None, None,
+                             stats=np.zeros(N_FEATURES, np.float32))
 
 
 @dataclass

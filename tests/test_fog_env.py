@@ -9,7 +9,7 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from edge.embed import EMBED_DIM
 from edge.features import N_FEATURES
-from edge.observation import OBS_DIM, OBS_SLICES, attention_summary, build_observation, build_observations
+from edge.observation import LEVEL_DIVISOR, OBS_DIM, OBS_SLICES, attention_summary, build_observation, build_observations
 from fog.attacks import ATTACK_CLASSES, technique_class
 from fog.env import ALERT_THRESHOLD, MarlIdsEnv, RewardConfig
 from fog.traces import TraceSet
@@ -32,7 +32,8 @@ def make_traces(seed: int = 0) -> TraceSet:
     z = rng.normal(size=(len(df), N_FEATURES)) + 4.0 * df["label"].to_numpy()[:, None]
     e = rng.normal(size=(len(df), EMBED_DIM))
     e /= np.linalg.norm(e, axis=1, keepdims=True)
-    obs = build_observations(z, e, rng.uniform(size=len(df)))
+    raw = np.expm1(np.clip(z, 0, None))
+    obs = build_observations(z, e, rng.uniform(size=len(df)), stats=raw)
     return TraceSet.from_frame(df, obs)
 
 
@@ -116,17 +117,27 @@ def test_observation_layout():
     z = np.full(N_FEATURES, 50.0)
     e = np.ones(EMBED_DIM) / np.sqrt(EMBED_DIM)
     att = np.array([[0.1, 0.1, 0.8], [0.0, 0.2, 0.8]])
-    o = build_observation(z, e, 0.7, att)
+    x = np.zeros(N_FEATURES)
+    x[0], x[1] = 2.0, 2000.0
+    o = build_observation(z, e, 0.7, att, stats=x)
     assert o.shape == (OBS_DIM,) and o.dtype == np.float32
     assert o[OBS_SLICES["stats_z"]].max() == 10.0  # clipped
+    # the level part keeps apart what the clipped z cannot: 2 vs 2,000 (compressed, fixed divisor)
+    level = o[OBS_SLICES["stats_level"]]
+    assert level[0] == pytest.approx(np.log1p(2.0) / LEVEL_DIVISOR) and level[1] == pytest.approx(np.log1p(2000.0) / LEVEL_DIVISOR)
+    assert not level[2:].any()
     assert o[OBS_SLICES["score"]][0] == pytest.approx(0.7) and o[OBS_SLICES["score_available"]][0] == 1
     assert o[OBS_SLICES["attention"]][3] == pytest.approx(0.8)  # weight on the current window
-    warm = build_observation(z, e, None)
+    warm = build_observation(z, e, None, stats=x)
     assert warm[OBS_SLICES["score_available"]][0] == 0 and not warm[OBS_SLICES["attention"]].any()
     s = attention_summary(np.array([[1.0, 1.0, 1.0, 1.0]]))
     assert s[0, 1] == pytest.approx(1.0)  # uniform attention: entropy 1
     with pytest.raises(ValueError, match="scores"):
-        build_observations(z[None], e[None], np.array([1.5]))
+        build_observations(z[None], e[None], np.array([1.5]), stats=x[None])
+    with pytest.raises(ValueError, match="stats"):
+        build_observations(z[None], e[None], None, stats=np.full((1, N_FEATURES), np.nan))
+    with pytest.raises(ValueError, match="stats"):
+        build_observations(z[None], e[None], None, stats=x[None, :5])
 
 
 @pytest.mark.parametrize(("tid", "cls"), [("T1046", "scan"), ("T1498.001", "flood"), ("T1498.002", "flood"),
