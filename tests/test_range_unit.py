@@ -475,3 +475,35 @@ def test_missing_tools_names_busybox_applets(monkeypatch):
     monkeypatch.setattr(recorder, "_busybox_applets", lambda: {"nslookup", "udhcpc", "ping6"})
     miss = recorder.missing_tools(load_scenario("ci_short"))
     assert "busybox telnetd" in miss and "busybox udhcpc" not in miss
+
+
+def test_bulk_upload_and_start_s_render_and_old_sessions_keep_their_scripts(tmp_path):
+    """A camera-like device: quiet until start_s, then uploads a clip of random bytes over MQTT/TLS."""
+    import random
+
+    from training.range.recorder import _tls_script
+    from training.range.scenario import INLINE_PAYLOAD_MAX
+
+    def script(scen, name, k):
+        return _tls_script(scen.device(name), k, scen, Path("/ca.pem"), 7, random.Random(1), tmp_path)
+
+    raw = _ci_raw()
+    cam = next(d for d in raw["devices"] if d.get("tls"))
+    name = cam["name"]
+    old = script(parse_scenario(raw), name, 0)
+    cam["tls"] = [cam["tls"], {"period_s": 90, "protocol": "mqtts", "payload_bytes": 2_000_000, "start_s": 75}]
+    s = parse_scenario(raw)
+    first, clip = s.device(name).tls
+    assert (clip.start_s, clip.payload_bytes) == (75.0, 2_000_000) and first.start_s is None
+    bulk = script(s, name, 1)
+    assert f"-f {tmp_path / 'clip1.bin'}" in bulk and "head -c $(( 1500000 + " in bulk and "/dev/urandom" in bulk
+    assert "\nsleep 75.000\n" in bulk  # quiet until start_s
+    assert script(s, name, 0) == old  # the session that was there renders exactly as before
+    cam["tls"][1]["payload_bytes"] = INLINE_PAYLOAD_MAX
+    inline = script(parse_scenario(raw), name, 1)
+    assert " -m " in inline and " -f " not in inline
+    for bad, match in (({"payload_bytes": 30_000_000}, r"payload_bytes=30000000"), ({"start_s": -1}, r"start_s=-1")):
+        r = copy.deepcopy(raw)
+        next(d for d in r["devices"] if d.get("tls"))["tls"][1].update(bad)
+        with pytest.raises(ValueError, match=match):
+            parse_scenario(r)

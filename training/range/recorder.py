@@ -52,7 +52,7 @@ from pathlib import Path
 from edge.paths import REPO
 from training.range.groundtruth import GroundTruthRow, write_ground_truth
 from training.range.netns import Range
-from training.range.scenario import Attack, Device, Scenario
+from training.range.scenario import INLINE_PAYLOAD_MAX, Attack, Device, Scenario
 from training.range.techniques import TECHNIQUES
 
 log = logging.getLogger(__name__)
@@ -232,13 +232,25 @@ def _ntp_script(dev: Device, gw: str, d: Path, seed: int, rng: random.Random) ->
     return _loop(seed, dev.ntp.period_s, dev.ntp.period_s * 0.1, body, rng.uniform(0.5, min(dev.ntp.period_s, 6.0)))
 
 
-def _tls_script(dev: Device, k: int, scen: Scenario, ca: Path, seed: int, rng: random.Random) -> str:
+def _tls_script(dev: Device, k: int, scen: Scenario, ca: Path, seed: int, rng: random.Random, d: Path) -> str:
     t = dev.tls[k]
     gw, cloud = scen.gateway_ip, scen.cloud_ip
+    phase = rng.uniform(0.5, min(t.period_s, 8.0))  # drawn even with start_s: the stream stays the same
+    if t.start_s is not None:
+        phase = t.start_s
     if t.protocol == "https":
         body = (f"  busybox nslookup api.cloud.lan {gw} >/dev/null 2>&1\n"
                 f"  curl -s -m 8 --cacert {ca} --resolve api.cloud.lan:443:{cloud} -A {dev.name}/1.0 "
                 f"-o /dev/null https://api.cloud.lan/v1/{dev.name}/{k}.json")
+    elif t.payload_bytes > INLINE_PAYLOAD_MAX:  # bulk upload: a clip of random bytes, one message
+        lo = int(t.payload_bytes * 0.75)
+        span = max(1, int(t.payload_bytes * 0.5))
+        clip = d / f"clip{k}.bin"
+        body = (f"  busybox nslookup mqtt.cloud.lan {gw} >/dev/null 2>&1\n"
+                f"  head -c $(( {lo} + (RANDOM * 32768 + RANDOM) % {span} )) /dev/urandom > {clip}\n"
+                f"  mosquitto_pub --cafile {ca} -h {cloud} -p 8883 -i {dev.name}-tls{k} -t devices/{dev.name}/clip "
+                f"-q 1 -f {clip} >/dev/null 2>&1\n"
+                f"  rm -f {clip}")
     else:
         lo = max(8, int(t.payload_bytes * 0.75))
         span = max(1, int(t.payload_bytes * 0.5))
@@ -247,7 +259,7 @@ def _tls_script(dev: Device, k: int, scen: Scenario, ca: Path, seed: int, rng: r
                 f"  P={'y' * (lo + span + 8)}\n"
                 f"  mosquitto_pub --cafile {ca} -h {cloud} -p 8883 -i {dev.name}-tls{k} -t devices/{dev.name}/state "
                 f"-q 1 -m \"{{\\\"seq\\\":$i,\\\"pad\\\":\\\"${{P:0:$n}}\\\"}}\" >/dev/null 2>&1")
-    return _loop(seed, t.period_s, t.jitter_s, body, rng.uniform(0.5, min(t.period_s, 8.0)))
+    return _loop(seed, t.period_s, t.jitter_s, body, phase)
 
 
 def _ssdp_search_script(dev: Device, ip: str, seed: int, rng: random.Random) -> str:
@@ -623,7 +635,7 @@ def _start_benign(r: Range, scen: Scenario, work: Path, ca: Path | None = None) 
         if dev.ntp:
             bash(tag, "ntp", _ntp_script(dev, gw, work / tag, sub_seed + 8, rng2))
         for k in range(len(dev.tls)):
-            bash(tag, f"tls{k}", _tls_script(dev, k, scen, ca, sub_seed + 9 + 100 * k, rng2))
+            bash(tag, f"tls{k}", _tls_script(dev, k, scen, ca, sub_seed + 9 + 100 * k, rng2, work / tag))
         if dev.ssdp and dev.ssdp.search_period_s:
             bash(tag, "ssdp", _ssdp_search_script(dev, r.nodes[tag].ip, sub_seed + 3, rng2))
         if dev.ipv6 and dev.ipv6.ping:

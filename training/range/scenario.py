@@ -45,7 +45,9 @@ Benign network services (all optional; real daemons, see ``training/range/README
                                  # announce: minidlnad UPnP server (NOTIFY, M-SEARCH answers, description on
                                  # tcp/8200); search_period_s: M-SEARCH + description fetch (training.range.ssdp)
         tls: {period_s: 45, protocol: https, payload_bytes: 1500}   # or a list; protocol https (curl GET of a
-                                 # payload_bytes file from openssl s_server) or mqtts (mosquitto_pub, tcp/8883)
+                                 # payload_bytes file from openssl s_server) or mqtts (mosquitto_pub, tcp/8883;
+                                 # above 16,384 bytes a bulk upload of random bytes, e.g. a camera's clip);
+                                 # start_s: first session that many seconds after the start (quiet before)
         ipv6: {ping: [gateway, hub], period_s: 20}   # or `true`: IPv6 on eth0 (link-local, DAD, router
                                  # solicitations, MLD, SLAAC from the site prefix); ping6 of the named hosts
         telnet_server: true      # busybox telnetd on tcp/23 with a device login prompt (one site password)
@@ -80,6 +82,10 @@ CLOUD_SERVICES = ("https", "mqtts")
 TLS_PROTOCOLS = ("https", "mqtts")
 #: dnsmasq's floor for a DHCP lease, seconds.
 MIN_LEASE_S = 120
+#: Largest ``mqtts`` payload sent inline (``mosquitto_pub -m``); larger ones are bulk uploads from a file.
+INLINE_PAYLOAD_MAX = 16_384
+#: Largest TLS payload of a scenario, bytes.
+TLS_PAYLOAD_MAX = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,19 @@ class Ssdp:
 @dataclass(frozen=True)
 class TlsSession:
     """Periodic TLS session to the cloud namespace: ``https`` (GET of ``payload_bytes``) or ``mqtts``
-    (one PUBLISH of ``payload_bytes``), every ``period_s`` ± ``jitter_s`` seconds."""
+    (one PUBLISH of ``payload_bytes``), every ``period_s`` ± ``jitter_s`` seconds.
+
+    An ``mqtts`` payload above :data:`INLINE_PAYLOAD_MAX` bytes is a bulk upload: random (incompressible)
+    bytes of ``payload_bytes`` ± 25 % sent as one message, as a camera uploads a clip. ``start_s`` delays the
+    first session to that many seconds after the device starts (default: within its first period), so a
+    device can stay quiet through a site's grace period and upload later.
+    """
 
     period_s: float
     protocol: str = "https"
     payload_bytes: int = 800
     jitter_s: float = 2.0
+    start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -395,13 +408,14 @@ def _tls(where: str, raw: Any) -> tuple[TlsSession, ...]:
     out = []
     for j, t in enumerate(_list_of_maps(where, raw)):
         w = f"{where}[{j}]"
-        _check_keys(w, t, {"period_s", "protocol", "payload_bytes", "jitter_s"}, {"period_s"})
+        _check_keys(w, t, {"period_s", "protocol", "payload_bytes", "jitter_s", "start_s"}, {"period_s"})
         proto = t.get("protocol", "https")
         if proto not in TLS_PROTOCOLS:
             raise ValueError(f"{w}.protocol={proto!r}; allowed: {', '.join(TLS_PROTOCOLS)}")
         out.append(TlsSession(_pos(f"{w}.period_s", t["period_s"]), proto,
-                              _int_in(f"{w}.payload_bytes", t.get("payload_bytes", 800), 1, 1_000_000),
-                              _pos(f"{w}.jitter_s", t.get("jitter_s", 2.0), allow_zero=True)))
+                              _int_in(f"{w}.payload_bytes", t.get("payload_bytes", 800), 1, TLS_PAYLOAD_MAX),
+                              _pos(f"{w}.jitter_s", t.get("jitter_s", 2.0), allow_zero=True),
+                              _pos(f"{w}.start_s", t["start_s"], allow_zero=True) if "start_s" in t else None))
     return tuple(out)
 
 
