@@ -46,8 +46,8 @@ def test_feature_set_masks_nest_and_full_keeps_everything():
     assert full.all()
     from edge.features import N_FEATURES
 
-    assert obs_mask("stats").sum() == N_FEATURES
-    assert obs_mask("stats+minilm").sum() == N_FEATURES + 384
+    assert obs_mask("stats").sum() == 2 * N_FEATURES  # standardised and absolute levels
+    assert obs_mask("stats+minilm").sum() == 2 * N_FEATURES + 384
     assert (obs_mask("stats+score") <= full).all() and set(FEATURE_SETS) == {"stats", "stats+minilm", "stats+score",
                                                                              "full"}
     with pytest.raises(ValueError, match="feature set"):
