@@ -117,7 +117,8 @@ def build_observations(stats_z: np.ndarray, embeddings: np.ndarray, scores: np.n
     Raises
     ------
     ValueError
-        If the parts have the wrong widths or different numbers of rows, or a score is outside [0, 1].
+        If the parts have the wrong widths or different numbers of rows, a score is outside [0, 1], or
+        ``stats`` holds NaN or infinite values.
     """
     z = np.asarray(stats_z, dtype=np.float32)
     e = np.asarray(embeddings, dtype=np.float32)

@@ -502,7 +502,8 @@ def test_bulk_upload_and_start_s_render_and_old_sessions_keep_their_scripts(tmp_
     cam["tls"][1]["payload_bytes"] = INLINE_PAYLOAD_MAX
     inline = script(parse_scenario(raw), name, 1)
     assert " -m " in inline and " -f " not in inline
-    for bad, match in (({"payload_bytes": 30_000_000}, r"payload_bytes=30000000"), ({"start_s": -1}, r"start_s=-1")):
+    for bad, match in (({"payload_bytes": 30_000_000}, r"payload_bytes=30000000"), ({"start_s": -1}, r"start_s=-1"),
+                       ({"protocol": "https", "payload_bytes": 2_000_000}, r"payload_bytes=2000000")):
         r = copy.deepcopy(raw)
         next(d for d in r["devices"] if d.get("tls"))["tls"][1].update(bad)
         with pytest.raises(ValueError, match=match):

@@ -84,8 +84,9 @@ TLS_PROTOCOLS = ("https", "mqtts")
 MIN_LEASE_S = 120
 #: Largest ``mqtts`` payload sent inline (``mosquitto_pub -m``); larger ones are bulk uploads from a file.
 INLINE_PAYLOAD_MAX = 16_384
-#: Largest TLS payload of a scenario, bytes.
-TLS_PAYLOAD_MAX = 20_000_000
+#: Largest payload of an ``https`` session (a JSON file served by openssl s_server, fetched within curl's 8 s)
+#: and of an ``mqtts`` one (a bulk upload), bytes.
+TLS_PAYLOAD_MAX = {"https": 1_000_000, "mqtts": 20_000_000}
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ def _tls(where: str, raw: Any) -> tuple[TlsSession, ...]:
         if proto not in TLS_PROTOCOLS:
             raise ValueError(f"{w}.protocol={proto!r}; allowed: {', '.join(TLS_PROTOCOLS)}")
         out.append(TlsSession(_pos(f"{w}.period_s", t["period_s"]), proto,
-                              _int_in(f"{w}.payload_bytes", t.get("payload_bytes", 800), 1, TLS_PAYLOAD_MAX),
+                              _int_in(f"{w}.payload_bytes", t.get("payload_bytes", 800), 1, TLS_PAYLOAD_MAX[proto]),
                               _pos(f"{w}.jitter_s", t.get("jitter_s", 2.0), allow_zero=True),
                               _pos(f"{w}.start_s", t["start_s"], allow_zero=True) if "start_s" in t else None))
     return tuple(out)
