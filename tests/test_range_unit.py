@@ -127,8 +127,9 @@ def test_scenario_validation_names_key_value_and_allowed(path, value, match):
 
 
 def test_missing_scenario_file_lists_bundled(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bundled: campus_lab, ci_short, clinic, factory_floor, farm, flat_consumer, hotel, "
-                                                "office_small, retail_store, site_a, site_a_train, site_b, site_b_train, "
+    with pytest.raises(FileNotFoundError, match="bundled: campus_lab, ci_short, clinic, factory_floor, farm, flat_consumer, flat_setup, "
+                                                "home_cameras, hotel, lab_greenhouse, office_small, retail_store, "
+                                                "shop_backoffice, site_a, site_a_train, site_b, site_b_train, "
                                                 "warehouse"):
         load_scenario(tmp_path / "nope.yaml")
 
@@ -508,3 +509,39 @@ def test_bulk_upload_and_start_s_render_and_old_sessions_keep_their_scripts(tmp_
         next(d for d in r["devices"] if d.get("tls"))["tls"][1].update(bad)
         with pytest.raises(ValueError, match=match):
             parse_scenario(r)
+
+
+def test_join_s_delays_every_behaviour_loop_of_that_device_only(tmp_path):
+    """A device set up late (join_s): each of its loops starts after join_s; other devices' scripts are unchanged."""
+    from types import SimpleNamespace
+
+    from training.range.recorder import _start_benign
+
+    def scripts(scen):
+        nodes = {f"d{i}": SimpleNamespace(ns=f"ns{i}", ip=scen.ip(d.host), mac=f"02:00:00:00:00:{i:02x}")
+                 for i, d in enumerate(scen.devices)}
+        nodes["atk"] = SimpleNamespace(ns="atk", ip="10.0.0.66", mac="02:00:00:00:00:ff")
+        nodes["gw"] = SimpleNamespace(ns="gw", ip=scen.gateway_ip, mac="02:00:00:00:00:fe")
+        started = []
+        fake = SimpleNamespace(nodes=nodes, popen=lambda ns, argv, log_path=None: started.append(argv[-1]))
+        n = _start_benign(fake, scen, tmp_path, Path("/ca.pem"))
+        assert n == len(started)
+        return {p: Path(p).read_text() for p in started}
+
+    raw = _ci_raw()
+    before = scripts(parse_scenario(raw))
+    dev = next(i for i, d in enumerate(raw["devices"]) if d.get("telemetry"))
+    raw["devices"][dev]["join_s"] = 150
+    s = parse_scenario(raw)
+    assert s.devices[dev].join_s == 150.0
+    after = scripts(s)
+    mine = [p for p in after if f"/d{dev}/" in p]
+    assert mine
+    for p in after:
+        if p in mine:
+            assert after[p].startswith("sleep 150.000\n") and after[p].endswith(before[p])
+        else:
+            assert after[p] == before[p]
+    raw["devices"][dev]["join_s"] = -5
+    with pytest.raises(ValueError, match=r"join_s=-5"):
+        parse_scenario(raw)

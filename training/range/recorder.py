@@ -32,6 +32,7 @@ of the ground truth are ``time.time()`` just before and after each command.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -611,8 +612,10 @@ def _start_benign(r: Range, scen: Scenario, work: Path, ca: Path | None = None) 
     gw = scen.gateway_ip
     n = 0
 
-    def bash(tag: str, name: str, script: str, prefix: tuple[str, ...] = ()) -> None:
+    def bash(tag: str, name: str, script: str, prefix: tuple[str, ...] = (), join_s: float | None = None) -> None:
         nonlocal n
+        if join_s:  # a device set up late: the loop (and its own random phase) starts after join_s
+            script = f"sleep {join_s:.3f}\n{script}"
         path = _write(work / tag / f"{name}.sh", script + "\n")
         r.popen(r.nodes[tag].ns, [*prefix, "bash", str(path)], log_path=work / tag / f"{name}.log")
         n += 1
@@ -620,29 +623,30 @@ def _start_benign(r: Range, scen: Scenario, work: Path, ca: Path | None = None) 
     for i, dev in enumerate(scen.devices):
         tag = f"d{i}"
         sub_seed = scen.seed * 1000 + i * 10
+        dbash = functools.partial(bash, join_s=dev.join_s)
         if dev.subscribe:
-            bash(tag, "subscribe", _subscribe_script(dev, gw))
+            dbash(tag, "subscribe", _subscribe_script(dev, gw))
         for k in range(len(dev.telemetry)):
-            bash(tag, f"telemetry{k}", _telemetry_script(dev, k, gw, sub_seed + k, rng))
+            dbash(tag, f"telemetry{k}", _telemetry_script(dev, k, gw, sub_seed + k, rng))
         if dev.dns:
-            bash(tag, "dns", _dns_script(dev.dns.names, dev.dns.period_s, gw, sub_seed + 5, rng))
+            dbash(tag, "dns", _dns_script(dev.dns.names, dev.dns.period_s, gw, sub_seed + 5, rng))
         if dev.poll:
-            bash(tag, "poll", _poll_script(dev, scen, sub_seed + 6, rng))
+            dbash(tag, "poll", _poll_script(dev, scen, sub_seed + 6, rng))
         if dev.commands:
-            bash(tag, "commands", _commands_script(dev, gw, sub_seed + 7, rng))
+            dbash(tag, "commands", _commands_script(dev, gw, sub_seed + 7, rng))
         # the options below draw from a second stream, so that adding them leaves the loops above unchanged
         rng2 = random.Random(f"{scen.seed}-{dev.name}-services")
         if dev.ntp:
-            bash(tag, "ntp", _ntp_script(dev, gw, work / tag, sub_seed + 8, rng2))
+            dbash(tag, "ntp", _ntp_script(dev, gw, work / tag, sub_seed + 8, rng2))
         for k in range(len(dev.tls)):
-            bash(tag, f"tls{k}", _tls_script(dev, k, scen, ca, sub_seed + 9 + 100 * k, rng2, work / tag))
+            dbash(tag, f"tls{k}", _tls_script(dev, k, scen, ca, sub_seed + 9 + 100 * k, rng2, work / tag))
         if dev.ssdp and dev.ssdp.search_period_s:
-            bash(tag, "ssdp", _ssdp_search_script(dev, r.nodes[tag].ip, sub_seed + 3, rng2))
+            dbash(tag, "ssdp", _ssdp_search_script(dev, r.nodes[tag].ip, sub_seed + 3, rng2))
         if dev.ipv6 and dev.ipv6.ping:
-            bash(tag, "ping6", _ipv6_script(dev, r, scen, sub_seed + 4, rng2))
+            dbash(tag, "ping6", _ipv6_script(dev, r, scen, sub_seed + 4, rng2))
         if dev.mdns:
-            bash(tag, "mdns", _mdns_script(dev, scen, work / tag, sub_seed + 2, rng2),
-                 prefix=("unshare", "-m", "--propagation", "private"))
+            dbash(tag, "mdns", _mdns_script(dev, scen, work / tag, sub_seed + 2, rng2),
+                  prefix=("unshare", "-m", "--propagation", "private"))
     # the attacker also looks like a device when it is not attacking: occasional DNS lookups, paused
     # from QUIET_MARGIN_S before to QUIET_MARGIN_S after every attack (see _run_attack), so that no
     # window of the gateway is labeled malicious only because of the attacker's benign lookups

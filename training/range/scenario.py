@@ -50,6 +50,10 @@ Benign network services (all optional; real daemons, see ``training/range/README
                                  # start_s: first session that many seconds after the start (quiet before)
         ipv6: {ping: [gateway, hub], period_s: 20}   # or `true`: IPv6 on eth0 (link-local, DAD, router
                                  # solicitations, MLD, SLAAC from the site prefix); ping6 of the named hosts
+        join_s: 150              # a device set up late: every behaviour loop above (telemetry, DNS, NTP, TLS,
+                                 # mDNS, polls, ...) starts that many seconds after the site, so its first
+                                 # minute is one burst; its servers listen and its DHCP lease is taken from
+                                 # the start
         telnet_server: true      # busybox telnetd on tcp/23 with a device login prompt (one site password)
         web_admin: true          # busybox httpd on tcp/80 behind HTTP basic auth (one site password)
         poll: {period_s: 8, telnet: [plc-1], admin: [router-ui]}   # also: telnet logins, admin-page fetches
@@ -210,6 +214,7 @@ class Device:
     ssdp: Ssdp | None = None
     tls: tuple[TlsSession, ...] = ()
     ipv6: Ipv6 | None = None
+    join_s: float | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -428,7 +433,7 @@ def _ipv6(where: str, raw: Any) -> Ipv6 | None:
 
 
 _DEVICE_KEYS = {"name", "host", "telemetry", "subscribe", "coap_server", "http_ui", "ssh_server", "telnet_server",
-                "web_admin", "dns", "poll", "commands", "dhcp", "ntp", "mdns", "ssdp", "tls", "ipv6"}
+                "web_admin", "dns", "poll", "commands", "dhcp", "ntp", "mdns", "ssdp", "tls", "ipv6", "join_s"}
 
 
 def _device(i: int, d: Any, default_host: int) -> Device:
@@ -482,6 +487,7 @@ def _device(i: int, d: Any, default_host: int) -> Device:
                   ssdp=_ssdp(f"{where}.ssdp", d["ssdp"]) if "ssdp" in d else None,
                   tls=_tls(f"{where}.tls", d["tls"]) if "tls" in d else (),
                   ipv6=_ipv6(f"{where}.ipv6", d["ipv6"]) if "ipv6" in d else None,
+                  join_s=_pos(f"{where}.join_s", d["join_s"]) if "join_s" in d else None,
                   **flags)
 
 
