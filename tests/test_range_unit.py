@@ -28,9 +28,10 @@ SCEN_DIR = Path(__file__).resolve().parents[1] / "training" / "range" / "scenari
 CLASSIC_TECHNIQUES = {"nmap_syn_scan", "nmap_udp_scan", "nmap_version_scan", "hping3_syn_flood", "hping3_udp_flood",
                       "hping3_icmp_flood", "hydra_ssh_bruteforce", "slowloris", "mqtt_connect_flood",
                       "mqtt_publish_flood", "coap_request_flood", "arp_spoof"}
-#: The diverse sites of issue 15 (training/evaluation sites, data/captures/sites/).
+#: The diverse sites of issue 15 (training/evaluation sites, data/captures/sites/); the last four carry benign
+#: bulk transfers and late-joining devices after the grace period.
 SITES = ["flat_consumer", "warehouse", "office_small", "clinic", "farm", "factory_floor", "hotel", "campus_lab",
-         "retail_store"]
+         "retail_store", "home_cameras", "shop_backoffice", "lab_greenhouse", "flat_setup"]
 FAMILIES = {"T1046": "scan", "T1498": "flood", "T1110": "brute_force", "T1499": "app_dos", "T1557": "arp_spoof"}
 
 
@@ -286,7 +287,8 @@ def test_sites_vary_network_devices_and_services():
     assert {"10", "172", "192"} <= firsts  # 10/8, 172.16/12 and 192.168/16 all present
     assert all(4 <= len(s.devices) <= 14 for s in scens)
     assert len({len(s.devices) for s in scens}) >= 5
-    assert len({s.attacker_host for s in scens}) == len(scens)
+    assert len({s.ip(s.attacker_host) for s in scens}) == len(scens)
+    assert len({s.attacker_host for s in scens}) >= 10  # the attacker is not always the same host number
     periods = [t.period_s for s in scens for d in s.devices for t in d.telemetry]
     assert min(periods) <= 0.5 and max(periods) >= 60
     assert len({s.dhcp_lease_s for s in scens if s.uses_dhcp}) >= 3
