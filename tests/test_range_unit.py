@@ -533,17 +533,20 @@ def test_join_s_delays_every_behaviour_loop_of_that_device_only(tmp_path):
     raw = _ci_raw()
     before = scripts(parse_scenario(raw))
     dev = next(i for i, d in enumerate(raw["devices"]) if d.get("telemetry"))
-    raw["devices"][dev]["join_s"] = 150
+    raw["devices"][dev]["join_s"] = 30
     s = parse_scenario(raw)
-    assert s.devices[dev].join_s == 150.0
+    assert s.devices[dev].join_s == 30.0
     after = scripts(s)
     mine = [p for p in after if f"/d{dev}/" in p]
     assert mine
     for p in after:
         if p in mine:
-            assert after[p].startswith("sleep 150.000\n") and after[p].endswith(before[p])
+            assert after[p].startswith("sleep 30.000\n") and after[p].endswith(before[p])
         else:
             assert after[p] == before[p]
     raw["devices"][dev]["join_s"] = -5
     with pytest.raises(ValueError, match=r"join_s=-5"):
+        parse_scenario(raw)
+    raw["devices"][dev]["join_s"] = raw["duration_s"]
+    with pytest.raises(ValueError, match=r"join_s=55 must be below duration_s=55 .* would never join"):
         parse_scenario(raw)

@@ -552,6 +552,10 @@ def parse_scenario(raw: Any, *, source: str = "<dict>") -> Scenario:
     if len(set(names)) != len(names):
         raise ValueError(f"device names must be unique; got {names}")
     _check_peers(devices)
+    for i, d in enumerate(devices):
+        if d.join_s is not None and d.join_s >= duration:
+            raise ValueError(f"devices[{i}].join_s={d.join_s:g} must be below duration_s={duration:g} "
+                             f"({d.name!r} would never join the recording)")
     att = _check_keys("attacker", raw.get("attacker", {}), {"host"})
     attacker_host = int(att.get("host", 200))
     max_host = subnet.num_addresses - 2
