@@ -26,6 +26,7 @@ import heapq
 import ipaddress
 import logging
 import math
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -50,10 +51,30 @@ TOP_PEERS = 5
 #: peers of such a window are among the first anyway, or it has none), ``distinct_peers`` still counts them.
 MAX_TRACKED_PEERS = 1024
 _TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
+_PROGRESS_FLOWS = 256  # flows metered between two progress callbacks
+
+
+#: First octets of the IPv4 /8 blocks that hold any special-purpose address (IANA IPv4 special-purpose registry,
+#: RFC 6890: this-network, RFC 1918 private, shared 100.64/10, loopback, link-local, IETF protocol assignments,
+#: documentation, benchmarking, multicast, reserved, broadcast). Every address of the other /8s is public unicast,
+#: decided without :mod:`ipaddress` — a spoofed flood's thousands of random sources cost a table lookup each.
+_SPECIAL_V4_OCTETS = frozenset({0, 10, 100, 127, 169, 172, 192, 198, 203, *range(224, 256)})
+
+
+def _is_device_addr(addr: str, scope: str) -> bool:
+    """Whether ``addr`` is a device address of ``scope`` ("local" or "all"; module docstring); False for a
+    string that is not an IP address."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, addr)
+    except (OSError, TypeError, ValueError):
+        packed = None
+    if packed is not None and packed[0] not in _SPECIAL_V4_OCTETS:
+        return scope == "all"
+    return _is_device_addr_exact(addr, scope)
 
 
 @lru_cache(maxsize=65536)
-def _is_device_addr(addr: str, scope: str) -> bool:
+def _is_device_addr_exact(addr: str, scope: str) -> bool:
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
@@ -590,7 +611,8 @@ def extract_windows(
     idle_timeout_s, active_timeout_s : int
         NFStream flow timeouts in seconds.
     on_packets : callable, optional
-        Called with the number of packets of each metered flow or frame batch (progress bars).
+        Called with the number of packets metered since its last call, every :data:`_PROGRESS_FLOWS` flows
+        and at the end of each file (progress bars; a spoofed flood has one flow per packet).
     on_scan : callable, optional
         Called with each file's :class:`~edge.capture.CaptureScan` (its packet count) before metering.
 
@@ -618,12 +640,15 @@ def extract_windows(
             on_scan(scan)
         builder = WindowBuilder(cfg.window_s, site_id, Path(path).name, devices)
         if scan.packets:
-            metered = 0
+            metered = reported = 0
             for flow in F.meter_flows(scan.path, cfg):
                 builder.add_flow(flow)
                 metered += flow.bidirectional_packets
-                if on_packets is not None:
-                    on_packets(flow.bidirectional_packets)
+                if on_packets is not None and builder.flows_seen % _PROGRESS_FLOWS == 0:
+                    on_packets(metered - reported)
+                    reported = metered
+            if on_packets is not None and metered > reported:
+                on_packets(metered - reported)
             builder.add_scan(scan)
             unused = scan.packets - metered - len(scan.arp) - len(scan.l2)
             if unused > 0:  # read, but neither in a flow nor an ARP/L2 frame: lost to the windows

@@ -220,6 +220,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     pub_df = pd.DataFrame(public_rows)
     pub_sum = (pub_df.groupby(["site", "detector"], sort=False)
                .agg(windows=("windows", "max"), **{"alert rate (mean over seeds)": ("alert rate", "mean"),
+                                                   "lowest model": ("alert rate", "min"),
+                                                   "highest model": ("alert rate", "max"),
+                                                   "models": ("alert rate", "size"),
                                                    "highest level": ("highest level", "max"),
                                                    "alerts at level >= 3": ("alerts at level >= 3", "sum")})
                .reset_index()) if len(pub_df) else pub_df
@@ -232,7 +235,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                                              "95 % interval over seeds)")
     out.table("per_network", sites_df, "Per held-out network (and public mix), each seed and fold")
     out.table("public_benign", pub_sum, "Benign-only public captures never trained on: share of windows alerted "
-                                        "after the grace period, highest alert level")
+                                        "after the grace period (mean over the fold models that test the capture, "
+                                        "and the lowest and highest of them), highest alert level")
     if families:
         out.table("leave_technique_out", loto_sum, "Recall on a technique family no training window showed (fold "
                                                    "0's held-out networks)")

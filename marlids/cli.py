@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 try:  # typer < 0.20 depends on click; newer releases vendor their own copy (then click may be absent)
     import click
@@ -49,8 +50,26 @@ def _cloud_app() -> typer.Typer:
     return cloud
 
 
-cloud_app = _cloud_app()
+class _RootGroup(TyperGroup):
+    """The root command group; ``cloud`` is built on first use, so the edge and fog commands do not import the
+    cloud's settings model (pydantic-settings, about 0.1 s of every start on one core)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = list(super().list_commands(ctx))
+        if "cloud" not in names:  # listed where it was registered before: after train, before experiment
+            names.insert(names.index("experiment") if "experiment" in names else len(names), "cloud")
+        return names
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name == "cloud" and cmd_name not in self.commands:
+            holder = typer.Typer()  # built as a sub-group, as add_typer does: no completion options of its own
+            holder.add_typer(_cloud_app(), name="cloud")
+            self.add_command(typer.main.get_command(holder).commands["cloud"], "cloud")
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="marlids",
     help=(
         "marlids — multi-agent RL intrusion detection for IoT networks.\n\n"
@@ -74,7 +93,6 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(range_app, name="range")
 app.add_typer(fog_app, name="fog")
 app.add_typer(train_app, name="train")
-app.add_typer(cloud_app, name="cloud")
 app.add_typer(experiment_app, name="experiment")
 
 

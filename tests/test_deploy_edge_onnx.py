@@ -171,7 +171,8 @@ def test_auto_scorer_without_onnx_file_runs_on_torch(monkeypatch, tmp_path, edge
 
 def test_default_edge_path_imports_no_torch(edge_models, tmp_path):
     """With the ONNX folder present and nothing configured, `marlids edge extract` and the daemon's fusion
-    path never import torch, transformers, sentence-transformers or scikit-learn (torch is installed here)."""
+    path never import torch, transformers, sentence-transformers or scikit-learn (torch is installed here), and
+    the extract does not build the cloud's command group (its settings model)."""
     env = {**os.environ, "MARLIDS_EDGE_MODELS": str(edge_models / "models"), "HF_HUB_OFFLINE": "1"}
     env.pop("MARLIDS_EDGE_BACKEND", None)
     script = f"""
@@ -180,6 +181,7 @@ from typer.testing import CliRunner
 from marlids.cli import app
 r = CliRunner().invoke(app, ["edge", "extract", {str(CAPTURE)!r}, "--out", {str(tmp_path / "w.parquet")!r}])
 assert r.exit_code == 0, r.output
+assert "cloud.cli" not in sys.modules and "pydantic_settings" not in sys.modules, "the cloud group was built"
 import edge.daemon, edge.live
 from edge.io import read_windows
 from edge.observation import FusionPipeline

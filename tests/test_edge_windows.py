@@ -233,3 +233,27 @@ def test_a_spoofed_flood_tracks_a_bounded_number_of_peers(all_windows: pd.DataFr
     for i in range(3 * MAX_TRACKED_PEERS):
         acc.add_peer_traffic(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", False, 1, 60, 80)
     assert len(acc.peer_traffic) == MAX_TRACKED_PEERS
+
+
+def test_device_address_fast_path_agrees_with_ipaddress():
+    """The IPv4 table lookup decides only /8s without special-purpose addresses, and exactly as ipaddress does."""
+    import ipaddress
+    import random
+
+    from edge.windows import _SPECIAL_V4_OCTETS, _is_device_addr, _is_device_addr_exact
+
+    special = [ipaddress.ip_network("224.0.0.0/4"), ipaddress.ip_network("127.0.0.0/8"),
+               ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("100.64.0.0/10")]
+    special += list(getattr(getattr(ipaddress, "_IPv4Constants", None), "_private_networks", []))
+    for net in special:  # every block the standard library treats specially lies in an exact-path /8
+        first, last = int(net.network_address) >> 24, int(net.broadcast_address) >> 24
+        assert set(range(first, last + 1)) <= _SPECIAL_V4_OCTETS, net
+    rng = random.Random(7)
+    addrs = [f"{o}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}" for o in range(256) for _ in range(40)]
+    addrs += [f"{o}.0.0.0" for o in range(256)] + [f"{o}.255.255.255" for o in range(256)]
+    addrs += ["fe80::1", "2001:db8::1", "fd00::5", "::", "ff02::1", "not-an-ip", "", "10.0.0", "1.2.3.4.5"]
+    for a in addrs:
+        for scope in ("local", "all"):
+            assert _is_device_addr(a, scope) == _is_device_addr_exact.__wrapped__(a, scope), (a, scope)
+    assert _is_device_addr("8.8.8.8", "local") is False and _is_device_addr("8.8.8.8", "all") is True
+    assert _is_device_addr("192.168.1.7", "local") is True
