@@ -23,7 +23,10 @@ Scorer sequences: the sequence of a window is its device's last ``T`` standardis
 (windows in which the device was silent are not emitted, so they are not padded in either); a device seen
 for fewer than ``T`` windows repeats its oldest known window in front (edge padding), so every window gets
 a score. When the grace period ends, its windows are standardised with the new baseline and scored in
-time order; they fill the devices' histories and fit the score baseline.
+time order; they fill the devices' histories and fit the score baseline. Windows whose score stands
+:data:`GRACE_CLEAN_Z` above the site's usual one, in at least :data:`GRACE_CLEAN_MIN_RUN` consecutive slots
+(slots that hold windows, in time order), are an attack inside the grace period: they are left out and the
+baseline is fitted again without them (at most :data:`GRACE_CLEAN_MAX_SHARE` of the grace windows).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ STATE_VERSION = 1
 GRACE_CLEAN_Z = 10.0
 #: Largest share of the grace period's windows that may be left out that way.
 GRACE_CLEAN_MAX_SHARE = 0.5
+#: Fewest consecutive slots holding a flagged window for those windows to be left out that way (an attack
+#: episode). A flagged slot between unflagged ones is kept: the robust statistics already ignore an isolated
+#: outlier, and a device that alternates between two kinds of regular windows (a hub's ARP-only and
+#: MQTT-keepalive windows) would otherwise lose one of its two normal modes from its baseline and from the site
+#: model, alert on every window of that mode and never learn it back (alerted windows never update).
+GRACE_CLEAN_MIN_RUN = 2
 #: The slow update learns only from windows whose site score is at most this (log units): windows that
 #: raised no alert but are far from the site's grace period (a missed attack, usually) teach nothing.
 LEARN_MAX_SITE_SCORE = 1.0
@@ -401,6 +410,7 @@ class SiteFusion:
             flagged = np.zeros(len(devs), dtype=bool)
             flagged[order] = np.nan_to_num(self.score_baseline.standardise(raw), nan=0.0) >= GRACE_CLEAN_Z
             flagged &= keep
+            flagged &= _in_slot_runs(t, flagged, GRACE_CLEAN_MIN_RUN)
             if 0 < flagged.sum() <= GRACE_CLEAN_MAX_SHARE * keep.sum():
                 keep = keep & ~flagged
                 self.baseline.restore_grace(stored)
@@ -467,6 +477,36 @@ class SiteFusion:
             self._peers = {d: dict.fromkeys(p) for d, p in state["peers"].items()}
         except (KeyError, TypeError) as exc:
             raise ValueError(f"corrupt site-fusion state ({exc!r})") from exc
+
+
+def _in_slot_runs(t_start: np.ndarray, flagged: np.ndarray, min_run: int) -> np.ndarray:
+    """Which windows lie in a run of flagged slots.
+
+    Parameters
+    ----------
+    t_start : ndarray, shape (n,)
+        Window start of each window (epoch s); the slots are its distinct values, in time order.
+    flagged : ndarray of bool, shape (n,)
+    min_run : int
+        Fewest consecutive slots, each holding at least one flagged window, that make a run.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+        True for every window (flagged or not) whose slot lies in such a run.
+    """
+    slots, inv = np.unique(np.asarray(t_start, dtype=np.float64), return_inverse=True)
+    hot = np.zeros(len(slots), dtype=bool)
+    np.logical_or.at(hot, inv, np.asarray(flagged, dtype=bool))
+    ok = np.zeros(len(slots), dtype=bool)
+    start = 0
+    for k in range(len(slots) + 1):
+        if k < len(slots) and hot[k]:
+            continue
+        if k - start >= min_run:
+            ok[start:k] = True
+        start = k + 1
+    return ok[inv]
 
 
 @dataclass

@@ -254,3 +254,20 @@ def test_site_model_state_round_trip_and_settings():
             SiteAnomalyModel(**bad)
     with pytest.raises(ValueError, match="version"):
         SiteAnomalyModel.from_dict({"version": 0})
+
+
+def test_only_runs_of_flagged_slots_count_as_an_attack_in_the_grace_period():
+    from edge.online import GRACE_CLEAN_MIN_RUN, _in_slot_runs
+
+    assert GRACE_CLEAN_MIN_RUN == 2
+    # slots 0..7 (5 s apart), two devices; a hub flagged every other slot, an attack in slots 5–7
+    t = np.repeat(np.arange(8) * 5.0, 2)
+    flagged = np.zeros(16, dtype=bool)
+    flagged[[0, 4]] = True  # slots 0 and 2: lone flagged slots
+    flagged[[11, 12, 15]] = True  # slots 5, 6, 7 (device 1, device 0, device 1)
+    got = _in_slot_runs(t, flagged, 2)
+    assert not got[:10].any(), "lone flagged slots stay in the baseline"
+    assert got[10:].all(), "every window of a run of flagged slots is marked"
+    assert (_in_slot_runs(t, flagged, 1) == np.isin(t, t[flagged])).all()
+    assert not _in_slot_runs(t, flagged, 4).any()
+    assert not _in_slot_runs(np.zeros(0), np.zeros(0, dtype=bool), 2).any()
