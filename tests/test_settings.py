@@ -37,8 +37,8 @@ COMMANDS = [(("edge", "run"), EdgeConfig, {}),
 
 def _command(path: tuple[str, ...]):
     cmd = typer.main.get_command(app)
-    for name in path:
-        cmd = cmd.commands[name]
+    for name in path:  # get_command, not .commands: the root group builds `cloud` when it is first asked for
+        cmd = cmd.get_command(typer.Context(cmd), name)
     return cmd
 
 
