@@ -45,6 +45,10 @@ def generalization(
     families: str = typer.Option(None, "--families", help="Comma-separated technique families left out one at a "
                                  "time (scan, flood, brute_force, app_dos, arp_spoof), or 'none' "
                                  "(default: quick scan, full all five)."),
+    public_split: str = typer.Option("sites", "--public-split", help="How benign public captures are held out: "
+                                     "'sites' (each fold tests a third of them, stratified by data set, and "
+                                     "trains on the rest) or 'dataset' (IoT Sentinel against O'Connor + Kitsune: "
+                                     "a model tested on a device set-up never saw one)."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -58,9 +62,10 @@ def generalization(
 
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
     try:
-        _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams, out_root=out)
+        _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams,
+             public_split=public_split, out_root=out)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--families/--folds") from None
+        raise typer.BadParameter(str(exc), param_hint="--families/--folds/--public-split") from None
 
 
 

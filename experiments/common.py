@@ -91,7 +91,11 @@ def _jsonable(obj: Any) -> Any:
 
 @dataclass
 class Output:
-    """``results/<name>/`` of one run (emptied first, so no stale file survives a rerun).
+    """``results/<name>/`` of one run.
+
+    Files are written to a staging folder ``<root>/.<name>.partial`` (``dir``) and :meth:`finish` puts it in
+    place of ``results/<name>/`` whole, so no stale file survives a rerun, and a run that stops early (bad
+    arguments, an error after an hour, Ctrl-C) leaves the previous results as they were.
 
     Parameters
     ----------
@@ -107,7 +111,8 @@ class Output:
     metrics: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.dir = Path(self.root) / self.name
+        self.final_dir = Path(self.root) / self.name
+        self.dir = Path(self.root) / f".{self.name}.partial"
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
@@ -144,12 +149,17 @@ class Output:
         return path
 
     def finish(self, title: str, intro: str) -> Path:
-        """Write ``<name>.md``, ``metrics.json`` and ``runtime.json``; return the Markdown path."""
+        """Write ``<name>.md``, ``metrics.json`` and ``runtime.json``, put the run's folder in place of
+        ``results/<name>/``; return the Markdown path (``dir`` then names the final folder)."""
         md = self.dir / f"{self.name}.md"
         md.write_text(f"## {title}\n\n{intro}\n\n" + "\n\n".join(self.sections) + "\n")
         (self.dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True, default=_jsonable))
         (self.dir / "runtime.json").write_text(json.dumps({"seconds": round(time.perf_counter() - self.t0, 1)}))
-        return md
+        if self.final_dir.exists():
+            shutil.rmtree(self.final_dir)
+        self.dir.rename(self.final_dir)
+        self.dir = self.final_dir
+        return self.final_dir / f"{self.name}.md"
 
 
 def mappo_args(quick: bool, seed: int, out_dir: Path, **overrides):

@@ -8,11 +8,17 @@ from windows that raised no alert). Every network is held out once per seed; met
 windows of all folds, and the 95 % intervals are Student-t over seeds (the fold assignment is reshuffled
 with each seed).
 
-* **Benign public sites.** The IoT Sentinel device types form one group, the O'Connor captures and the
-  Kitsune capture the other; even folds train with the first and are tested on the second, odd folds the
-  reverse, so every public capture is judged by models that never saw it: alert rate and highest level.
-* **Public mixes.** StopDDoS attacks merged into the O'Connor captures (amplification T1498.002 is a
-  technique no range network records) are tested in the folds that did not train on O'Connor.
+* **Benign public sites** (``--public-split``). ``sites`` (default): the public sites (23 IoT Sentinel device
+  types, 3 O'Connor captures, the Kitsune capture) are dealt into as many folds as the range networks,
+  stratified by data set and reshuffled with each seed (:func:`public_folds`); fold *i* trains on the public
+  sites outside public fold *i* and is tested on those in it — a new site's kind of traffic (a device's set-up,
+  a hub's keepalives) may have been seen on *other* devices, as it is for the bundled defender, which trains
+  on all of them. ``dataset``: the IoT Sentinel types form one group, the O'Connor and Kitsune captures the
+  other; even folds train with the first and are tested on the second, odd folds the reverse — harsher: a
+  model tested on a device set-up never saw any set-up capture. Either way every public capture is judged by
+  models that never saw it: alert rate and highest level.
+* **Public mixes.** StopDDoS attacks merged into an O'Connor capture (amplification T1498.002 is a technique
+  no range network records) are tested in the folds that did not train on that capture.
 * **Leave-technique-out.** For each technique family, the defender and the scorer are trained on fold 0's
   training networks (first seed) without that family's windows; its recall on fold 0's held-out networks
   is reported.
@@ -89,13 +95,45 @@ def _mappo(quick: bool, seed: int, out: Path, name: str):
     return mappo_args(quick, seed, out, exp_name=name, **({} if quick else BUNDLE_SETTINGS))
 
 
+#: Ways to hold public benign sites out (module docstring).
+PUBLIC_SPLITS = ("sites", "dataset")
+
+
 def _public_groups() -> tuple[list[str], list[str]]:
     pub = public_benign_sites()
     return [s for s in pub if s.startswith("sentinel/")], [s for s in pub if not s.startswith("sentinel/")]
 
 
+def public_folds(sites: Sequence[str], k: int, seed: int) -> list[list[str]]:
+    """Deal public sites (``"<data set>/<name>"``) into ``k`` folds, stratified by data set: each data set's
+    sites are shuffled with ``seed`` and dealt in turn, continuing where the previous data set stopped, so
+    every fold holds about ``1/k`` of each data set.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` < 2.
+    """
+    if k < 2:
+        raise ValueError(f"cannot make {k} public folds (need k >= 2)")
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    i = 0
+    for ds in sorted({s.split("/", 1)[0] for s in sites}):
+        for site in rng.permutation(sorted(s for s in sites if s.split("/", 1)[0] == ds)):
+            folds[i % k].append(str(site))
+            i += 1
+    return [sorted(f) for f in folds]
+
+
+def _mix_benign(mix: str) -> str:
+    """The public site whose benign traffic ``mix`` carries (``oconnor/<capture>``)."""
+    return "oconnor/" + Path(MIXES[mix][1]).stem
+
+
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
-        families: Sequence[str] | None = None, out_root: Path | None = None, progress=None) -> Path:
+        families: Sequence[str] | None = None, public_split: str = "sites", out_root: Path | None = None,
+        progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
     Parameters
@@ -110,14 +148,18 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     families : sequence of str, optional
         Technique families of the leave-technique-out runs (subset of :data:`FAMILIES`; empty: none).
         Default: quick ``("scan",)``, full all five.
+    public_split : {"sites", "dataset"}, default "sites"
+        How benign public sites are held out (module docstring).
 
     Raises
     ------
     FileNotFoundError
         When the range recordings are missing.
     ValueError
-        With fewer range networks than folds, or an unknown family.
+        With fewer range networks than folds, an unknown family or an unknown ``public_split``.
     """
+    if public_split not in PUBLIC_SPLITS:
+        raise ValueError(f"public_split={public_split!r} is invalid: expected one of {PUBLIC_SPLITS}")
     step = progress or (lambda msg: log.info("%s", msg))
     out = Output("generalization", **({"root": out_root} if out_root else {}))
     defaults = DEFAULTS["quick" if quick else "full"]
@@ -142,7 +184,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     pub_src = {s: load_source(s) for s in group_a + group_b}
     mix_src = {m: load_source(m) for m in MIXES} if (group_b and not quick) else {}
     settings = {"folds": k, "seeds": list(range(seed, seed + n_seeds)), "grace_s": GRACE_S, "networks": sorted(nets),
-                "public_group_a": group_a, "public_group_b": group_b, "families_left_out": list(families),
+                "public_split": public_split, "public_group_a": group_a, "public_group_b": group_b,
+                "public_folds": {str(s): public_folds(group_a + group_b, k, s) for s in range(seed, seed + n_seeds)}
+                if public_split == "sites" else None, "families_left_out": list(families),
                 "scorer_epochs": epochs, "seq_len": 10}
     per_window, per_site, public_rows, loto_rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
@@ -151,8 +195,13 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
         for s in range(seed, seed + n_seeds):
             fold_nets = make_folds(list(nets), k, s)
+            fold_pub = public_folds(group_a + group_b, k, s) if public_split == "sites" else None
             for fi, held in enumerate(fold_nets):
-                train_pub, test_pub = (group_a, group_b) if fi % 2 == 0 else (group_b, group_a)
+                if fold_pub is None:
+                    train_pub, test_pub = (group_a, group_b) if fi % 2 == 0 else (group_b, group_a)
+                else:
+                    test_pub = fold_pub[fi]
+                    train_pub = [p for p in group_a + group_b if p not in test_pub]
                 train = concat([net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in train_pub])
                 step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
@@ -184,8 +233,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                                             "alert rate": float(dec["alert"][scored].mean()) if scored.any() else float("nan"),
                                             "highest level": int(lv.max()) if len(lv) else 0,
                                             "alerts at level >= 3": int((lv >= 3).sum())})
-                if "oconnor" in " ".join(test_pub):
-                    for m, src in mix_src.items():
+                for m, src in mix_src.items():
+                    if _mix_benign(m) in test_pub:  # its benign side never trained on in this fold
                         y = src.frame["label"].to_numpy().astype(bool)
                         scored = ~grace_mask(src)
                         for det in dets:
@@ -196,7 +245,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
             if s != seed:
                 continue
             held = fold_nets[0]
-            base = [net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in group_a]
+            pub0 = group_a if fold_pub is None else [p for p in group_a + group_b if p not in fold_pub[0]]
+            base = [net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in pub0]
             for family in families:
                 step(f"seed {s}: leave-technique-out {family}")
                 train = concat([_without_family(b, family) for b in base])

@@ -150,6 +150,43 @@ def test_folds_hold_every_network_out_once():
         make_folds(["a"], 2, seed=0)
 
 
+
+
+def test_a_run_that_stops_early_leaves_the_previous_results(tmp_path):
+    from experiments.common import Output
+
+    old = tmp_path / "generalization"
+    old.mkdir()
+    (old / "overall.csv").write_text("previous run")
+    out = Output("generalization", root=tmp_path)
+    out.text("half-way")  # the run fails here: nothing is finished
+    assert (old / "overall.csv").read_text() == "previous run"
+    out = Output("generalization", root=tmp_path)  # the next run starts from a clean staging folder
+    out.table("overall", pd.DataFrame({"f1": [0.9]}), "Overall")
+    md = out.finish("Generalization", "intro")
+    assert md == old / "generalization.md" and md.is_file() and out.dir == old
+    assert (old / "overall.csv").read_text().startswith("f1") and not list(tmp_path.glob(".*partial"))
+
+def test_public_folds_hold_every_site_out_once_stratified_by_data_set():
+    from experiments.generalization import _mix_benign, public_folds
+
+    sites = [f"sentinel/t{i}" for i in range(23)] + ["oconnor/a", "oconnor/b", "oconnor/c", "kitsune/mirai2000"]
+    folds = public_folds(sites, 3, seed=0)
+    assert sorted(s for f in folds for s in f) == sorted(sites)
+    assert {sum(s.startswith("sentinel/") for s in f) for f in folds} == {7, 8}  # 23 types: 8 + 8 + 7
+    assert all(sum(s.startswith("oconnor/") for s in f) == 1 for f in folds)  # one O'Connor capture per fold
+    assert public_folds(sites, 3, seed=0) == folds and public_folds(sites, 3, seed=1) != folds
+    with pytest.raises(ValueError, match="public folds"):
+        public_folds(sites, 1, seed=0)
+    assert _mix_benign("mix_lockly_bacnet") == "oconnor/lockly-hub-01"
+
+
+def test_unknown_public_split_is_refused():
+    from experiments.generalization import run
+
+    with pytest.raises(ValueError, match="public_split"):
+        run(quick=True, public_split="random")
+
 def test_leaving_a_family_out_drops_only_its_attack_windows():
     from experiments.data import Source
     from experiments.generalization import _without_family
