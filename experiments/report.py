@@ -35,7 +35,9 @@ DATASETS = """\
 
 def _flags(name: str, cfg: dict) -> str:
     """The options besides ``--quick``/``--seed`` that the run's recorded settings imply (generalization:
-    ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults)."""
+    ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults, and ``--public-split
+    dataset`` for runs that split the public captures by data set — every run recorded before the option
+    existed did)."""
     if name != "generalization":
         return ""
     from experiments.generalization import DEFAULTS
@@ -49,6 +51,8 @@ def _flags(name: str, cfg: dict) -> str:
     fams = s.get("families_left_out")
     if fams is not None and list(fams) != list(default["families"]):
         out += " --families " + (",".join(fams) or "none")
+    if s.get("public_split", "dataset") != "sites":
+        out += f" --public-split {s.get('public_split', 'dataset')}"
     return out
 
 

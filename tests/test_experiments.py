@@ -181,6 +181,18 @@ def test_public_folds_hold_every_site_out_once_stratified_by_data_set():
     assert _mix_benign("mix_lockly_bacnet") == "oconnor/lockly-hub-01"
 
 
+
+def test_report_names_the_public_split_of_a_run():
+    from experiments.report import _flags
+
+    full = {"mode": "full", "settings": {"seeds": [0, 1, 2], "folds": 3,
+                                         "families_left_out": ["scan", "flood", "brute_force", "app_dos", "arp_spoof"]}}
+    assert _flags("generalization", full) == " --public-split dataset"  # recorded before the option: by data set
+    full["settings"]["public_split"] = "sites"
+    assert _flags("generalization", full) == ""
+    full["settings"] |= {"seeds": [0, 1], "families_left_out": ["scan"]}
+    assert _flags("generalization", full) == " --seeds 2 --families scan"
+
 def test_unknown_public_split_is_refused():
     from experiments.generalization import run
 
