@@ -183,10 +183,13 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     net_src = {n: load_source(f"range/{n}") for n in nets}
     pub_src = {s: load_source(s) for s in group_a + group_b}
     mix_src = {m: load_source(m) for m in MIXES} if (group_b and not quick) else {}
+    # public sites held out per seed and fold (``sites``); None: the two data-set groups alternate
+    pub_folds = ({s: public_folds(group_a + group_b, k, s) for s in range(seed, seed + n_seeds)}
+                 if public_split == "sites" else None)
     settings = {"folds": k, "seeds": list(range(seed, seed + n_seeds)), "grace_s": GRACE_S, "networks": sorted(nets),
                 "public_split": public_split, "public_group_a": group_a, "public_group_b": group_b,
-                "public_folds": {str(s): public_folds(group_a + group_b, k, s) for s in range(seed, seed + n_seeds)}
-                if public_split == "sites" else None, "families_left_out": list(families),
+                "public_folds": pub_folds and {str(s): f for s, f in pub_folds.items()},
+                "families_left_out": list(families),
                 "scorer_epochs": epochs, "seq_len": 10}
     per_window, per_site, public_rows, loto_rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
@@ -195,7 +198,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
         for s in range(seed, seed + n_seeds):
             fold_nets = make_folds(list(nets), k, s)
-            fold_pub = public_folds(group_a + group_b, k, s) if public_split == "sites" else None
+            fold_pub = pub_folds[s] if pub_folds else None
             for fi, held in enumerate(fold_nets):
                 if fold_pub is None:
                     train_pub, test_pub = (group_a, group_b) if fi % 2 == 0 else (group_b, group_a)

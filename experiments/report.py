@@ -51,8 +51,9 @@ def _flags(name: str, cfg: dict) -> str:
     fams = s.get("families_left_out")
     if fams is not None and list(fams) != list(default["families"]):
         out += " --families " + (",".join(fams) or "none")
-    if s.get("public_split", "dataset") != "sites":
-        out += f" --public-split {s.get('public_split', 'dataset')}"
+    split = s.get("public_split", "dataset")
+    if split != "sites":
+        out += f" --public-split {split}"
     return out
 
 

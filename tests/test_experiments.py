@@ -150,8 +150,6 @@ def test_folds_hold_every_network_out_once():
         make_folds(["a"], 2, seed=0)
 
 
-
-
 def test_a_run_that_stops_early_leaves_the_previous_results(tmp_path):
     from experiments.common import Output
 
@@ -167,6 +165,7 @@ def test_a_run_that_stops_early_leaves_the_previous_results(tmp_path):
     assert md == old / "generalization.md" and md.is_file() and out.dir == old
     assert (old / "overall.csv").read_text().startswith("f1") and not list(tmp_path.glob(".*partial"))
 
+
 def test_public_folds_hold_every_site_out_once_stratified_by_data_set():
     from experiments.generalization import _mix_benign, public_folds
 
@@ -181,7 +180,6 @@ def test_public_folds_hold_every_site_out_once_stratified_by_data_set():
     assert _mix_benign("mix_lockly_bacnet") == "oconnor/lockly-hub-01"
 
 
-
 def test_report_names_the_public_split_of_a_run():
     from experiments.report import _flags
 
@@ -193,11 +191,13 @@ def test_report_names_the_public_split_of_a_run():
     full["settings"] |= {"seeds": [0, 1], "families_left_out": ["scan"]}
     assert _flags("generalization", full) == " --seeds 2 --families scan"
 
+
 def test_unknown_public_split_is_refused():
     from experiments.generalization import run
 
     with pytest.raises(ValueError, match="public_split"):
         run(quick=True, public_split="random")
+
 
 def test_leaving_a_family_out_drops_only_its_attack_windows():
     from experiments.data import Source
