@@ -65,6 +65,10 @@ OBS_DIM: int = OBS_SLICES["stats_level"].stop
 FUSION_FORMAT = 3
 #: What the temporal scorer reads, recorded in its checkpoint: windows standardised by their site baseline.
 SCORER_INPUT = "site_z"
+#: Units a scorer's threshold applies to, recorded in its checkpoint (``training.score_units``): ``"raw"``
+#: scores (every scorer trained now) or ``"site"``, raw scores standardised by the site's
+#: :class:`edge.baseline.ScoreBaseline` (checkpoints without the key; :meth:`FusionPipeline.calibrate_raw`).
+SCORE_UNITS = ("raw", "site")
 
 
 def attention_summary(attention: np.ndarray) -> np.ndarray:
@@ -242,6 +246,7 @@ class FusionPipeline:
     def _load_scorer(self) -> None:
         self.scorer_ = self.threshold_ = None
         self.score_min_scale_ = 1e-3
+        self.score_units_ = "raw"
         self._scorer_floor = None
         self._scorer_training: dict = {}
         if self.scorer_dir:
@@ -260,6 +265,10 @@ class FusionPipeline:
                                  f"this version feeds it {SCORER_INPUT!r}: retrain it (marlids edge train-scorer)")
             self.seq_len_ = int(cfg.get("seq_len", cfg.get("params", {}).get("seq_len", 20)))
             self.score_min_scale_ = float(training.get("score_min_scale", 1e-3))
+            self.score_units_ = str(training.get("score_units", "site"))
+            if self.score_units_ not in SCORE_UNITS:
+                raise ValueError(f"scorer {self.scorer_dir}: score_units {self.score_units_!r}, expected one of "
+                                 f"{', '.join(SCORE_UNITS)}")
             self._scorer_floor = training.get("scale_floor")
             self._scorer_training = training
 
@@ -302,13 +311,34 @@ class FusionPipeline:
         att = np.asarray(att, dtype=np.float32)
         return np.asarray(raw, dtype=np.float64), (att.mean(axis=1) if att.ndim == 3 else att)
 
-    def calibrate(self, standardised: np.ndarray) -> np.ndarray:
-        """Calibrated anomaly probabilities in [0, 1] of site-standardised scores (the SPOT threshold's
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated anomaly probabilities in [0, 1] of scores in the threshold's units (the SPOT threshold's
         ``calibrate``; a scorer without a threshold gives ``clip(s / 10, 0, 1)``)."""
-        s = np.asarray(standardised, dtype=np.float64)
+        s = np.asarray(scores, dtype=np.float64)
         if self.threshold_ is None:
             return np.clip(s / 10.0, 0.0, 1.0)
         return np.asarray(self.threshold_.calibrate(s), dtype=np.float64)
+
+    def calibrate_raw(self, raw: np.ndarray, score_baseline) -> np.ndarray:
+        """Calibrated anomaly probabilities ``(n,)`` of one site's raw scores ``(n,)``.
+
+        A scorer trained since score units were recorded (``score_units == "raw"``) has its threshold
+        fitted on raw scores of benign validation windows: its input is already standardised by each
+        site's baseline, and its raw scores' benign tail lies at the same height on networks it never saw
+        (the 99th percentile of held-out range networks' and public captures' benign scores: 1.9–2.8 for a
+        seed-0 fold model). Older checkpoints (``"site"``) divide by ``score_baseline``
+        (:class:`edge.baseline.ScoreBaseline`, fitted on the grace period's scores) first; those scores are
+        in-sample for the baseline that standardised the grace windows, so the scale came out too small
+        and the threshold too high — on new networks the scorer alone almost never alerted.
+
+        Raises
+        ------
+        RuntimeError
+            For a ``"site"`` scorer whose score baseline is not fitted.
+        """
+        if self.score_units_ == "raw":
+            return self.calibrate(raw)
+        return self.calibrate(score_baseline.standardise(raw))
 
     def alert_quantile(self) -> float:
         """Calibrated score above which the scorer alone alerts (``1 − q`` of its threshold)."""

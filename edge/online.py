@@ -360,7 +360,7 @@ class SiteFusion:
         att = att_t = None
         if self.pipeline.scorer_ is not None:
             raw, att, att_t = self._score(devices, t_start, z)
-            cal = self.pipeline.calibrate(self.score_baseline.standardise(raw))
+            cal = self.pipeline.calibrate_raw(raw, self.score_baseline)
         else:
             cal = None
             self._remember(devices, t_start, z)
@@ -444,7 +444,7 @@ class SiteFusion:
             return np.full(len(d), np.nan), None, None, z, None
         raw, att, att_t = self._score(d, t[order], z)
         self.score_baseline.fit(raw)
-        return raw, att, att_t, z, self.pipeline.calibrate(self.score_baseline.standardise(raw))
+        return raw, att, att_t, z, self.pipeline.calibrate_raw(raw, self.score_baseline)
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

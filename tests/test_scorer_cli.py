@@ -54,6 +54,37 @@ def test_train_scorer_writes_checkpoint(trained):
     assert (trained / "ck" / "weights.pt").is_file() and (trained / "ck" / "scorer.onnx").is_file()
 
 
+def test_threshold_is_in_raw_score_units_whatever_the_site_grace_period_scored(trained, tmp_path):
+    """The threshold applies to raw scores: a site whose grace period scored low (its windows are standardised
+    by a baseline fitted on themselves) must not move it out of reach; old checkpoints keep their units."""
+    import shutil
+
+    from edge.baseline import ScoreBaseline
+    from edge.observation import FusionPipeline
+
+    cfg = json.loads((trained / "ck" / "config.json").read_text())
+    assert cfg["training"]["score_units"] == "raw"
+    pipe = FusionPipeline(str(trained / "ck"), backend="torch").fit(window_table())
+    quiet = ScoreBaseline(1e-3).fit(np.linspace(0.01, 0.05, 50))
+    busy = ScoreBaseline(1e-3).fit(np.linspace(0.5, 2.0, 50))
+    raw = np.array([0.1, 1.0, pipe.threshold_.threshold_, 10.0])
+    np.testing.assert_allclose(pipe.calibrate_raw(raw, quiet), pipe.calibrate_raw(raw, busy))
+    np.testing.assert_allclose(pipe.calibrate_raw(raw, quiet), pipe.calibrate(raw))
+    assert pipe.calibrate_raw(raw, quiet)[0] < pipe.calibrate_raw(raw, quiet)[-1]
+    legacy = tmp_path / "legacy"
+    shutil.copytree(trained / "ck", legacy)
+    old = json.loads((legacy / "config.json").read_text())
+    del old["training"]["score_units"]
+    (legacy / "config.json").write_text(json.dumps(old))
+    lp = FusionPipeline(str(legacy), backend="torch").fit(window_table())
+    assert lp.score_units_ == "site"
+    np.testing.assert_allclose(lp.calibrate_raw(raw, quiet), lp.calibrate(quiet.standardise(raw)))
+    old["training"]["score_units"] = "furlongs"
+    (legacy / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="score_units"):
+        FusionPipeline(str(legacy), backend="torch").fit(window_table())
+
+
 def test_train_uses_only_benign_rows(tmp_path):
     from training.scorer.train import TrainConfig, train_from_frame
 

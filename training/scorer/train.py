@@ -5,10 +5,15 @@ path feeds it (:class:`edge.online.SiteFusion`): each ``(site, capture)`` of the
 baseline in a grace period (its windows standardised retrospectively), then updates it from its benign
 windows. Only benign windows (``label == 0`` when a ``label`` column exists) train the network. Each
 device's windows are split by time: the first ``1 - val_fraction`` train the network, the rest give benign
-validation scores; each validation score is standardised by its site's score baseline
-(:class:`edge.baseline.ScoreBaseline` of the scores of that site's grace-period windows) and the
-:class:`SPOTThreshold` is fitted on those, so the
-threshold is fitted on windows the network never saw, in the units the runtime applies it to.
+validation scores, and the :class:`SPOTThreshold` is fitted on those raw scores (``score_units: "raw"``
+in the checkpoint), so the threshold is fitted on windows the network never saw, in the units the runtime
+applies it to. The scores need no second, per-site standardisation: the scorer's input already is one, and
+standardising the scores by the lower quantiles of each site's grace-period scores (what this module did
+before) made the threshold unreachable on new networks, because grace windows are standardised by a
+baseline fitted on themselves and score lower than any later window (see
+:meth:`edge.observation.FusionPipeline.calibrate_raw`). ``score_min_scale`` (a quarter of the validation
+scores' lower spread) still floors each site's :class:`edge.baseline.ScoreBaseline`, which finds attack
+episodes inside a grace period (:mod:`edge.online`).
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
     from edge.baseline import ScoreBaseline
     from edge.embed import EMBED_DIM
     from edge.observation import SCORER_INPUT, FusionPipeline
-    from edge.online import fuse_frame, site_keys
+    from edge.online import fuse_frame
 
     names = list(feature_names) if feature_names is not None else default_feature_names(frame)
     n_all = len(frame)
@@ -101,8 +106,6 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
                        learn_from="labels" if "label" in frame.columns else "none", retrospective=True)
     zf = frame.copy()
     zf[names] = np.clip(fused.z[:, [list(pipe_names()).index(n) for n in names]], -10, 10)
-    zf["_grace"] = fused.learning
-    zf["_site"] = site_keys(frame).to_numpy()
     if "label" in zf.columns:
         zf = zf[zf["label"] == 0]
     zf = zf.reset_index(drop=True)
@@ -119,26 +122,19 @@ def train_from_frame(frame: pd.DataFrame, cfg: TrainConfig | None = None, *,
     scorer = TemporalScorer(hidden_size=cfg.hidden_size, n_heads=cfg.n_heads, dropout=cfg.dropout,
                             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, log_scale=False, seed=cfg.seed)
     scorer.fit(train, feature_names=names, progress=progress)
-    # 2. scores of every benign window; each site's score baseline from its grace-period windows
+    # 2. scores of every benign window; the threshold from the validation windows' raw scores
     raw = np.full(len(zf), np.nan)
     raw[full.rows] = scorer.score_samples(full.X)
     val_raw = raw[full.rows[in_val]]
     q05, q25 = np.quantile(val_raw, ScoreBaseline.QUANTILES)
     score_min_scale = 0.25 * max(float(q25 - q05) / ScoreBaseline.SPREAD_TO_SIGMA, 1e-6)
-    std = np.full(len(zf), np.nan)
-    for idx in zf.groupby("_site", sort=False).indices.values():
-        ref = raw[idx][zf["_grace"].to_numpy()[idx]]
-        ref = ref if np.isfinite(ref).any() else raw[idx]
-        sb = ScoreBaseline(score_min_scale).fit(ref)
-        std[idx] = sb.standardise(raw[idx])
-    val_std = std[full.rows[in_val]]
-    threshold = SPOTThreshold(q=cfg.q, level=cfg.level).fit(val_std[np.isfinite(val_std)])
+    threshold = SPOTThreshold(q=cfg.q, level=cfg.level).fit(val_raw[np.isfinite(val_raw)])
     summary = {"config": dataclasses.asdict(cfg), "windows_in": n_all, "benign_windows": len(zf),
                "train_sequences": len(train), "val_sequences": int(in_val.sum()),
                "final_loss": scorer.loss_curve_[-1] if scorer.loss_curve_ else None,
                "threshold": threshold.threshold_, "threshold_method": threshold.method_,
                "val_score_median": float(np.median(val_raw)), "input": SCORER_INPUT,
-               "score_min_scale": score_min_scale, "baseline": pipe.baseline,
+               "score_min_scale": score_min_scale, "score_units": "raw", "baseline": pipe.baseline,
                "scale_floor_factor": cfg.scale_floor_factor, "scale_floor": pipe.scale_floor_.tolist()}
     log.info("trained on %d sequences; threshold %.4g (%s) from %d validation sequences", len(train),
              threshold.threshold_, threshold.method_, int(in_val.sum()))
