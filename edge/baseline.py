@@ -50,8 +50,11 @@ Life of a baseline
    teach the baseline its traffic by being detected (river's filter rule, STYLE.md).
 
 The temporal scorer's raw scores get a baseline of their own (:class:`ScoreBaseline`): lower quantiles of
-the grace-period windows' scores (attacks only raise a score), then a slow quantile-tracking update; the
-scorer's threshold is applied to the score standardised by it (:mod:`edge.online`).
+the grace-period windows' scores (attacks only raise a score), then a slow quantile-tracking update. It finds
+attack episodes inside the grace period (windows scoring far above the site's usual score, :mod:`edge.online`).
+The scorer's threshold applies to its raw scores, whose input is already site-standardised
+(:meth:`edge.observation.FusionPipeline.calibrate_raw`); only checkpoints written before score units were
+recorded apply it to scores standardised by this baseline.
 
 State is a small JSON document (:meth:`SiteBaseline.to_dict`), persisted per site by the edge daemon so a
 restarted edge resumes with the learned baseline (:func:`save_baseline`, :func:`load_baseline`).
@@ -544,10 +547,13 @@ class ScoreBaseline:
     Attacks only ever *raise* an anomaly score, so the baseline is read from the lower part of the
     distribution, which attack windows inside the grace period do not reach: location = the 25 % quantile,
     scale = (q25 − q05) / 0.9693 (σ of a normal law), floored at ``min_scale``. Up to ~70 % of the grace
-    period's windows could be attack windows and these quantiles would still come from benign ones. The
-    scorer's threshold (fitted on training sites' scores standardised the same way) applies to
-    ``(raw − location) / scale``, so a site whose benign windows are harder to predict does not alert on
-    every window. After the grace period, each window that raised no alert moves each quantile ``q_p`` by
+    period's windows could be attack windows and these quantiles would still come from benign ones.
+    ``(raw − location) / scale`` marks grace-period windows far above the site's usual score (an attack
+    inside the grace period, :data:`edge.online.GRACE_CLEAN_Z`); it is not a unit for the threshold (since
+    ``score_units`` ``"raw"``): the grace windows are standardised by a baseline fitted on themselves, so
+    they score lower than any later window and a threshold in these units was out of reach on new networks
+    (:meth:`edge.observation.FusionPipeline.calibrate_raw`). After the grace period, each window that raised
+    no alert moves each quantile ``q_p`` by
     ``η·(p − 1[raw ≤ q_p])`` with ``η = 2·α·scale`` (stochastic quantile tracking; ``α`` as in
     :class:`SiteBaseline`).
 

@@ -14,7 +14,8 @@
 
 Per site it keeps the :class:`edge.baseline.SiteBaseline` (grace period, robust per-device / per-site
 statistics, slow update), the site's Kitsune-style :class:`edge.site_model.SiteAnomalyModel` (fitted on
-the grace period's windows when it ends), the temporal scorer's :class:`edge.baseline.ScoreBaseline`, the last ``T − 1``
+the grace period's windows when it ends), the temporal scorer's :class:`edge.baseline.ScoreBaseline` (to
+find attack episodes inside the grace period; the threshold applies to raw scores), the last ``T − 1``
 standardised windows of each device (the scorer's sequence) and the peers each device has already talked
 to (``new_peers``). While the site is learning (grace period) no Observation is made: the windows are
 returned with ``learning = True`` and nothing may be decided on them.

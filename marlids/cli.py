@@ -165,10 +165,11 @@ def demo(
                           f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['fpr']:.4f}")
             console.print(m)
             if policy.resolve() == BUNDLED_POLICY.resolve() and captures.resolve() == BUNDLED_CAPTURES.resolve():
-                console.print("The bundled policy was trained on other recordings of these sites and on nine other "
-                              "networks (models/README.md): none of these windows was seen in training, but its "
-                              "training snapshot was chosen with these captures, so they are not a fully held-out "
-                              "test; see results/generalization for networks never trained on.")
+                console.print("The bundled policy was trained on other recordings of these sites, 13 other range "
+                              "networks and 27 public benign captures (models/README.md): none of these windows was "
+                              "seen in training, but its training settings were tuned while watching these captures, "
+                              "so they are not a fully held-out test; see results/generalization for networks never "
+                              "trained on.")
             console.print(f"finished in {result.seconds:.0f} s; metrics in {out / 'demo_metrics.json'}, logs in {out}/")
             console.print(f"dashboard: {result.dashboard_url}  (analyst key in {out / 'keys.json'})")
             if keep_running:
