@@ -269,6 +269,13 @@ class FusionPipeline:
             if self.score_units_ not in SCORE_UNITS:
                 raise ValueError(f"scorer {self.scorer_dir}: score_units {self.score_units_!r}, expected one of "
                                  f"{', '.join(SCORE_UNITS)}")
+            if self.score_units_ == "site":
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "scorer %s thresholds site-standardised scores (trained before score units were recorded): "
+                    "on a new network it rarely alerts; retrain it (marlids edge train-scorer) for raw units",
+                    self.scorer_dir)
             self._scorer_floor = training.get("scale_floor")
             self._scorer_training = training
 
@@ -329,7 +336,8 @@ class FusionPipeline:
         seed-0 fold model). Older checkpoints (``"site"``) divide by ``score_baseline``
         (:class:`edge.baseline.ScoreBaseline`, fitted on the grace period's scores) first; those scores are
         in-sample for the baseline that standardised the grace windows, so the scale came out too small
-        and the threshold too high — on new networks the scorer alone almost never alerted.
+        and the threshold too high — on new networks the scorer alone almost never alerted (loading such a
+        checkpoint logs a warning that says to retrain it).
 
         Raises
         ------

@@ -54,7 +54,7 @@ def test_train_scorer_writes_checkpoint(trained):
     assert (trained / "ck" / "weights.pt").is_file() and (trained / "ck" / "scorer.onnx").is_file()
 
 
-def test_threshold_is_in_raw_score_units_whatever_the_site_grace_period_scored(trained, tmp_path):
+def test_threshold_is_in_raw_score_units_whatever_the_site_grace_period_scored(trained, tmp_path, caplog):
     """The threshold applies to raw scores: a site whose grace period scored low (its windows are standardised
     by a baseline fitted on themselves) must not move it out of reach; old checkpoints keep their units."""
     import shutil
@@ -76,8 +76,9 @@ def test_threshold_is_in_raw_score_units_whatever_the_site_grace_period_scored(t
     old = json.loads((legacy / "config.json").read_text())
     del old["training"]["score_units"]
     (legacy / "config.json").write_text(json.dumps(old))
-    lp = FusionPipeline(str(legacy), backend="torch").fit(window_table())
-    assert lp.score_units_ == "site"
+    with caplog.at_level("WARNING", logger="edge.observation"):
+        lp = FusionPipeline(str(legacy), backend="torch").fit(window_table())
+    assert lp.score_units_ == "site" and "retrain it" in caplog.text
     np.testing.assert_allclose(lp.calibrate_raw(raw, quiet), lp.calibrate(quiet.standardise(raw)))
     old["training"]["score_units"] = "furlongs"
     (legacy / "config.json").write_text(json.dumps(old))
