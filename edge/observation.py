@@ -33,6 +33,7 @@ baseline, its grace period); nothing in it is scaled by the networks the policy 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ import numpy as np
 from edge.baseline import compress
 from edge.embed import EMBED_DIM
 from edge.features import N_FEATURES
+
+log = logging.getLogger(__name__)
 
 #: Clip of the standardised statistics.
 Z_CLIP = 10.0
@@ -270,9 +273,7 @@ class FusionPipeline:
                 raise ValueError(f"scorer {self.scorer_dir}: score_units {self.score_units_!r}, expected one of "
                                  f"{', '.join(SCORE_UNITS)}")
             if self.score_units_ == "site":
-                import logging
-
-                logging.getLogger(__name__).warning(
+                log.warning(
                     "scorer %s thresholds site-standardised scores (trained before score units were recorded): "
                     "on a new network it rarely alerts; retrain it (marlids edge train-scorer) for raw units",
                     self.scorer_dir)
@@ -327,7 +328,10 @@ class FusionPipeline:
         return np.asarray(self.threshold_.calibrate(s), dtype=np.float64)
 
     def calibrate_raw(self, raw: np.ndarray, score_baseline) -> np.ndarray:
-        """Calibrated anomaly probabilities ``(n,)`` of one site's raw scores ``(n,)``.
+        """Calibrated anomaly probabilities ``(n,)`` in [0, 1] of one site's raw scores ``(n,)``.
+
+        ``score_baseline`` is the site's :class:`edge.baseline.ScoreBaseline`; it is read only for ``"site"``
+        checkpoints.
 
         A scorer trained since score units were recorded (``score_units == "raw"``) has its threshold
         fitted on raw scores of benign validation windows: its input is already standardised by each

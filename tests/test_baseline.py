@@ -271,3 +271,20 @@ def test_only_runs_of_flagged_slots_count_as_an_attack_in_the_grace_period():
     assert (_in_slot_runs(t, flagged, 1) == np.isin(t, t[flagged])).all()
     assert not _in_slot_runs(t, flagged, 4).any()
     assert not _in_slot_runs(np.zeros(0), np.zeros(0, dtype=bool), 2).any()
+
+
+def test_bundled_scorer_alone_alerts_on_site_a_attacks_after_the_grace_period(site_a):
+    """Real packets, the bundled scorer (threshold in raw units): after site A's grace period it flags a good
+    share of the attack windows and almost no benign one. In site-standardised units its threshold was out of
+    reach on every network it had not trained on (it flagged none of these)."""
+    from edge.paths import BUNDLED_POLICY
+
+    pipe = FusionPipeline.load(BUNDLED_POLICY)
+    assert pipe.score_units_ == "raw"
+    fused = fuse_frame(pipe, site_a, np.zeros((len(site_a), 384), np.float32), learn_from="labels")
+    after = ~fused.learning
+    y = site_a["label"].to_numpy()[after] == 1
+    hot = fused.scores[after] >= pipe.alert_quantile()
+    print(f"scorer alone after the grace period: {hot[y].mean():.3f} of attack, {hot[~y].mean():.4f} of benign")
+    assert hot[y].mean() >= 0.25, f"scorer alone flags {hot[y].mean():.2f} of the attack windows"
+    assert hot[~y].mean() <= 0.02, f"scorer alone flags {hot[~y].mean():.3f} of the benign windows"
