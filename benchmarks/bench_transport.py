@@ -1,6 +1,6 @@
 """Throughput of the edge → fog transport: Observations per second streamed over gRPC, decided and acked.
 
-An edge buffer is pre-filled with N synthetic Observations of the real layout (517-d vector, 63 raw and
+An edge buffer is pre-filled with N synthetic Observations of the real layout (519-d vector, 64 raw and
 63 standardised statistics, a protocol sentence, 20-step attention), 20 devices per 5 s slot with a
 Watermark after each slot; an :class:`edge.daemon.EdgeDaemon` then streams the buffer to an in-process
 :class:`fog.server.FogServer` (one site, plaintext or mTLS) which closes every tick, runs the defender

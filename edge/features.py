@@ -131,6 +131,9 @@ FEATURES: tuple[Feature, ...] = (
     _F("arp_reply_pkts", "pkts", "ARP replies the device sent"),
     _F("arp_ip_mac_conflicts", "count",
        "ARP packets in which the device claimed an IP address already bound to another MAC"),
+    _F("arp_victim_conflicts", "count",
+       "conflicting ARP packets of another host that claimed the device's IP address or were addressed to "
+       "the device: the victim side of ARP spoofing"),
     # application mix (nDPI)
     *(
         _F(f"app_{g}_pkt_fraction", "fraction", f"packets of flows nDPI classifies as {g.replace('_', ' ')} / pkts")

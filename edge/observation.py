@@ -1,17 +1,17 @@
 """The fused Observation: one function builds it for training (the fog env) and at run time (the edge).
 
-Layout of the float32 vector (``OBS_DIM`` = 63 + 384 + 2 + 4 + 1 + 63 = 517)::
+Layout of the float32 vector (``OBS_DIM`` = 64 + 384 + 2 + 4 + 1 + 64 = 519)::
 
-    [ stats_z (63) | embedding (384) | score (1) | score_available (1) | attention summary (4) | site_score (1)
-      | stats_level (63) ]
+    [ stats_z (64) | embedding (384) | score (1) | score_available (1) | attention summary (4) | site_score (1)
+      | stats_level (64) ]
 
 * ``stats_z`` — the window statistics of :data:`edge.features.FEATURE_NAMES`, signed-log1p
   compressed and standardised against the window's **site baseline** (:mod:`edge.baseline`: its
   device's statistics, or its site's), clipped to ±:data:`Z_CLIP`.
 * ``embedding`` — MiniLM of the window's protocol text (unit norm).
 * ``score`` — the temporal scorer's calibrated anomaly probability in [0, 1] for the sequence
-  of site-standardised windows ending at this window (its raw score standardised by the site's score
-  baseline, then the scorer's threshold); ``score_available`` is 1 when the scorer had enough history (warm-up gives
+  of site-standardised windows ending at this window (its raw score through the scorer's threshold,
+  :meth:`FusionPipeline.calibrate_raw`); ``score_available`` is 1 when the scorer had enough history (warm-up gives
   ``score = 0, score_available = 0`` — never a fake "normal" score).
 * attention summary — from the scorer's attention weights ``(heads, T)`` averaged over heads:
   the largest weight, the normalised entropy (0 = one window, 1 = uniform), the relative position of

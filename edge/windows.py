@@ -97,8 +97,8 @@ def _is_group_mac(mac: str) -> bool:
 # Raw accumulator layout of one (device, window): the slice fields of edge.flows first, then these.
 (OUT_PKTS, IN_PKTS, OUT_BYTES, IN_BYTES, OUT_SYN, IN_SYN, TCP_PKTS, UDP_PKTS, ICMP_PKTS, OTHER_PKTS,
  MCAST_PKTS, FLOWS, NEW_FLOWS, OUT_INIT, IN_INIT, CONN_ATT, CONN_FAIL, ARP_PKTS, ARP_REPLIES,
- ARP_CONFLICTS) = range(F.SLICE_LEN, F.SLICE_LEN + 20)
-RAW_LEN = F.SLICE_LEN + 20
+ ARP_CONFLICTS, ARP_VICTIM) = range(F.SLICE_LEN, F.SLICE_LEN + 21)
+RAW_LEN = F.SLICE_LEN + 21
 _MINS = (F.IAT_MIN, F.SIZE_MIN, F.FIRST_MS)
 _MAXS = (F.IAT_MAX, F.SIZE_MAX, F.LAST_MS)
 _SUMS = tuple(k for k in range(F.SLICE_LEN) if k not in _MINS + _MAXS)
@@ -343,7 +343,11 @@ class WindowBuilder:
         """Attribute the ARP and other non-IP frames of a :class:`CaptureScan` (call after the flows).
 
         An ARP sender claiming an IP that is already bound to another MAC (first binding seen in IP
-        traffic or earlier ARP) counts one ``arp_ip_mac_conflicts`` for the sender.
+        traffic or earlier ARP) counts one ``arp_ip_mac_conflicts`` for the sender and one
+        ``arp_victim_conflicts`` for each other site device it involves — the one whose address it
+        claimed and the one it was addressed to — in the window of the ARP packet: the victim side of
+        ARP spoofing (ATT&CK T1557.002), the impersonated host and the poisoned one, which send nothing
+        unusual themselves.
         """
         bound: dict[str, str] = dict(self._ip_mac)
         for fr in sorted(scan.arp, key=lambda f: f.ts):
@@ -357,6 +361,9 @@ class WindowBuilder:
             r[ARP_REPLIES] += fr.op == 2
             if fr.psrc != "0.0.0.0" and bound.setdefault(fr.psrc, fr.hwsrc) != fr.hwsrc:
                 r[ARP_CONFLICTS] += 1
+                for victim in {fr.psrc, fr.pdst}:
+                    if victim != dev and victim != "0.0.0.0" and self._is_device(victim):
+                        self._get(victim, int(fr.ts * 1000) // self.window_ms).r[ARP_VICTIM] += 1
             peer = fr.pdst if fr.pdst != "0.0.0.0" else ""
             if peer and peer != dev and fr.op in (1, 2):
                 if fr.op == 1:
@@ -490,6 +497,7 @@ def _features(raw: np.ndarray, accs: Sequence[_Acc], window_s: float) -> np.ndar
     put("arp_pkts", raw[:, ARP_PKTS])
     put("arp_reply_pkts", raw[:, ARP_REPLIES])
     put("arp_ip_mac_conflicts", raw[:, ARP_CONFLICTS])
+    put("arp_victim_conflicts", raw[:, ARP_VICTIM])
     # per-window sets and maps
     for j, a in enumerate(accs):
         out[j, c["distinct_peers"]] = len(a.peers)

@@ -4,7 +4,7 @@ Data: both bundled range sites, split in time between attack episodes (earlier 7
 part is held out; ARP spoofing and slowloris occur only in the held-out part). One temporal scorer is
 trained on the benign training windows and feeds every variant.
 
-* **Feature sets** (MAPPO, the same settings): *statistics only* (63 window statistics), *+ MiniLM*
+* **Feature sets** (MAPPO, the same settings): *statistics only* (64 window statistics), *+ MiniLM*
   (the 384-d protocol-text embedding), *+ temporal score* (calibrated score, its availability flag
   and the attention summary), *full* (all three). Removed parts are zeroed in training and evaluation.
 * **Algorithms** (full Observation): MAPPO (shared actor, centralized critic, self-play), IPPO (critic on

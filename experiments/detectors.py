@@ -1,6 +1,6 @@
 """The detectors the experiments compare, behind one small interface: ``fit(src)`` then ``alerts(src)``.
 
-* :class:`RandomForestDetector` — supervised per-window RandomForest on the 63 window statistics
+* :class:`RandomForestDetector` — supervised per-window RandomForest on the 64 window statistics
   (the CICFlowMeter + scikit-learn notebook baseline); needs labels.
 * :class:`KitsuneDetector` — the Kitsune-style autoencoder ensemble (Mirsky et al., NDSS 2018;
   :class:`training.scorer.baselines.KitsuneEnsemble`), fitted on benign windows, SPOT threshold.

@@ -14,7 +14,7 @@ Spaces
 ================  =================================================  ==========================================
 agent             observation                                        action
 ================  =================================================  ==========================================
-defender_i        ``Box(-10, 10, (517,), float32)``: the fused       ``MultiDiscrete([5, C])``: alert level 0–4
+defender_i        ``Box(-10, 10, (519,), float32)``: the fused       ``MultiDiscrete([5, C])``: alert level 0–4
                   Observation of :mod:`edge.observation` (the same   × attack class (:data:`ATTACK_CLASSES`,
                   function the edge runtime uses)                    C = 7)
 attacker_0        ``Box(0, 1, (6,), float32)``: budget left,         ``Discrete(1 + K·N)``: 0 = wait, else

@@ -77,7 +77,8 @@ def test_arp_frames_are_counted(all_windows: pd.DataFrame):
 
 
 def test_arp_spoofing_is_attributed_to_the_spoofer(tmp_path: Path):
-    """A host claiming the gateway's IP (RFC 826 reply with its own MAC) is a conflict of the spoofer."""
+    """A host claiming the gateway's IP (RFC 826 reply with its own MAC) is a conflict of the spoofer and
+    a victim-side conflict of the gateway and of the host it was sent to."""
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import ARP, Ether
     from scapy.utils import wrpcap
@@ -97,6 +98,10 @@ def test_arp_spoofing_is_attributed_to_the_spoofer(tmp_path: Path):
     assert spoofer["arp_ip_mac_conflicts"].sum() == 20
     assert vic in spoofer["peers"].iloc[0]
     assert df[df["device_id"] == gw]["arp_pkts"].sum() == 0
+    # the victim side: the gateway whose address was claimed and the host that was told the lie
+    assert df[df["device_id"] == gw]["arp_victim_conflicts"].sum() == 20
+    assert df[df["device_id"] == vic]["arp_victim_conflicts"].sum() == 20
+    assert spoofer["arp_victim_conflicts"].sum() == 0
 
 
 def test_truncated_capture_is_read_up_to_the_damage(pcaps: Path, tmp_path: Path, caplog):

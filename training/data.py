@@ -16,8 +16,8 @@ from fog.traces import TraceSet
 log = logging.getLogger(__name__)
 
 #: Bump when windowing, labeling or embedding changes, so stale cache entries are not reused
-#: (5: top_peers; 4: ARP of dual-stack hosts under their IPv4 address; 3: the site-baseline release; 2: in_src_max_fanout).
-CACHE_VERSION = "5"
+#: (6: arp_victim_conflicts; 5: top_peers; 4: ARP of dual-stack hosts under their IPv4 address; 3: the site-baseline release; 2: in_src_max_fanout).
+CACHE_VERSION = "6"
 
 
 def cache_dir() -> Path:
