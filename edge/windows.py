@@ -347,7 +347,8 @@ class WindowBuilder:
         ``arp_victim_conflicts`` for each other site device it involves — the one whose address it
         claimed and the one it was addressed to — in the window of the ARP packet: the victim side of
         ARP spoofing (ATT&CK T1557.002), the impersonated host and the poisoned one, which send nothing
-        unusual themselves.
+        unusual themselves. The sender becomes a peer of those victim windows (``peers``,
+        ``distinct_peers``), as the address it talked to is one of the sender's.
         """
         bound: dict[str, str] = dict(self._ip_mac)
         for fr in sorted(scan.arp, key=lambda f: f.ts):
@@ -363,7 +364,9 @@ class WindowBuilder:
                 r[ARP_CONFLICTS] += 1
                 for victim in {fr.psrc, fr.pdst}:
                     if victim != dev and victim != "0.0.0.0" and self._is_device(victim):
-                        self._get(victim, int(fr.ts * 1000) // self.window_ms).r[ARP_VICTIM] += 1
+                        v = self._get(victim, int(fr.ts * 1000) // self.window_ms)
+                        v.r[ARP_VICTIM] += 1
+                        v.peers.add(dev)
             peer = fr.pdst if fr.pdst != "0.0.0.0" else ""
             if peer and peer != dev and fr.op in (1, 2):
                 if fr.op == 1:

@@ -102,6 +102,8 @@ def test_arp_spoofing_is_attributed_to_the_spoofer(tmp_path: Path):
     assert df[df["device_id"] == gw]["arp_victim_conflicts"].sum() == 20
     assert df[df["device_id"] == vic]["arp_victim_conflicts"].sum() == 20
     assert spoofer["arp_victim_conflicts"].sum() == 0
+    assert att in df[df["device_id"] == vic]["peers"].iloc[0]  # so the labeler marks the victims' windows
+    assert att in df[df["device_id"] == gw]["peers"].iloc[-1]
 
 
 def test_truncated_capture_is_read_up_to_the_damage(pcaps: Path, tmp_path: Path, caplog):

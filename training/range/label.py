@@ -15,7 +15,10 @@ So the attacker's windows during the attack and every victim window that exchang
 attacker during the attack are malicious; a victim's windows carrying only benign traffic, and the
 attacker's windows outside any interval (its benign DNS lookups), stay benign. ``victim_ip`` is not
 used for labeling (a sweep's CIDR would otherwise mark silent hosts). ARP frames are attributed by
-the edge to the device that owns the sender MAC, so a spoofer's windows hold its forged replies.
+the edge to the device that owns the sender MAC, so a spoofer's windows hold its forged replies; a
+forged binding (an IP already bound to another MAC) also makes the spoofer a peer of the victims' windows
+— the host whose address it claimed and the host it addressed (``arp_victim_conflicts``) — so they
+are malicious for as long as they are being poisoned, not only while they exchange other packets with it.
 When several rows match, the one overlapping the window longest wins (ties: earliest ``start_ts``).
 
 Output columns: the window columns, then ``label`` (int 0/1), ``attack`` (technique name or
