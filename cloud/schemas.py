@@ -228,8 +228,9 @@ class Evidence(InputModel):
                                            "Kitsune-style autoencoders, log of the reconstruction error over its "
                                            "grace reference; > 0: beyond the grace period's most unusual windows).")
     peers: list[PeerEvidence] = Field(default_factory=list, max_length=16,
-                                      description="The window's top peers, most packets first (at most 5 from "
-                                                  "the fog).")
+                                      description="The window's top peers, most packets first except that a host which "
+                                                  "forged an ARP binding against the device comes first (at "
+                                                  "most 5 from the fog).")
     baseline_scope: Literal["device", "site"] | None = Field(
         None, description="Whose baseline the values are compared with: the device's own, or its site's (a device "
                           "with little history).")

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 KEY_COLUMNS: tuple[str, ...] = ("site_id", "device_id", "t_start", "t_end", "capture")
 DEVICE_SCOPES: tuple[str, ...] = ("local", "all")
-#: Peers kept per window in ``top_peers`` (most packets first).
+#: Peers kept per window in ``top_peers`` (most packets first; an ARP poisoner of the device first).
 TOP_PEERS = 5
 #: Most (peer, direction) pairs whose traffic one window tracks for ``top_peers``; a spoofed flood's
 #: thousands of one-packet sources beyond it are not tracked one by one (memory stays bounded; the busiest
@@ -114,8 +114,8 @@ _EPHEMERAL_PORT = 49152  # RFC 6335 dynamic/private port range start
 class _Acc:
     """Accumulator of one (device, window): a raw counter list plus lazily created sets and maps."""
 
-    __slots__ = ("apps", "arp_answered", "arp_asked", "groups", "in_ports", "in_src_addrs", "out_dst_addrs",
-                 "out_ports", "peer_traffic", "peers", "r")
+    __slots__ = ("apps", "arp_answered", "arp_asked", "arp_forgers", "groups", "in_ports", "in_src_addrs",
+                 "out_dst_addrs", "out_ports", "peer_traffic", "peers", "r")
 
     def __init__(self) -> None:
         self.r = _RAW_INIT.copy()
@@ -129,6 +129,7 @@ class _Acc:
         self.in_ports: dict[int, int] | None = None
         self.arp_asked: set[str] | None = None  # addresses the device sent ARP requests for
         self.arp_answered: set[str] | None = None  # addresses the device sent ARP replies to
+        self.arp_forgers: set[str] | None = None  # senders of forged ARP bindings against the device
         self.apps: dict[str, float] = {}
         self.groups: dict[tuple[str, bool], ProtoGroup] = {}
 
@@ -141,10 +142,11 @@ class _Acc:
         for k in _MAXS:
             r[k] = max(r[k], s[k])
 
-    def add_peer_traffic(self, peer: str, outbound: bool, pkts: float, nbytes: float, port: int | None) -> None:
+    def add_peer_traffic(self, peer: str, outbound: bool, pkts: float, nbytes: float, port: int | None,
+                         *, always: bool = False) -> None:
         t = self.peer_traffic.get((peer, outbound))
         if t is None:
-            if len(self.peer_traffic) >= MAX_TRACKED_PEERS:
+            if len(self.peer_traffic) >= MAX_TRACKED_PEERS and not always:
                 return
             t = self.peer_traffic[(peer, outbound)] = [0.0, 0.0, {}]
         t[0] += pkts
@@ -153,8 +155,12 @@ class _Acc:
             t[2][port] = t[2].get(port, 0.0) + pkts
 
     def top_peers(self, k: int = TOP_PEERS) -> list[dict]:
-        """The ``k`` peers with the most packets (ties: bytes, then address), as ``top_peers`` entries."""
-        best = heapq.nsmallest(k, self.peer_traffic.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+        """The ``k`` peers with the most packets (ties: bytes, then address), as ``top_peers`` entries; a peer
+        that forged an ARP binding against the device (``arp_victim_conflicts``) comes first whatever its packet
+        count: it is who poisons the device, while its busiest peers may be benign."""
+        forgers = self.arp_forgers or ()
+        best = heapq.nsmallest(k, self.peer_traffic.items(),
+                               key=lambda kv: (kv[0][1] or kv[0][0] not in forgers, -kv[1][0], -kv[1][1], kv[0]))
         out = []
         for (peer, outbound), (pkts, nbytes, ports) in best:
             port = max(ports.items(), key=lambda kv: (kv[1], -kv[0]))[0] if ports else 0
@@ -347,8 +353,9 @@ class WindowBuilder:
         ``arp_victim_conflicts`` for each other site device it involves — the one whose address it
         claimed and the one it was addressed to — in the window of the ARP packet: the victim side of
         ARP spoofing (ATT&CK T1557.002), the impersonated host and the poisoned one, which send nothing
-        unusual themselves. The sender becomes a peer of those victim windows (``peers``,
-        ``distinct_peers``), as the address it talked to is one of the sender's.
+        unusual themselves. The sender becomes an inbound peer of those victim windows (``peers``,
+        ``distinct_peers``, and first in ``top_peers``), as the address it talked to is one of the
+        sender's, so an alert on a victim names who poisoned it.
         """
         bound: dict[str, str] = dict(self._ip_mac)
         for fr in sorted(scan.arp, key=lambda f: f.ts):
@@ -367,6 +374,10 @@ class WindowBuilder:
                         v = self._get(victim, int(fr.ts * 1000) // self.window_ms)
                         v.r[ARP_VICTIM] += 1
                         v.peers.add(dev)
+                        v.add_peer_traffic(dev, False, 1, fr.size_bytes, None, always=True)
+                        if v.arp_forgers is None:
+                            v.arp_forgers = set()
+                        v.arp_forgers.add(dev)
             peer = fr.pdst if fr.pdst != "0.0.0.0" else ""
             if peer and peer != dev and fr.op in (1, 2):
                 if fr.op == 1:

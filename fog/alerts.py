@@ -304,8 +304,10 @@ def peer_evidence(peers) -> list[dict]:
     list of dict
         At most :data:`EVIDENCE_PEERS` entries ``{"address" (str, ≤ 64 characters), "port" (0–65535),
         "direction" ("in": the peer initiated; "out": the device did), "packets", "bytes", "ports"}`` (counts
-        ≥ 0), most packets first; malformed entries (an address that is not an IP or MAC address included)
-        are left out.
+        ≥ 0), in the edge's order — most packets first, except that a peer which forged an ARP binding
+        against the device comes first (:meth:`edge.windows.WindowBuilder.add_scan`): the incident's actor and the
+        explanation's likely attacker are the first peer; malformed entries (an address that is not an IP or
+        MAC address included) are left out.
     """
     out = []
     for p in list(peers if peers is not None else [])[: 4 * EVIDENCE_PEERS]:
@@ -319,7 +321,6 @@ def peer_evidence(peers) -> list[dict]:
                 or min(entry["packets"], entry["bytes"], entry["ports"]) < 0):
             continue
         out.append(entry)
-    out.sort(key=lambda e: (-e["packets"], -e["bytes"]))
     return out[:EVIDENCE_PEERS]
 
 

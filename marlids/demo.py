@@ -199,7 +199,7 @@ def site_metrics(labeled, alerted_ids: set[str], grace_ids: set[str] = frozenset
 
 
 def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_running: bool = False,
-             tick_timeout_s: float = 5.0, grace_s: float | None = None) -> DemoResult:
+             tick_timeout_s: float = 0.5, grace_s: float | None = None) -> DemoResult:
     """Run cloud + fog + one edge per capture; return the stored alerts and per-site metrics.
 
     Parameters
@@ -212,6 +212,12 @@ def run_demo(captures: list[Path], policy: Path, out: Path, *, console, keep_run
         Working folder (cleared of earlier demo state): logs, SQLite database, keys, buffers, outbox.
     console : rich.console.Console
         Where progress goes.
+    tick_timeout_s : float, default 0.5
+        The fog's tick deadline (``fog serve --tick-timeout``). The bundled captures were recorded at
+        different times, so a slot of one site never sees the other site's watermark and closes at the
+        deadline; each edge's replay waits for the acknowledgement of its previous slots
+        (:data:`edge.daemon.REPLAY_ACK_WAIT_S`), so the deadline paces the replay (a second per slot would
+        add minutes).
     grace_s : float, optional
         Grace period of every site's baseline (default: the policy's, 60 s).
 

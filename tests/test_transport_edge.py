@@ -137,7 +137,7 @@ def test_edges_stream_to_the_fog_which_posts_exactly_the_offline_alerts(tmp_path
     with Receiver(tmp_path / "cloud.sqlite", KEY) as rec:
         fog = FogServer(FogConfig(listen="127.0.0.1:0", policy_dir=policy, cloud_url=rec.url, ingest_key=KEY,
                                   sites=("site_a", "site_b"), outbox_path=tmp_path / "outbox.sqlite",
-                                  tick_timeout_s=2.0, decisions_path=tmp_path / "decisions.jsonl")).start()
+                                  tick_timeout_s=0.5, decisions_path=tmp_path / "decisions.jsonl")).start()
         edges = [EdgeDaemon(EdgeConfig(site_id=s, fog=f"127.0.0.1:{fog.port}", pcap=CAPTURES / f"{s}.pcap",
                                        replay_speed=0, fusion_dir=policy, buffer_path=tmp_path / f"{s}.sqlite",
                                        baseline_path=tmp_path / f"{s}.baseline.json"),

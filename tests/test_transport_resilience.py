@@ -109,7 +109,7 @@ def _start_fog(port: int, policy: Path, cloud_url: str, tmp: Path) -> subprocess
     log = (tmp / "fog.log").open("a")
     proc = subprocess.Popen([MARLIDS, "fog", "serve", "--listen", f"127.0.0.1:{port}", "--policy", str(policy),
                              "--cloud", cloud_url, "--sites", "site_a,site_b", "--outbox", str(tmp / "outbox.sqlite"),
-                             "--decisions", str(tmp / "decisions.jsonl"), "--tick-timeout", "2", "--retry-max", "1",
+                             "--decisions", str(tmp / "decisions.jsonl"), "--tick-timeout", "0.5", "--retry-max", "1",
                              "--insecure"], env={**os.environ, "MARLIDS_INGEST_KEY": KEY}, cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()

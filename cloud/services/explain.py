@@ -469,9 +469,10 @@ def _peer_text(p: dict[str, Any]) -> str:
 
 def attribution(device_id: str, peers: list[dict[str, Any]], *, max_targets: int = 3) -> tuple[str, list[str]]:
     """Who is doing this: one sentence naming the likely attacker and the victims from the alert's top peers
-    (``evidence.peers``, most packets first), and the ``peer:<i>`` keys it rests on.
+    (``evidence.peers``, most packets first, an ARP poisoner of the device first), and the ``peer:<i>`` keys it
+    rests on.
 
-    The peer with the most packets decides the reading: one that initiated its flows towards the device
+    The first peer decides the reading: one that initiated its flows towards the device
     (``direction == "in"``: a scanner, brute-forcer or flood source seen at its victim) is the likely
     attacker and the device the victim; when the device initiated them (``"out"``), the device is the likely
     source and its busiest peers the targets. Addresses may be spoofed (a flood's sources); the sentence
