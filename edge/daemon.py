@@ -278,6 +278,8 @@ class EdgeDaemon:
         Idempotent.
         """
         self._stop.set()
+        with self._acked:
+            self._acked.notify_all()  # a replay waiting for acknowledgements stops waiting
         call = self._call
         if call is not None:
             call.cancel()
