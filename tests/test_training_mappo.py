@@ -84,6 +84,18 @@ def test_tiny_training_run_writes_metrics_checkpoint_and_policy(tmp_path: Path, 
     res = evaluate({"MAPPO": run}, test, embed_texts(test))
     assert res[0].windows + res[0].grace_windows == len(test) and res[0].grace_windows > 0 and 0 <= res[0].f1 <= 1
     assert res[0].confusion.sum() == res[0].windows
+    # a snapshot of the run exports like its last iteration (`marlids train export`)
+    from training.mappo.train import export_snapshot
+
+    snap = export_snapshot(run, 1, tmp_path / "snap1")
+    assert json.loads((snap / "actor.json").read_text())["meta"]["iteration"] == 1
+    assert (snap / "fusion.json").is_file() and (snap / "scorer").is_dir() == (run / "policy" / "scorer").is_dir()
+    last, first = DefenderActor.load(run / "policy"), DefenderActor.load(snap)
+    assert any(not torch.equal(a, b) for a, b in zip(last.state_dict().values(), first.state_dict().values()))
+    same = export_snapshot(run, 2, tmp_path / "snap2")
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), DefenderActor.load(same).state_dict().values()))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of iteration 7 \(checkpoints: \[1, 2\]\)"):
+        export_snapshot(run, 7, tmp_path / "snap7")
 
 
 def test_split_command_cuts_between_attack_episodes(tmp_path: Path, bundled_capture: Path):

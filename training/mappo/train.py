@@ -107,6 +107,54 @@ def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Pa
     return directory
 
 
+def export_snapshot(run_dir: str | Path, iteration: int, out: str | Path) -> Path:
+    """Export the defender actor of checkpoint ``iteration`` of a training run as a policy folder, Ray-free.
+
+    The folder is the run's exported ``policy/`` (fusion pipeline, temporal scorer) with the actor weights of
+    ``checkpoints/iter_<iteration>`` (the defender module's actor, as RLlib saved it); ``actor.json`` records the
+    iteration in its ``meta``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run folder of ``marlids train mappo`` (with ``policy/`` and ``checkpoints/iter_NNNN``).
+    iteration : int
+        Training iteration of the checkpoint (``--checkpoint-every`` decides which exist).
+    out : str or Path
+        Folder to write (replaced if it holds a policy already).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has no exported policy or no checkpoint of that iteration (the message lists those it has).
+    """
+    import pickle
+    import shutil
+
+    import torch
+
+    from fog.policy import DefenderActor
+
+    run, out = Path(run_dir), Path(out)
+    if not (run / "policy" / "actor.pt").is_file():
+        raise FileNotFoundError(f"{run}: no exported policy/ (is it a `marlids train mappo` run folder?)")
+    state_file = (run / "checkpoints" / f"iter_{iteration:04d}" / "learner_group" / "learner" / "rl_module"
+                  / DEFENDER / "module_state.pkl")
+    if not state_file.is_file():
+        have = sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("iter_*") if p.name[5:].isdigit())
+        raise FileNotFoundError(f"{run}: no checkpoint of iteration {iteration} (checkpoints: {have or 'none'})")
+    with open(state_file, "rb") as fh:
+        state = pickle.load(fh)  # noqa: S301 - RLlib's own checkpoint of the user's run
+    if out.resolve() != (run / "policy").resolve():
+        shutil.copytree(run / "policy", out, dirs_exist_ok=True)
+    actor = DefenderActor.load(out)
+    actor.load_state_dict({k.removeprefix("actor."): torch.as_tensor(v) for k, v in state.items()
+                           if k.startswith("actor.")})
+    meta = json.loads((out / "actor.json").read_text()).get("meta", {})
+    actor.save(out, meta={**meta, "iteration": iteration})
+    return out
+
+
 def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = None, *,
           prepared: tuple | None = None, initial_state: dict | None = None,
           on_actor: Callable[[int, object], dict] | None = None) -> dict:
