@@ -144,7 +144,7 @@ def export_snapshot(run_dir: str | Path, iteration: int, out: str | Path) -> Pat
         have = sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("iter_*") if p.name[5:].isdigit())
         raise FileNotFoundError(f"{run}: no checkpoint of iteration {iteration} (checkpoints: {have or 'none'})")
     with open(state_file, "rb") as fh:
-        state = pickle.load(fh)  # noqa: S301 - RLlib's own checkpoint of the user's run
+        state = pickle.load(fh)  # RLlib's own checkpoint of the user's run folder
     if out.resolve() != (run / "policy").resolve():
         shutil.copytree(run / "policy", out, dirs_exist_ok=True)
     actor = DefenderActor.load(out)
