@@ -48,23 +48,6 @@ def mappo(args: MappoArgs) -> None:
                   f"exported defender actor: {final['policy_dir']}")
 
 
-@app.command()
-def export(
-    run: Path = typer.Argument(..., help="Run folder of `marlids train mappo` (with policy/ and checkpoints/)."),
-    iteration: int = typer.Option(..., "--iteration", min=1, help="Training iteration of the checkpoint to export."),
-    out: Path = typer.Option(..., "--out", help="Policy folder to write (e.g. models/defender)."),
-) -> None:
-    """Export the defender actor of one checkpoint (a snapshot of the run) as a policy folder, Ray-free.
-
-    The run's own policy/ is its last iteration; this picks another snapshot (e.g. the bundled one).
-
-    Example: marlids train export runs/bundle7s1__1__1796092505 --iteration 25 --out models/defender
-    """
-    from training.mappo.train import export_snapshot
-
-    typer.echo(f"exported iteration {iteration} of {run} to {export_snapshot(run, iteration, out)}")
-
-
 @app.command("eval")
 def eval_(
     checkpoint: Path = typer.Argument(..., help="Run folder or its policy/ folder (exported defender actor)."),
@@ -138,6 +121,23 @@ def eval_(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=1))
         console.print(f"wrote {json_out}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder of `marlids train mappo` (with policy/ and checkpoints/)."),
+    iteration: int = typer.Option(..., "--iteration", min=1, help="Training iteration of the checkpoint to export."),
+    out: Path = typer.Option(..., "--out", help="Policy folder to write (e.g. models/defender)."),
+) -> None:
+    """Export the defender actor of one checkpoint (a snapshot of the run) as a policy folder, Ray-free.
+
+    The run's own policy/ is its last iteration; this picks another snapshot (e.g. the bundled one).
+
+    Example: marlids train export runs/bundle7s1__1__1796092505 --iteration 25 --out models/defender
+    """
+    from training.mappo.train import export_snapshot
+
+    typer.echo(f"exported iteration {iteration} of {run} to {export_snapshot(run, iteration, out)}")
 
 
 @app.command()
