@@ -16,8 +16,8 @@ Site baseline. For the first ``--grace`` seconds (default 60) of the site's traf
 the site's baseline (:mod:`edge.baseline`): those windows are sent marked ``learning``, the fog decides
 none of them, and the log says ``learning baseline 35/60 s``. Afterwards each acknowledgement tells
 which observations raised an alert; the baseline learns slowly from every other acknowledged window.
-A capture replayed faster than real time (``--replay-speed``) waits, before each window slot, until the
-fog has acknowledged the previous slots (at most :data:`REPLAY_ACK_WAIT_S`), so every window is judged
+A replayed capture (``--pcap``, at any ``--replay-speed``) waits, before each window slot, until the fog
+has acknowledged the previous slots (at most :data:`REPLAY_ACK_WAIT_S`), so every window is judged
 against a baseline that learned from all earlier windows, as on a live network where the acknowledgement
 of a slot arrives long before the next one: without the wait the result of a replay depended on how
 quickly acknowledgements came back (the demo's site A F1 varied from 0.86 to 0.97 between runs). When
