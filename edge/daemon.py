@@ -363,7 +363,7 @@ class EdgeDaemon:
         cfg = self.config
         window_log = WindowLog(cfg.windows_out) if cfg.windows_out is not None else None
         source = self._source()
-        lockstep = isinstance(source, PcapReplay)
+        replay = lockstep = isinstance(source, PcapReplay)
         try:
             for t_end, windows in source:
                 if window_log is not None and len(windows):
@@ -376,7 +376,7 @@ class EdgeDaemon:
                         if not lockstep:
                             log.warning("edge %s: the fog acknowledged nothing for %.0f s; the replay goes on "
                                         "without waiting for it", cfg.site_id, REPLAY_ACK_WAIT_S)
-                    elif not lockstep and not self._pending_learn and isinstance(source, PcapReplay):
+                    elif replay and not self._pending_learn:
                         lockstep = True  # caught up: wait again
                     was_learning = self._fusion.learning
                     if len(windows):

@@ -369,7 +369,7 @@ class WindowBuilder:
             r[ARP_REPLIES] += fr.op == 2
             if fr.psrc != "0.0.0.0" and bound.setdefault(fr.psrc, fr.hwsrc) != fr.hwsrc:
                 r[ARP_CONFLICTS] += 1
-                for victim in {fr.psrc, fr.pdst}:
+                for victim in (fr.psrc,) if fr.pdst == fr.psrc else (fr.psrc, fr.pdst):
                     if victim != dev and victim != "0.0.0.0" and self._is_device(victim):
                         v = self._get(victim, int(fr.ts * 1000) // self.window_ms)
                         v.r[ARP_VICTIM] += 1

@@ -235,6 +235,14 @@ def test_top_peers_name_the_attacker_at_its_victim_and_the_targets_at_the_attack
     at_attacker = df[df["device_id"] == att]
     scan = max((p for w in at_attacker["top_peers"] for p in w), key=lambda p: p["ports"])
     assert scan["direction"] == "out" and scan["ports"] > 100
+    # the recorded ARP spoofing (scapy, T1557.002): only its victims — the host told the lie and the gateway
+    # whose address was claimed — carry victim-side conflicts, during the attack, with the spoofer first
+    spoof = gt[gt["mitre_technique"] == "T1557.002"].iloc[0]
+    hit = df[df["arp_victim_conflicts"] > 0]
+    assert set(hit["device_id"]) == {spoof["victim_ip"], "10.77.1.1"}
+    assert (hit["t_end"] > spoof["start_ts"]).all() and (hit["t_start"] <= spoof["end_ts"]).all()
+    assert all(w[0]["address"] == spoof["attacker_ip"] and w[0]["direction"] == "in" for w in hit["top_peers"])
+    assert (df[df["device_id"] == spoof["attacker_ip"]]["arp_victim_conflicts"] == 0).all()
 
 
 def test_a_spoofed_flood_tracks_a_bounded_number_of_peers(all_windows: pd.DataFrame):

@@ -110,9 +110,9 @@ def export_policy(algo, pipe: FusionPipeline, directory: Path, meta: dict) -> Pa
 def export_snapshot(run_dir: str | Path, iteration: int, out: str | Path) -> Path:
     """Export the defender actor of checkpoint ``iteration`` of a training run as a policy folder, Ray-free.
 
-    The folder is the run's exported ``policy/`` (fusion pipeline, temporal scorer) with the actor weights of
-    ``checkpoints/iter_<iteration>`` (the defender module's actor, as RLlib saved it); ``actor.json`` records the
-    iteration in its ``meta``.
+    The folder is the run's exported ``policy/`` (fusion pipeline, temporal scorer) with the actor of the
+    defender module restored from ``checkpoints/iter_<iteration>`` by RLlib (``RLModule.from_checkpoint``);
+    ``actor.json`` records the iteration in its ``meta``.
 
     Parameters
     ----------
@@ -121,37 +121,28 @@ def export_snapshot(run_dir: str | Path, iteration: int, out: str | Path) -> Pat
     iteration : int
         Training iteration of the checkpoint (``--checkpoint-every`` decides which exist).
     out : str or Path
-        Folder to write (replaced if it holds a policy already).
+        Folder to write; files of the same name are overwritten.
 
     Raises
     ------
     FileNotFoundError
         If the run has no exported policy or no checkpoint of that iteration (the message lists those it has).
     """
-    import pickle
     import shutil
 
-    import torch
-
-    from fog.policy import DefenderActor
+    from ray.rllib.core.rl_module.rl_module import RLModule
 
     run, out = Path(run_dir), Path(out)
-    if not (run / "policy" / "actor.pt").is_file():
+    if not (run / "policy" / "actor.json").is_file():
         raise FileNotFoundError(f"{run}: no exported policy/ (is it a `marlids train mappo` run folder?)")
-    state_file = (run / "checkpoints" / f"iter_{iteration:04d}" / "learner_group" / "learner" / "rl_module"
-                  / DEFENDER / "module_state.pkl")
-    if not state_file.is_file():
+    module_dir = run / "checkpoints" / f"iter_{iteration:04d}" / "learner_group" / "learner" / "rl_module" / DEFENDER
+    if not module_dir.is_dir():
         have = sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("iter_*") if p.name[5:].isdigit())
         raise FileNotFoundError(f"{run}: no checkpoint of iteration {iteration} (checkpoints: {have or 'none'})")
-    with open(state_file, "rb") as fh:
-        state = pickle.load(fh)  # RLlib's own checkpoint of the user's run folder
     if out.resolve() != (run / "policy").resolve():
         shutil.copytree(run / "policy", out, dirs_exist_ok=True)
-    actor = DefenderActor.load(out)
-    actor.load_state_dict({k.removeprefix("actor."): torch.as_tensor(v) for k, v in state.items()
-                           if k.startswith("actor.")})
-    meta = json.loads((out / "actor.json").read_text()).get("meta", {})
-    actor.save(out, meta={**meta, "iteration": iteration})
+    meta = json.loads((run / "policy" / "actor.json").read_text()).get("meta", {})
+    RLModule.from_checkpoint(str(module_dir.resolve())).actor.save(out, meta={**meta, "iteration": iteration})
     return out
 
 
