@@ -16,6 +16,7 @@ those windows out (:func:`grace_mask`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from dataclasses import replace
@@ -295,6 +296,7 @@ class MarlDetector:
     def __init__(self, args, scorer: ScorerDetector, feature_set: str = "full", name: str = "MAPPO") -> None:
         self.args, self.scorer, self.feature_set, self.name = args, scorer, feature_set, name
         self.mask = obs_mask(feature_set)
+        self.evidence_gate = True
         self.state_ = None
         self.train_seconds_ = 0.0
 
@@ -341,13 +343,21 @@ class MarlDetector:
 
         mask = self.mask
         fused = fuse_frame(self.pipe_, src.frame.reset_index(drop=True), src.embeddings,
-                           decide=lambda v: self.actor_.decide_all(v * mask))
+                           decide=lambda v: self.actor_.decide_all(v * mask, evidence_gate=self.evidence_gate))
         d = dict(fused.decisions)  # levels as the alerts carry them (fog.alerts.severity, as make_alert applies it)
         d["level"] = severity(d["level"], d["attack_class"], np.abs(np.nan_to_num(fused.z)).max(axis=1))
         return d
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
         return self.decide_all(src)["alert"]
+
+    def without_evidence_gate(self) -> MarlDetector:
+        """The same fitted actor deciding without the evidence gate (:func:`fog.alerts.decide`): what the
+        gate adds, from one training run."""
+        other = copy.copy(self)
+        other.evidence_gate, other.name = False, f"{self.name} (no evidence gate)"
+        other.__dict__.pop("_dec_cache", None)
+        return other
 
     def decisions(self, src: Source) -> dict:
         """``level, attack_class, confidence, alert`` arrays ``(n,)`` (cached per source object)."""

@@ -23,7 +23,8 @@ with each seed).
   training networks (first seed) without that family's windows; its recall on fold 0's held-out networks
   is reported.
 
-Detectors: the MAPPO defender (fused Observation, site baselines), the temporal scorer alone (site
+Detectors: the MAPPO defender (fused Observation, site baselines; the fog's decision rule with its
+evidence gate, :mod:`fog.alerts`, and the same actor without the gate), the temporal scorer alone (site
 baselines), a RandomForest on the raw window statistics (the CICFlowMeter + scikit-learn notebook) and on the
 site-standardised ones, and a Kitsune-style autoencoder ensemble trained, as Kitsune is deployed, on each
 test site's own grace period (Mirsky et al., NDSS 2018).
@@ -209,7 +210,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
-                dets = [MarlDetector(_mappo(quick, s, Path(tmp), "generalization"), scorer).fit(train),
+                mappo = MarlDetector(_mappo(quick, s, Path(tmp), "generalization"), scorer).fit(train)
+                dets = [mappo, mappo.without_evidence_gate(),
                         scorer, RandomForestDetector(seed=s).fit(train),
                         RandomForestDetector(seed=s, site_standardised=True).fit(train),
                         KitsuneGraceDetector(seed=s)]
@@ -254,8 +256,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s}: leave-technique-out {family}")
                 train = concat([_without_family(b, family) for b in base])
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                dets = [MarlDetector(_mappo(quick, s, Path(tmp), f"loto_{family}"), scorer).fit(train),
-                        scorer]
+                mappo = MarlDetector(_mappo(quick, s, Path(tmp), f"loto_{family}"), scorer).fit(train)
+                dets = [mappo, mappo.without_evidence_gate(), scorer]
                 for n in held:
                     src = net_src[n]
                     fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge.observation import OBS_DIM
+from edge.observation import OBS_DIM, OBS_SLICES
 from fog.attacks import ATTACK_CLASSES
 
 N_LEVELS = 5
@@ -89,8 +89,15 @@ class DefenderActor(nn.Module):
         return level, cls, conf
 
     @torch.no_grad()
-    def decide_all(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`decide` plus the boolean ``alert`` array ``(batch,)``."""
+    def decide_all(self, obs: np.ndarray, *, evidence_gate: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`decide` plus the boolean ``alert`` array ``(batch,)``.
+
+        With ``evidence_gate`` (the deployment rule) a flagged window alerts only when its largest |z|
+        (the Observation's ``stats_z`` part, :data:`edge.observation.OBS_SLICES`) reaches
+        :data:`fog.alerts.ALERT_EVIDENCE_Z`; without it the actor's flag alone decides (an experiments'
+        ablation). Actors of another Observation layout (``obs_dim`` ≠ :data:`OBS_DIM`) are never gated.
+        """
         from fog.alerts import decide
 
         x = np.asarray(obs, dtype=np.float32)
@@ -103,7 +110,9 @@ class DefenderActor(nn.Module):
             return e, e.copy(), np.zeros(0, np.float32), np.zeros(0, bool)
         logits = self.forward(torch.from_numpy(x))
         lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1).numpy()
-        return decide(lv, logits[:, self.config.n_levels:].numpy())
+        max_abs_z = (np.abs(x[:, OBS_SLICES["stats_z"]]).max(axis=1)
+                     if evidence_gate and self.config.obs_dim == OBS_DIM else None)
+        return decide(lv, logits[:, self.config.n_levels:].numpy(), max_abs_z)
 
     def save(self, directory: str | Path, *, meta: dict | None = None) -> Path:
         """Write ``actor.pt`` (state dict) and ``actor.json`` (config + ``meta``) into ``directory``."""

@@ -40,6 +40,39 @@ def test_an_alert_never_has_the_benign_class_and_a_non_alert_always_has_it():
     assert [ATTACK_CLASSES[c] for c in cls] == ["arp_spoof", "benign"]
 
 
+def test_evidence_gate_stops_a_flag_on_a_window_ordinary_for_its_site():
+    from fog.alerts import ALERT_EVIDENCE_Z
+
+    p = _probs(*[[0, 0, 0, 0, 1]] * 4)
+    logits = np.zeros((4, len(ATTACK_CLASSES)))
+    logits[:, ATTACK_CLASSES.index("flood")] = 1.0
+    z = np.array([ALERT_EVIDENCE_Z, ALERT_EVIDENCE_Z - 0.01, np.nan, 10.0])
+    level, cls, conf, alert = decide(p, logits, z)
+    assert alert.tolist() == [True, False, False, True]
+    assert level.tolist() == [4, 1, 1, 4]  # stopped: worth a look, never posted
+    assert [ATTACK_CLASSES[c] for c in cls] == ["flood", "benign", "benign", "flood"]
+    assert decide(p, logits)[3].all()  # no evidence given: the flag alone decides
+    with pytest.raises(ValueError, match="max_abs_z"):
+        decide(p, logits, np.zeros(3))
+
+
+def test_the_actor_gates_on_its_observation_stats_z():
+    import torch
+
+    from edge.observation import OBS_DIM, OBS_SLICES
+    from fog.policy import ActorConfig, DefenderActor
+
+    actor = DefenderActor(ActorConfig(obs_dim=OBS_DIM))
+    with torch.no_grad():  # always flag: all the probability on level 4
+        for prm in actor.net.parameters():
+            prm.zero_()
+        actor.net[-1].bias[4] = 20.0
+    obs = np.zeros((2, OBS_DIM), np.float32)
+    obs[1, OBS_SLICES["stats_z"].start + 7] = -6.0
+    assert actor.decide_all(obs)[3].tolist() == [False, True]
+    assert actor.decide_all(obs, evidence_gate=False)[3].tolist() == [True, True]
+
+
 def test_make_alert_refuses_an_inconsistent_decision():
     ev = window_evidence(x=np.zeros(63), z=np.zeros(63), baseline=np.zeros(63), spread=np.ones(63), attention=None,
                          attention_t=None, proto_text="x")
@@ -89,7 +122,7 @@ def test_peer_evidence_is_bounded_typed_and_keeps_only_addresses():
     (4, "flood", 9.0, 4),        # confident, strong evidence, an impact class
     (4, "scan", 9.0, 3),         # reconnaissance tops out at 3
     (4, "other", 9.0, 3),
-    (4, "brute_force", 2.9, 2),  # no statistic 3 σ from the baseline: worth a look
+    (4, "brute_force", 7.9, 2),  # no statistic 8 σ from the baseline: worth a look
     (3, "arp_spoof", float("nan"), 2),
     (2, "scan", 0.0, 2),         # caps never take an alert below 2
     (1, "benign", 0.0, 1),       # non-alerts pass unchanged
@@ -102,7 +135,7 @@ def test_severity_caps_the_confidence_level_by_evidence_and_class(level, cls, z,
 
 def test_make_alert_applies_the_severity_rule():
     z = np.zeros(63)
-    z[5] = 7.5
+    z[5] = 9.5
     strong = window_evidence(x=np.zeros(63), z=z, baseline=np.zeros(63), spread=np.ones(63), attention=None,
                              attention_t=None, proto_text="x")
     weak = window_evidence(x=np.zeros(63), z=z / 5, baseline=np.zeros(63), spread=np.ones(63), attention=None,
