@@ -297,6 +297,7 @@ class MarlDetector:
         self.args, self.scorer, self.feature_set, self.name = args, scorer, feature_set, name
         self.mask = obs_mask(feature_set)
         self.evidence_gate = True
+        self.scorer_alerts = False
         self.state_ = None
         self.train_seconds_ = 0.0
 
@@ -343,13 +344,47 @@ class MarlDetector:
 
         mask = self.mask
         fused = fuse_frame(self.pipe_, src.frame.reset_index(drop=True), src.embeddings,
-                           decide=lambda v: self.actor_.decide_all(v * mask, evidence_gate=self.evidence_gate))
+                           decide=lambda v: self._decide(v * mask))
         d = dict(fused.decisions)  # levels as the alerts carry them (fog.alerts.severity, as make_alert applies it)
         d["level"] = severity(d["level"], d["attack_class"], np.abs(np.nan_to_num(fused.z)).max(axis=1))
         return d
 
     def alerts(self, src: Source) -> np.ndarray:  # noqa: D102
         return self.decide_all(src)["alert"]
+
+    def _decide(self, v: np.ndarray):
+        """The fog's rule on Observations ``v`` ``(m, OBS_DIM)``; with ``scorer_alerts`` a window the actor
+        does not alert also alerts (level 2, the actor's likeliest attack class, confidence = the calibrated
+        score) when the temporal scorer calls it anomalous (calibrated score ≥ its alert quantile, the rule of
+        :class:`ScorerDetector`) and, under the evidence gate, one statistic reaches
+        :data:`fog.alerts.ALERT_EVIDENCE_Z`."""
+        import torch
+
+        from fog.alerts import ALERT_EVIDENCE_Z
+
+        level, cls, conf, alert = self.actor_.decide_all(v, evidence_gate=self.evidence_gate)
+        if not self.scorer_alerts or not len(v):
+            return level, cls, conf, alert
+        score = v[:, OBS_SLICES["score"].start]
+        hot = ~alert & (v[:, OBS_SLICES["score_available"].start] > 0) & (score >= self.pipe_.alert_quantile())
+        if self.evidence_gate:
+            hot &= np.abs(v[:, OBS_SLICES["stats_z"]]).max(axis=1) >= ALERT_EVIDENCE_Z
+        if hot.any():
+            with torch.no_grad():
+                logits = self.actor_(torch.from_numpy(np.ascontiguousarray(v[hot], np.float32))).numpy()
+            n_levels = self.actor_.config.n_levels
+            level, cls, conf, alert = level.copy(), cls.copy(), conf.copy(), alert.copy()
+            level[hot], alert[hot], conf[hot] = 2, True, score[hot]
+            cls[hot] = 1 + logits[:, n_levels + 1:].argmax(axis=1)
+        return level, cls, conf, alert
+
+    def with_scorer_alerts(self) -> MarlDetector:
+        """The same fitted actor, and an alert also where the temporal scorer alone would alert (with the
+        evidence gate): the policy ∨ the anomaly detector, from one training run."""
+        other = copy.copy(self)
+        other.scorer_alerts, other.name = True, f"{self.name} ∨ scorer"
+        other.__dict__.pop("_dec_cache", None)
+        return other
 
     def without_evidence_gate(self) -> MarlDetector:
         """The same fitted actor deciding without the evidence gate (:func:`fog.alerts.decide`): what the

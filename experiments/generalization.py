@@ -24,7 +24,8 @@ with each seed).
   is reported.
 
 Detectors: the MAPPO defender (fused Observation, site baselines; the fog's decision rule with its
-evidence gate, :mod:`fog.alerts`, and the same actor without the gate), the temporal scorer alone (site
+evidence gate, :mod:`fog.alerts`; the same actor without the gate; and the actor or the scorer, an alert
+where either would alert), the temporal scorer alone (site
 baselines), a RandomForest on the raw window statistics (the CICFlowMeter + scikit-learn notebook) and on the
 site-standardised ones, and a Kitsune-style autoencoder ensemble trained, as Kitsune is deployed, on each
 test site's own grace period (Mirsky et al., NDSS 2018).
@@ -211,7 +212,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
                 mappo = MarlDetector(_mappo(quick, s, Path(tmp), "generalization"), scorer).fit(train)
-                dets = [mappo, mappo.without_evidence_gate(),
+                dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
                         scorer, RandomForestDetector(seed=s).fit(train),
                         RandomForestDetector(seed=s, site_standardised=True).fit(train),
                         KitsuneGraceDetector(seed=s)]
@@ -223,8 +224,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                     for det in dets:
                         dec = det.decisions(src)
                         per_window.append(pd.DataFrame({"seed": s, "fold": fi, "network": n, "detector": det.name,
-                                                        "label": y[scored], "alert": dec["alert"][scored],
-                                                        "family": fam[scored]}))
+                                                        "window": np.flatnonzero(scored), "label": y[scored],
+                                                        "alert": dec["alert"][scored], "family": fam[scored]}))
                         per_site.append({"seed": s, "fold": fi, "network": n, "detector": det.name,
                                          **window_metrics(y[scored], dec["alert"][scored])})
                 for p in test_pub:
@@ -257,7 +258,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 train = concat([_without_family(b, family) for b in base])
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 mappo = MarlDetector(_mappo(quick, s, Path(tmp), f"loto_{family}"), scorer).fit(train)
-                dets = [mappo, mappo.without_evidence_gate(), scorer]
+                dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
                 for n in held:
                     src = net_src[n]
                     fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())
@@ -270,6 +271,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                         loto_rows.append({"seed": s, "family": family, "network": n, "detector": det.name,
                                           "windows": int(m.sum()), "alerted": int(a[m].sum())})
     pw = pd.concat(per_window, ignore_index=True)
+    # every held-out window's decision by every detector (row ``window`` of the network's window table):
+    # other combinations of detectors can be scored from it without retraining
+    pw.to_csv(out.dir / "per_window.csv.gz", index=False)
     overall, fam_rows = _summaries(pw)
     sites_df = pd.DataFrame(per_site)
     pub_df = pd.DataFrame(public_rows)
