@@ -353,30 +353,11 @@ class MarlDetector:
         return self.decide_all(src)["alert"]
 
     def _decide(self, v: np.ndarray):
-        """The fog's rule on Observations ``v`` ``(m, OBS_DIM)``; with ``scorer_alerts`` a window the actor
-        does not alert also alerts (level 2, the actor's likeliest attack class, confidence = the calibrated
-        score) when the temporal scorer calls it anomalous (calibrated score ≥ its alert quantile, the rule of
-        :class:`ScorerDetector`) and, under the evidence gate, one statistic reaches
-        :data:`fog.alerts.ALERT_EVIDENCE_Z`."""
-        import torch
-
-        from fog.alerts import ALERT_EVIDENCE_Z
-
-        level, cls, conf, alert = self.actor_.decide_all(v, evidence_gate=self.evidence_gate)
-        if not self.scorer_alerts or not len(v):
-            return level, cls, conf, alert
-        score = v[:, OBS_SLICES["score"].start]
-        hot = ~alert & (v[:, OBS_SLICES["score_available"].start] > 0) & (score >= self.pipe_.alert_quantile())
-        if self.evidence_gate:
-            hot &= np.abs(v[:, OBS_SLICES["stats_z"]]).max(axis=1) >= ALERT_EVIDENCE_Z
-        if hot.any():
-            with torch.no_grad():
-                logits = self.actor_(torch.from_numpy(np.ascontiguousarray(v[hot], np.float32))).numpy()
-            n_levels = self.actor_.config.n_levels
-            level, cls, conf, alert = level.copy(), cls.copy(), conf.copy(), alert.copy()
-            level[hot], alert[hot], conf[hot] = 2, True, score[hot]
-            cls[hot] = 1 + logits[:, n_levels + 1:].argmax(axis=1)
-        return level, cls, conf, alert
+        """The fog's rule (:meth:`fog.policy.DefenderActor.decide_all`) on Observations ``v`` ``(m, OBS_DIM)``,
+        with or without the evidence gate and the scorer's alerts (the scorer's alert quantile is that of
+        :class:`ScorerDetector`)."""
+        self.actor_.anomaly_threshold = self.pipe_.alert_quantile()
+        return self.actor_.decide_all(v, evidence_gate=self.evidence_gate, scorer_alerts=self.scorer_alerts)
 
     def with_scorer_alerts(self) -> MarlDetector:
         """The same fitted actor, and an alert also where the temporal scorer alone would alert (with the

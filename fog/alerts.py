@@ -22,7 +22,12 @@ The shared defender actor outputs, per Observation, a categorical distribution o
   captures; ``marlids experiment generalization`` reports the defender with and without it on networks never
   trained on.
 * **confidence** is ``P(alert)`` for an alert and ``1 − P(alert)`` otherwise: the probability the actor
-  gives to the decision that was taken.
+  gives to the decision that was taken (a scorer alert's: its calibrated score, below).
+* **Scorer alerts** (optional, off on every deployment path; :meth:`fog.policy.DefenderActor.decide_all`
+  ``scorer_alerts``): a window the actor does not flag is flagged when the temporal scorer's calibrated
+  score reaches the scorer's own alert quantile ``1 − q``; the evidence gate applies to it as well, and such
+  an alert is level 2 with the actor's likeliest attack class and the calibrated score as its confidence.
+  ``marlids experiment generalization`` measures it ("MAPPO ∨ scorer").
 * An alert's **level** follows its confidence (:data:`LEVEL_CONFIDENCE`): 4 from ``P(alert) ≥ 0.95``, 3 from
   0.80, else 2 — so a more certain alert is never a lower level. A non-alert is level 1 when
   ``P(alert) ≥ 0.25`` (worth a look, never posted), else 0; a window the evidence gate stopped is level 1.
@@ -79,8 +84,9 @@ EVIDENCE_PEERS = 5
 PEER_ADDRESS_MAX_CHARS = 64
 
 
-def decide(level_probs: np.ndarray, class_logits: np.ndarray,
-           max_abs_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def decide(level_probs: np.ndarray, class_logits: np.ndarray, max_abs_z: np.ndarray | None = None,
+           anomaly_score: np.ndarray | None = None,
+           anomaly_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Apply the decision rule (module docstring) to a batch of actor outputs.
 
     Parameters
@@ -92,6 +98,12 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray,
     max_abs_z : ndarray, shape (n,), optional
         Largest |z| (robust σ) of each window's statistics against its site baseline (NaN counts as 0): the
         evidence gate (:data:`ALERT_EVIDENCE_Z`). None: no gate (the actor's flag alone decides).
+    anomaly_score : ndarray, shape (n,), optional
+        The temporal scorer's calibrated anomaly probability of each window (NaN: not available). A window
+        the actor does not flag is flagged by the scorer when it reaches ``anomaly_threshold`` (module
+        docstring, "Scorer alerts"). None: the actor alone flags.
+    anomaly_threshold : float
+        The scorer's own alert quantile ``1 − q`` (:meth:`edge.observation.FusionPipeline.alert_quantile`).
 
     Returns
     -------
@@ -112,16 +124,25 @@ def decide(level_probs: np.ndarray, class_logits: np.ndarray,
         raise ValueError(f"expected level_probs (n, {ALERT_LEVELS}) and class_logits (n, C >= 2), got {p.shape} "
                          f"and {c.shape}")
     p_alert = p[:, ALERT_THRESHOLD:].sum(axis=1)
-    alert = p_alert >= 0.5
+    flag = p_alert >= 0.5
+    anomalous = np.zeros_like(flag)
+    a = np.full(p.shape[0], np.nan)
+    if anomaly_score is not None:
+        a = np.asarray(anomaly_score, dtype=np.float64).reshape(-1)
+        if a.shape != (p.shape[0],):
+            raise ValueError(f"expected anomaly_score ({p.shape[0]},), got {a.shape}")
+        anomalous = ~flag & (np.nan_to_num(a, nan=-np.inf) >= anomaly_threshold)
+    alert = flag | anomalous
     if max_abs_z is not None:
         z = np.nan_to_num(np.asarray(max_abs_z, dtype=np.float64).reshape(-1), nan=0.0)
         if z.shape != (p.shape[0],):
             raise ValueError(f"expected max_abs_z ({p.shape[0]},), got {z.shape}")
         alert &= z >= ALERT_EVIDENCE_Z
-    level = np.where(alert, 2 + (p_alert >= LEVEL_CONFIDENCE[3]) + (p_alert >= LEVEL_CONFIDENCE[4]),
-                     np.where(p_alert >= 0.5, 1, (p_alert >= LEVEL_1_FROM).astype(np.int64)))
+    level = np.where(alert & flag, 2 + (p_alert >= LEVEL_CONFIDENCE[3]) + (p_alert >= LEVEL_CONFIDENCE[4]),
+                     np.where(alert, ALERT_THRESHOLD,
+                              np.where(flag | anomalous, 1, (p_alert >= LEVEL_1_FROM).astype(np.int64))))
     cls = np.where(alert, 1 + c[:, 1:].argmax(axis=1), 0)
-    conf = np.where(alert, p_alert, 1.0 - p_alert).astype(np.float32)
+    conf = np.where(alert & flag, p_alert, np.where(alert, a, 1.0 - p_alert)).astype(np.float32)
     return level.astype(np.int64), cls.astype(np.int64), conf, alert
 
 

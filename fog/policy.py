@@ -61,11 +61,15 @@ class DefenderActor(nn.Module):
     distribution RLlib uses for ``MultiDiscrete([5, C])``.
     """
 
-    def __init__(self, config: ActorConfig | None = None) -> None:
+    def __init__(self, config: ActorConfig | None = None, anomaly_threshold: float | None = None) -> None:
         super().__init__()
         self.config = config or ActorConfig()
         c = self.config
         self.net = mlp([c.obs_dim, *c.hidden], c.n_levels + c.n_classes)
+        #: The temporal scorer's alert quantile (calibrated score, ``1 − q``) for scorer alerts
+        #: (:func:`fog.alerts.decide`); None: the actor alone flags. :meth:`load` reads it from the policy
+        #: folder's scorer.
+        self.anomaly_threshold = anomaly_threshold
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.net(obs)
@@ -89,14 +93,17 @@ class DefenderActor(nn.Module):
         return level, cls, conf
 
     @torch.no_grad()
-    def decide_all(self, obs: np.ndarray, *, evidence_gate: bool = True
+    def decide_all(self, obs: np.ndarray, *, evidence_gate: bool = True, scorer_alerts: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`decide` plus the boolean ``alert`` array ``(batch,)``.
 
         With ``evidence_gate`` (the deployment rule) a flagged window alerts only when its largest |z|
         (the Observation's ``stats_z`` part, :data:`edge.observation.OBS_SLICES`) reaches
-        :data:`fog.alerts.ALERT_EVIDENCE_Z`; without it the actor's flag alone decides (an experiments'
-        ablation). Actors of another Observation layout (``obs_dim`` ≠ :data:`OBS_DIM`) are never gated.
+        :data:`fog.alerts.ALERT_EVIDENCE_Z`; with ``scorer_alerts`` and an :attr:`anomaly_threshold`, the
+        Observation's calibrated ``score`` (where ``score_available``) also flags (off by default: measured
+        by ``marlids experiment generalization`` as "MAPPO ∨ scorer"). Without the gate the actor's flag
+        alone decides (an ablation). Actors of another Observation layout (``obs_dim`` ≠ :data:`OBS_DIM`)
+        use neither.
         """
         from fog.alerts import decide
 
@@ -110,9 +117,13 @@ class DefenderActor(nn.Module):
             return e, e.copy(), np.zeros(0, np.float32), np.zeros(0, bool)
         logits = self.forward(torch.from_numpy(x))
         lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1).numpy()
-        max_abs_z = (np.abs(x[:, OBS_SLICES["stats_z"]]).max(axis=1)
-                     if evidence_gate and self.config.obs_dim == OBS_DIM else None)
-        return decide(lv, logits[:, self.config.n_levels:].numpy(), max_abs_z)
+        layout = self.config.obs_dim == OBS_DIM
+        max_abs_z = np.abs(x[:, OBS_SLICES["stats_z"]]).max(axis=1) if evidence_gate and layout else None
+        score = None
+        if scorer_alerts and layout and self.anomaly_threshold is not None:
+            score = np.where(x[:, OBS_SLICES["score_available"].start] > 0, x[:, OBS_SLICES["score"].start], np.nan)
+        return decide(lv, logits[:, self.config.n_levels:].numpy(), max_abs_z, score,
+                      1.0 if self.anomaly_threshold is None else self.anomaly_threshold)
 
     def save(self, directory: str | Path, *, meta: dict | None = None) -> Path:
         """Write ``actor.pt`` (state dict) and ``actor.json`` (config + ``meta``) into ``directory``."""
@@ -149,8 +160,36 @@ class DefenderActor(nn.Module):
             actor.load_state_dict(state)
         except RuntimeError as exc:
             raise PolicyFileError(f"{d}: weights do not match actor.json ({exc})") from exc
+        actor.anomaly_threshold = _scorer_alert_quantile(d)
         actor.eval()
         return actor
+
+
+def _scorer_alert_quantile(directory: Path) -> float | None:
+    """``1 − q`` of the SPOT threshold of the scorer named by ``directory/fusion.json`` (the calibrated score
+    from which the scorer alone alerts, :meth:`edge.observation.FusionPipeline.alert_quantile`); None without
+    a scorer or a threshold.
+
+    Raises
+    ------
+    PolicyFileError
+        If ``fusion.json`` or the scorer's ``config.json`` is corrupt.
+    """
+    fusion = directory / "fusion.json"
+    if not fusion.is_file():
+        return None
+    try:
+        scorer_dir = json.loads(fusion.read_text()).get("scorer_dir")
+        if not scorer_dir:
+            return None
+        cfg_path = Path(scorer_dir) if Path(scorer_dir).is_absolute() else directory / scorer_dir
+        if not (cfg_path / "config.json").is_file():
+            return None
+        th = json.loads((cfg_path / "config.json").read_text()).get("threshold") or {}
+        q = th.get("params", {}).get("q") if th else None
+        return None if q is None else 1.0 - float(q)
+    except (json.JSONDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
+        raise PolicyFileError(f"{directory}: corrupt fusion.json or scorer config ({exc})") from exc
 
 
 def policy_dir(path: str | Path) -> Path:

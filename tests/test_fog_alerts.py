@@ -56,6 +56,22 @@ def test_evidence_gate_stops_a_flag_on_a_window_ordinary_for_its_site():
         decide(p, logits, np.zeros(3))
 
 
+def test_the_scorer_flags_what_the_actor_does_not_with_the_same_evidence_gate():
+    p = _probs([1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0])
+    logits = np.zeros((5, len(ATTACK_CLASSES)))
+    logits[:, ATTACK_CLASSES.index("scan")] = 1.0
+    score = np.array([0.9995, 0.99, np.nan, 0.2, 0.9999])
+    z = np.array([6.0, 6.0, 6.0, 6.0, 1.0])
+    level, cls, conf, alert = decide(p, logits, z, score, 0.999)
+    # scorer alert | below the scorer's quantile | no score yet | the actor's own alert | no evidence
+    assert alert.tolist() == [True, False, False, True, False]
+    assert level.tolist() == [2, 0, 0, 4, 1]
+    assert ATTACK_CLASSES[cls[0]] == "scan" and cls[1] == 0
+    assert conf[0] == pytest.approx(0.9995) and conf[3] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="anomaly_score"):
+        decide(p, logits, z, np.zeros(2), 0.999)
+
+
 def test_the_actor_gates_on_its_observation_stats_z():
     import torch
 
@@ -71,6 +87,32 @@ def test_the_actor_gates_on_its_observation_stats_z():
     obs[1, OBS_SLICES["stats_z"].start + 7] = -6.0
     assert actor.decide_all(obs)[3].tolist() == [False, True]
     assert actor.decide_all(obs, evidence_gate=False)[3].tolist() == [True, True]
+    # never flags; the scorer's calibrated score then alerts where it reaches the quantile
+    with torch.no_grad():
+        actor.net[-1].bias[4], actor.net[-1].bias[0] = 0.0, 20.0
+    obs[:, OBS_SLICES["score"].start], obs[:, OBS_SLICES["score_available"].start] = 1.0, [1, 1]
+    assert actor.decide_all(obs, scorer_alerts=True)[3].tolist() == [False, False]  # no threshold: the actor alone
+    actor.anomaly_threshold = 0.999
+    assert actor.decide_all(obs, scorer_alerts=True)[3].tolist() == [False, True]  # the first has no evidence
+    assert actor.decide_all(obs)[3].tolist() == [False, False]  # off by default
+
+
+def test_an_exported_policy_brings_its_scorers_alert_quantile(tmp_path):
+    import json
+    import shutil
+
+    from edge.paths import BUNDLED_POLICY
+    from fog.policy import DefenderActor, PolicyFileError
+
+    assert DefenderActor.load(BUNDLED_POLICY).anomaly_threshold == pytest.approx(0.999)
+    d = tmp_path / "p"
+    shutil.copytree(BUNDLED_POLICY, d, ignore=shutil.ignore_patterns("*.onnx", "weights.pt"))
+    (d / "fusion.json").unlink()
+    assert DefenderActor.load(d).anomaly_threshold is None  # no fusion.json: the actor alone
+    (d / "fusion.json").write_text(json.dumps({"scorer_dir": "scorer"}))
+    (d / "scorer" / "config.json").write_text("{not json")
+    with pytest.raises(PolicyFileError, match="corrupt"):
+        DefenderActor.load(d)
 
 
 def test_make_alert_refuses_an_inconsistent_decision():
