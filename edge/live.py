@@ -559,9 +559,11 @@ class LiveWindows:
         out = ctx.Queue(maxsize=OUT_QUEUE_BATCHES)
         # not daemonic: NFStream's own meter is a (daemonic) child of it; the atexit hook ends it if the
         # caller never closes this object (it runs before multiprocessing joins its children)
-        target = _file_child if self.is_file else _interface_child
+        from edge import meter_child  # the child imports it before pandas: no pyarrow there (its docstring)
+
+        target = meter_child.file_child if self.is_file else meter_child.interface_child
         self._proc = ctx.Process(target=target, args=(self.source, self.window_ms, out), daemon=False,
-                                 name=f"marlids-meter-{self.site_id}")
+                                 name=f"{meter_child.PROCESS_NAME_PREFIX}{self.site_id}")
         self._proc.start()
         atexit.register(self.close)
         l2: deque = deque()
