@@ -66,9 +66,9 @@ class DefenderActor(nn.Module):
         self.config = config or ActorConfig()
         c = self.config
         self.net = mlp([c.obs_dim, *c.hidden], c.n_levels + c.n_classes)
-        #: The temporal scorer's alert quantile (calibrated score, ``1 − q``) for scorer alerts
-        #: (:func:`fog.alerts.decide`); None: the actor alone flags. :meth:`load` reads it from the policy
-        #: folder's scorer.
+        #: The temporal scorer's alert quantile (calibrated score, ``1 − q``,
+        #: :meth:`edge.observation.FusionPipeline.alert_quantile`) for scorer alerts (:func:`fog.alerts.decide`;
+        #: set by the experiments that measure them); None: the actor alone flags.
         self.anomaly_threshold = anomaly_threshold
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -100,8 +100,9 @@ class DefenderActor(nn.Module):
         With ``evidence_gate`` (the deployment rule) a flagged window alerts only when its largest |z|
         (the Observation's ``stats_z`` part, :data:`edge.observation.OBS_SLICES`) reaches
         :data:`fog.alerts.ALERT_EVIDENCE_Z`; with ``scorer_alerts`` and an :attr:`anomaly_threshold`, the
-        Observation's calibrated ``score`` (where ``score_available``) also flags (off by default: measured
-        by ``marlids experiment generalization`` as "MAPPO ∨ scorer"). Without the gate the actor's flag
+        Observation's calibrated ``score`` (where ``score_available``) also flags (no deployment path
+        does: on networks never trained on it lowered F1, ``marlids experiment generalization``, "MAPPO ∨
+        scorer"). Without the gate the actor's flag
         alone decides (an ablation). Actors of another Observation layout (``obs_dim`` ≠ :data:`OBS_DIM`)
         use neither.
         """
@@ -160,36 +161,8 @@ class DefenderActor(nn.Module):
             actor.load_state_dict(state)
         except RuntimeError as exc:
             raise PolicyFileError(f"{d}: weights do not match actor.json ({exc})") from exc
-        actor.anomaly_threshold = _scorer_alert_quantile(d)
         actor.eval()
         return actor
-
-
-def _scorer_alert_quantile(directory: Path) -> float | None:
-    """``1 − q`` of the SPOT threshold of the scorer named by ``directory/fusion.json`` (the calibrated score
-    from which the scorer alone alerts, :meth:`edge.observation.FusionPipeline.alert_quantile`); None without
-    a scorer or a threshold.
-
-    Raises
-    ------
-    PolicyFileError
-        If ``fusion.json`` or the scorer's ``config.json`` is corrupt.
-    """
-    fusion = directory / "fusion.json"
-    if not fusion.is_file():
-        return None
-    try:
-        scorer_dir = json.loads(fusion.read_text()).get("scorer_dir")
-        if not scorer_dir:
-            return None
-        cfg_path = Path(scorer_dir) if Path(scorer_dir).is_absolute() else directory / scorer_dir
-        if not (cfg_path / "config.json").is_file():
-            return None
-        th = json.loads((cfg_path / "config.json").read_text()).get("threshold") or {}
-        q = th.get("params", {}).get("q") if th else None
-        return None if q is None else 1.0 - float(q)
-    except (json.JSONDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
-        raise PolicyFileError(f"{directory}: corrupt fusion.json or scorer config ({exc})") from exc
 
 
 def policy_dir(path: str | Path) -> Path:
