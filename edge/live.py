@@ -3,7 +3,7 @@
 Offline extraction (:func:`edge.windows.extract_windows`) sees every flow only when it expires — up to
 120 s (idle) or 1800 s (active) after its packets — which is fine for a file but would hold a live window
 open for half an hour. Here NFStream meters the interface with short *piece* timeouts
-(:data:`PIECE_IDLE_S`, :data:`PIECE_ACTIVE_S`), so every flow is handed over in pieces at most a few
+(:data:`edge.meter_child.PIECE_IDLE_S`, :data:`~edge.meter_child.PIECE_ACTIVE_S`), so every flow is handed over in pieces at most a few
 seconds old, and a stitcher joins the pieces back into the flows the offline meter would have seen
 (same 5-tuple, gap ≤ 120 s, age < 1800 s): one flow counted once per window, ``new_flows``/initiated
 counts and TCP connection attempts only in its first window, the direction of its first packet, the
@@ -22,7 +22,7 @@ checked against the bindings learnt so far rather than over the whole capture.
 NFStream runs in a forked child process of its own (it cannot be stopped from another thread while it
 waits for packets), which :meth:`close` terminates together with its meter. On an interface that child
 captures the frames itself and feeds NFStream through a FIFO with clock ticks
-(:func:`_interface_child`): NFStream's clock only moves with packets, so without ticks the last packets of
+(:func:`edge.meter_child.interface_child`): NFStream's clock only moves with packets, so without ticks the last packets of
 a window would wait for the next packet on the wire. Live capture needs CAP_NET_RAW
 (:func:`check_live_capture`) and an Ethernet-framed interface (Ethernet, Wi-Fi, veth, bridge, loopback).
 """
@@ -49,13 +49,11 @@ from types import SimpleNamespace
 import pandas as pd
 
 from edge import flows as F
+from edge import meter_child
+from edge.meter_child import _ETHERNET_ARPHRD, PIECE_ACTIVE_S, PIECE_IDLE_S
 
 log = logging.getLogger(__name__)
 
-#: NFStream idle timeout of a piece (s): a silent flow is handed over this long after its last packet.
-PIECE_IDLE_S = 2
-#: NFStream active timeout of a piece (s): a busy flow is cut this often.
-PIECE_ACTIVE_S = 5
 #: Seconds after a window's end before it closes (piece timeouts + meter scan + margin).
 DEFAULT_CLOSE_DELAY_S = float(PIECE_IDLE_S + PIECE_ACTIVE_S + 1)
 #: Flow timeouts of offline extraction, re-applied when stitching pieces (s).
@@ -65,28 +63,10 @@ FLOW_IDLE_S, FLOW_ACTIVE_S = 120, 1800
 #: this memory grows with rate × 120 s; above it the oldest such flows are forgotten early and counted
 #: (``Stitcher.forgotten_flows``): a later piece of one then starts a new flow (one more ``new_flows``).
 MAX_REMEMBERED_FLOWS = 16_384
-#: Most flow pieces waiting between NFStream's meter process and this module's metering child (NFStream's own
-#: channel holds up to 32,767, each a pickled flow with its window slices: ~200 MiB under a flood on a device
-#: whose single core cannot keep up). Above it the meter waits: a file is read more slowly, a live interface's
-#: excess packets are dropped by the kernel's capture buffer (load shedding at the source).
-METER_QUEUE_PIECES = 1024
 #: Batches (of ≤ 64 pieces) waiting between the metering child and the stitcher.
 OUT_QUEUE_BATCHES = 64
 
 
-class _BoundedQueues:
-    """A multiprocessing context whose queues hold at most ``cap`` items; everything else is ``ctx``'s. Given
-    to NFStream as its context (it has no option for its channel's size), so its meter blocks instead of
-    buffering a flood's flows in memory."""
-
-    def __init__(self, ctx, cap: int) -> None:
-        self._ctx, self._cap = ctx, cap
-
-    def Queue(self, maxsize: int = 0):  # noqa: N802 - multiprocessing's name
-        return self._ctx.Queue(maxsize=min(maxsize or self._cap, self._cap))
-
-    def __getattr__(self, name: str):
-        return getattr(self._ctx, name)
 #: Linux capability number of CAP_NET_RAW (linux/capability.h).
 CAP_NET_RAW = 13
 
@@ -143,171 +123,6 @@ def check_live_capture(iface: str, *, status_text: str | None = None) -> None:
             f"live capture on {iface} needs CAP_NET_RAW, which this process lacks (uid {os.getuid()}): run as root, "
             "or grant the capability to the interpreter: sudo setcap cap_net_raw,cap_net_admin=eip "
             "\"$(readlink -f .venv/bin/python)\"; or replay a capture with --pcap")
-
-
-# -- the metering child process ----------------------------------------------------------------------------
-
-def _piece(flow) -> tuple:
-    """A picklable summary of one NFStream flow piece."""
-    u = flow.udps
-    return (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol, flow.vlan_id, flow.src_mac,
-            flow.dst_mac, flow.bidirectional_first_seen_ms, flow.bidirectional_last_seen_ms,
-            flow.bidirectional_packets, flow.application_name, bool(flow.application_is_guessed),
-            int(flow.application_confidence), bool(u.first_syn), bool(u.synack_seen), bool(u.payload_seen),
-            dict(u.slices))
-
-
-def _freeze_heap() -> None:
-    """Move every object of this child into the garbage collector's permanent generation (:func:`gc.freeze`).
-
-    NFStream forks its meter process from this child. The collector of a forked process writes to the header
-    of every object it visits, so the pages of the imported modules (pandas, pyarrow, nfstream) would be
-    copied into the meter one by one; frozen objects are never visited. Measured with
-    ``benchmarks/bench_edge_flood.py``: the meter and this child together 17 MiB smaller (PSS, a 60 s flood).
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
-def _file_child(source: str, window_ms: int, out) -> None:
-    """Child process: meter a capture file in pieces and put them (lists of :func:`_piece`) on ``out``."""
-    from nfstream import NFStreamer
-
-    os.setpgrp()  # own process group with NFStream's meter: the parent ends both with one killpg
-    _freeze_heap()
-    try:
-        streamer = NFStreamer(source=source, decode_tunnels=True, promiscuous_mode=True, snapshot_length=1536,
-                              idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S, accounting_mode=1,
-                              udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
-                              statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
-        streamer._mp_context = _BoundedQueues(streamer._mp_context, METER_QUEUE_PIECES)
-        _pump(streamer, out)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
-#: Interface types (/sys/class/net/IF/type, ARPHRD_*) whose frames are Ethernet: ether, loopback.
-_ETHERNET_ARPHRD = {1, 772}
-#: Meter clock tick: a packet NFStream meters but no window can use (group source MAC, 0.0.0.0 → 0.0.0.0,
-#: IP protocol 253 "experimentation", RFC 3692), written when the interface is quiet for :data:`TICK_S`.
-TICK_S = 0.5
-_TICK_PROTO = 253
-
-
-def _tick_frame() -> bytes:
-    import struct
-
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20, 0, 0, 1, _TICK_PROTO, 0, bytes(4), bytes(4)))
-    csum = sum(struct.unpack("!10H", ip))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    struct.pack_into("!H", ip, 10, ~csum & 0xFFFF)
-    return b"\xff" * 6 + b"\x03\x00\x00\x00\x00\x00" + b"\x08\x00" + bytes(ip)
-
-
-def _is_tick(p: tuple) -> bool:
-    return p[4] == _TICK_PROTO and p[0] == "0.0.0.0" and p[2] == "0.0.0.0"
-
-
-def _l2_frame(data: bytes, ts: float, size: int):
-    """An :class:`~edge.capture.ArpFrame` or :class:`~edge.capture.L2Frame` of a non-IP Ethernet frame, else None."""
-    from edge.capture import L2Frame, _parse_arp
-
-    if len(data) < 14:
-        return None
-    off, ethertype = 12, int.from_bytes(data[12:14], "big")
-    while ethertype in (0x8100, 0x88A8) and len(data) >= off + 6:
-        off += 4
-        ethertype = int.from_bytes(data[off:off + 2], "big")
-    if ethertype == 0x0806:
-        return _parse_arp(data[off + 2:], ts, size)
-    if ethertype in (0x0800, 0x86DD):
-        return None
-    return L2Frame(ts, data[6:12].hex(":"), data[0:6].hex(":"), ethertype if ethertype >= 0x0600 else 0, size)
-
-
-def _interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> None:
-    """Child process for a live interface.
-
-    NFStream's clock is the time of the packets it meters and it has no timer of its own, so on a quiet
-    interface a finished flow would wait for the next packet to expire. This process therefore captures
-    the interface itself (an AF_PACKET socket, promiscuous) and feeds NFStream a pcap stream through a FIFO,
-    adding a *tick* packet (:func:`_tick_frame`) whenever the interface was quiet for :data:`TICK_S`;
-    the stitcher drops the tick flows. Non-IP frames (ARP, EAPOL, …) go straight to the parent.
-    """
-    import shutil
-    import socket
-    import struct
-    import tempfile
-
-    from nfstream import NFStreamer
-
-    os.setpgrp()  # own process group with NFStream's meter: the parent ends both with one killpg
-    _freeze_heap()
-    tmp = tempfile.mkdtemp(prefix="marlids-live-")
-    out.put(("tmpdir", tmp))
-    try:
-        fifo = os.path.join(tmp, "capture.pcap")
-        os.mkfifo(fifo, 0o600)
-        header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # pcap, µs, LINKTYPE_ETHERNET
-        header_only = os.path.join(tmp, "header-only.pcap")  # a regular file for NFStream's source check
-        with open(header_only, "wb") as fh:
-            fh.write(header)
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
-        sock.bind((iface, 0))
-        mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), 1, 0, b"")  # PACKET_MR_PROMISC
-        sock.setsockopt(263, 1, mreq)  # SOL_PACKET, PACKET_ADD_MEMBERSHIP
-        sock.settimeout(TICK_S)
-        tick = _tick_frame()
-
-        def capture() -> None:
-            with open(fifo, "wb", buffering=0) as pipe:  # blocks until NFStream's meter opens it
-                pipe.write(header)
-                l2, last_l2 = [], time.monotonic()
-                while True:
-                    try:
-                        data = sock.recv(65535)
-                        ts = time.time()
-                    except TimeoutError:
-                        data, ts = tick, time.time()
-                    n = min(len(data), snaplen)
-                    sec = int(ts)
-                    pipe.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), n, len(data)) + data[:n])
-                    if data is not tick:
-                        fr = _l2_frame(data, ts, len(data))
-                        if fr is not None:
-                            l2.append(fr)
-                    if l2 and time.monotonic() - last_l2 > 0.1:
-                        out.put(("l2", l2))
-                        l2, last_l2 = [], time.monotonic()
-
-        threading.Thread(target=capture, daemon=True).start()
-        streamer = NFStreamer(source=header_only, decode_tunnels=True, promiscuous_mode=True,
-                              snapshot_length=snaplen, idle_timeout=PIECE_IDLE_S, active_timeout=PIECE_ACTIVE_S,
-                              accounting_mode=1, udps=F.WindowSlices(window_ms=window_ms), n_dissections=20,
-                              statistical_analysis=False, splt_analysis=0, n_meters=1, performance_report=0)
-        streamer._source = fifo  # NFStream accepts only regular files; libpcap reads the FIFO as a pcap stream
-        streamer._mp_context = _BoundedQueues(streamer._mp_context, METER_QUEUE_PIECES)
-        _pump(streamer, out)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _pump(streamer, out) -> None:
-    """Put the pieces of ``streamer`` on ``out`` in small batches (at most 0.1 s old), then ``end``."""
-    batch, last = [], time.monotonic()
-    for flow in streamer:
-        p = _piece(flow)
-        if not _is_tick(p):
-            batch.append(p)
-        if batch and (len(batch) >= 64 or time.monotonic() - last > 0.1):
-            out.put(("pieces", batch))
-            batch, last = [], time.monotonic()
-    out.put(("pieces", batch))
-    out.put(("end", None))
 
 
 # -- stitching ---------------------------------------------------------------------------------------------
@@ -392,7 +207,7 @@ class Stitcher:
         self.retired: list[_Flow] = []  # replaced flows (idle or active timeout) still holding slices
 
     def add(self, p: tuple) -> None:
-        """Take one piece (:func:`_piece`)."""
+        """Take one piece (:func:`edge.meter_child._piece`)."""
         (src, sport, dst, dport, proto, vlan, smac, dmac, first, last, pkts, app, guessed, conf, fsyn, synack,
          payload, slices) = p
         self.clock_ms = max(self.clock_ms, last)
@@ -559,8 +374,6 @@ class LiveWindows:
         out = ctx.Queue(maxsize=OUT_QUEUE_BATCHES)
         # not daemonic: NFStream's own meter is a (daemonic) child of it; the atexit hook ends it if the
         # caller never closes this object (it runs before multiprocessing joins its children)
-        from edge import meter_child  # the child imports it before pandas: no pyarrow there (its docstring)
-
         target = meter_child.file_child if self.is_file else meter_child.interface_child
         self._proc = ctx.Process(target=target, args=(self.source, self.window_ms, out), daemon=False,
                                  name=f"{meter_child.PROCESS_NAME_PREFIX}{self.site_id}")
