@@ -89,7 +89,7 @@ def _wm(site: str, t_end: float, seq: int, learning: bool | None = None) -> pb.W
 
 def test_tick_closes_when_every_site_has_sent_its_watermark(rig):
     coord, outbox, _, acks = rig
-    coord.observation("ea", _obs("a", "10.0.0.1", 1000, 1, 5.0))
+    coord.observation("ea", _obs("a", "10.0.0.1", 1000, 1, 9.0))  # ≥ 8 σ: a level-4 alert keeps its level
     coord.observation("ea", _obs("a", "10.0.0.2", 1000, 2, 0.0))
     coord.watermark("ea", _wm("a", 1005, 3))
     assert coord.stats()["open_ticks"] == 1 and acks["ea"] == [], "site b has not finished the slot yet"
@@ -104,7 +104,7 @@ def test_tick_closes_when_every_site_has_sent_its_watermark(rig):
     assert aid == alert_id("a", "10.0.0.1", 1000.0) == alert["alert_id"]
     assert (alert["level"], alert["attack_class"], alert["technique_ids"], alert["ts"]) == (4, "flood", ["T1498"], 1005.0)
     top = alert["evidence"]["top_features"][0]
-    assert top == {"name": "pkts", "value": 50.0, "baseline": 2.0, "baseline_std": 1.0, "z": 5.0}
+    assert top == {"name": "pkts", "value": 90.0, "baseline": 2.0, "baseline_std": 1.0, "z": 9.0}
     assert alert["evidence"]["baseline_scope"] == "device"
     assert alert["evidence"]["protocol_summary"] == "UDP out." and alert["policy_version"] == "test@1"
     assert outbox.committed_positions() == {"ea": 3, "eb": 2}
