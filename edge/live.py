@@ -3,11 +3,12 @@
 Offline extraction (:func:`edge.windows.extract_windows`) sees every flow only when it expires — up to
 120 s (idle) or 1800 s (active) after its packets — which is fine for a file but would hold a live window
 open for half an hour. Here NFStream meters the interface with short *piece* timeouts
-(:data:`edge.meter_child.PIECE_IDLE_S`, :data:`~edge.meter_child.PIECE_ACTIVE_S`), so every flow is handed over in pieces at most a few
-seconds old, and a stitcher joins the pieces back into the flows the offline meter would have seen
-(same 5-tuple, gap ≤ 120 s, age < 1800 s): one flow counted once per window, ``new_flows``/initiated
-counts and TCP connection attempts only in its first window, the direction of its first packet, the
-inter-arrival time across a piece boundary, the best nDPI classification so far. A window
+(:data:`edge.meter_child.PIECE_IDLE_S`, :data:`~edge.meter_child.PIECE_ACTIVE_S`), so every flow is
+handed over in pieces at most a few seconds old, and a stitcher joins the pieces back into the flows the
+offline meter would have seen (same 5-tuple, gap ≤ 120 s, age < 1800 s): one flow counted once per
+window, ``new_flows``/initiated counts and TCP connection attempts only in its first window, the
+direction of its first packet, the inter-arrival time across a piece boundary, the best nDPI
+classification so far. A window
 ``[t, t + w)`` closes when the capture clock passes ``t + w + close_delay_s`` (default
 :data:`DEFAULT_CLOSE_DELAY_S`, enough for any piece holding its packets to have expired); its windows go
 through the same :class:`~edge.windows.WindowBuilder` as offline extraction. Packets of a window that
@@ -19,11 +20,11 @@ piece was too short to classify can carry a weaker (guessed) application name in
 SYN-ACK arriving in a later piece than its SYN counts as a failed connection; ARP IP↔MAC conflicts are
 checked against the bindings learnt so far rather than over the whole capture.
 
-NFStream runs in a forked child process of its own (it cannot be stopped from another thread while it
-waits for packets), which :meth:`close` terminates together with its meter. On an interface that child
-captures the frames itself and feeds NFStream through a FIFO with clock ticks
-(:func:`edge.meter_child.interface_child`): NFStream's clock only moves with packets, so without ticks the last packets of
-a window would wait for the next packet on the wire. Live capture needs CAP_NET_RAW
+NFStream runs in a spawned child process of its own (:mod:`edge.meter_child`; it cannot be stopped from
+another thread while it waits for packets), which :meth:`close` terminates together with its meter. On an
+interface that child captures the frames itself and feeds NFStream through a FIFO with clock ticks
+(:func:`edge.meter_child.interface_child`): NFStream's clock only moves with packets, so without ticks the
+last packets of a window would wait for the next packet on the wire. Live capture needs CAP_NET_RAW
 (:func:`check_live_capture`) and an Ethernet-framed interface (Ethernet, Wi-Fi, veth, bridge, loopback).
 """
 
@@ -50,7 +51,7 @@ import pandas as pd
 
 from edge import flows as F
 from edge import meter_child
-from edge.meter_child import _ETHERNET_ARPHRD, PIECE_ACTIVE_S, PIECE_IDLE_S
+from edge.meter_child import ETHERNET_ARPHRD, PIECE_ACTIVE_S, PIECE_IDLE_S
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def check_live_capture(iface: str, *, status_text: str | None = None) -> None:
         have = ", ".join(sorted(p.name for p in net.iterdir()))
         raise ValueError(f"--iface {iface!r}: no such network interface (this host has: {have})")
     kind = net / iface / "type"
-    if kind.is_file() and int(kind.read_text().strip() or 0) not in _ETHERNET_ARPHRD:
+    if kind.is_file() and int(kind.read_text().strip() or 0) not in ETHERNET_ARPHRD:
         raise ValueError(f"--iface {iface!r}: not an Ethernet-framed interface (type {kind.read_text().strip()}); "
                          "capture on the bridge or physical port instead")
     if not has_cap_net_raw(status_text):

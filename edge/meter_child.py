@@ -83,7 +83,9 @@ def _freeze_heap() -> None:
 
 
 def file_child(source: str, window_ms: int, out) -> None:
-    """Child process: meter a capture file in pieces and put them (lists of :func:`_piece`) on ``out``."""
+    """Child process: meter the capture file ``source`` with NFStream in pieces (windows of ``window_ms``
+    ms) and put them on the queue ``out``: ``("pieces", [piece, …])`` batches (:func:`_piece`), then
+    ``("end", None)``. Never raises: an error is put on ``out`` as ``("error", "Type: message")``."""
     from nfstream import NFStreamer
 
     from edge import flows as F
@@ -102,7 +104,7 @@ def file_child(source: str, window_ms: int, out) -> None:
 
 
 #: Interface types (/sys/class/net/IF/type, ARPHRD_*) whose frames are Ethernet: ether, loopback.
-_ETHERNET_ARPHRD = {1, 772}
+ETHERNET_ARPHRD = {1, 772}
 #: Meter clock tick: a packet NFStream meters but no window can use (group source MAC, 0.0.0.0 → 0.0.0.0,
 #: IP protocol 253 "experimentation", RFC 3692), written when the interface is quiet for :data:`TICK_S`.
 TICK_S = 0.5
@@ -147,7 +149,9 @@ def interface_child(iface: str, window_ms: int, out, snaplen: int = 1536) -> Non
     interface a finished flow would wait for the next packet to expire. This process therefore captures
     the interface itself (an AF_PACKET socket, promiscuous) and feeds NFStream a pcap stream through a FIFO,
     adding a *tick* packet (:func:`_tick_frame`) whenever the interface was quiet for :data:`TICK_S`;
-    the stitcher drops the tick flows. Non-IP frames (ARP, EAPOL, …) go straight to the parent.
+    the stitcher drops the tick flows. Non-IP frames (ARP, EAPOL, …) go straight to the parent as
+    ``("l2", [frame, …])``; pieces, ``end`` and errors as in :func:`file_child` (never raises), plus
+    ``("tmpdir", path)`` first. ``snaplen``: bytes kept of each frame.
     """
     import shutil
     import socket

@@ -326,6 +326,7 @@ class MarlDetector:
         final = train(args, prepared=(self.pipe_, traces), initial_state=self.state_ if fine_tune else None)
         self.state_ = final["defender_state"]
         self.actor_ = DefenderActor.load(final["policy_dir"])
+        self.actor_.anomaly_threshold = self.pipe_.alert_quantile()  # for scorer alerts (with_scorer_alerts)
         self.policy_dir_ = final["policy_dir"]
         self.train_seconds_ += final["train_seconds"]
         return self
@@ -354,9 +355,8 @@ class MarlDetector:
 
     def _decide(self, v: np.ndarray):
         """The fog's rule (:meth:`fog.policy.DefenderActor.decide_all`) on Observations ``v`` ``(m, OBS_DIM)``,
-        with or without the evidence gate and the scorer's alerts (the scorer's alert quantile is that of
-        :class:`ScorerDetector`)."""
-        self.actor_.anomaly_threshold = self.pipe_.alert_quantile()
+        with or without the evidence gate and the scorer's alerts (the scorer's alert quantile, set by
+        :meth:`fit`, is that of :class:`ScorerDetector`)."""
         return self.actor_.decide_all(v, evidence_gate=self.evidence_gate, scorer_alerts=self.scorer_alerts)
 
     def with_scorer_alerts(self) -> MarlDetector:

@@ -61,7 +61,7 @@ class DefenderActor(nn.Module):
     distribution RLlib uses for ``MultiDiscrete([5, C])``.
     """
 
-    def __init__(self, config: ActorConfig | None = None, anomaly_threshold: float | None = None) -> None:
+    def __init__(self, config: ActorConfig | None = None) -> None:
         super().__init__()
         self.config = config or ActorConfig()
         c = self.config
@@ -69,7 +69,7 @@ class DefenderActor(nn.Module):
         #: The temporal scorer's alert quantile (calibrated score, ``1 − q``,
         #: :meth:`edge.observation.FusionPipeline.alert_quantile`) for scorer alerts (:func:`fog.alerts.decide`;
         #: set by the experiments that measure them); None: the actor alone flags.
-        self.anomaly_threshold = anomaly_threshold
+        self.anomaly_threshold: float | None = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.net(obs)
