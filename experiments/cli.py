@@ -49,6 +49,8 @@ def generalization(
                                      "'sites' (each fold tests a third of them, stratified by data set, and "
                                      "trains on the rest) or 'dataset' (IoT Sentinel against O'Connor + Kitsune: "
                                      "a model tested on a device set-up never saw one)."),
+    aux_coeff: float = typer.Option(0.0, "--aux-coeff", min=0.0, help="Weight of the supervised auxiliary loss of "
+                                    "every MAPPO run (marlids train mappo --aux-coeff; 0: PPO alone)."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -63,7 +65,7 @@ def generalization(
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
     try:
         _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams,
-             public_split=public_split, out_root=out)
+             public_split=public_split, aux_coeff=aux_coeff, out_root=out)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--families/--folds/--public-split") from None
 

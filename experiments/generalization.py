@@ -93,8 +93,8 @@ def _without_family(src, family: str):
     return subset(src, ~drop, f"{src.name}-{family}")
 
 
-def _mappo(quick: bool, seed: int, out: Path, name: str):
-    return mappo_args(quick, seed, out, exp_name=name, **({} if quick else BUNDLE_SETTINGS))
+def _mappo(quick: bool, seed: int, out: Path, name: str, **overrides):
+    return mappo_args(quick, seed, out, exp_name=name, **({} if quick else BUNDLE_SETTINGS), **overrides)
 
 
 #: Ways to hold public benign sites out (module docstring).
@@ -134,8 +134,8 @@ def _mix_benign(mix: str) -> str:
 
 
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
-        families: Sequence[str] | None = None, public_split: str = "sites", out_root: Path | None = None,
-        progress=None) -> Path:
+        families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.0,
+        out_root: Path | None = None, progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
     Parameters
@@ -152,6 +152,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
         Default: quick ``("scan",)``, full all five.
     public_split : {"sites", "dataset"}, default "sites"
         How benign public sites are held out (module docstring).
+    aux_coeff : float, default 0
+        ``MappoArgs.aux_coeff`` of every MAPPO run (the supervised auxiliary loss, :mod:`training.mappo.learner`).
 
     Raises
     ------
@@ -195,7 +197,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 "scorer_epochs": epochs, "seq_len": 10}
     per_window, per_site, public_rows, loto_rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
-        settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization")
+        settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization", aux_coeff=aux_coeff)
         cites = {f"range/{n}": s.citation for n, s in net_src.items()} | {s: v.citation for s, v in pub_src.items()}
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
         for s in range(seed, seed + n_seeds):
@@ -211,7 +213,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
-                mappo = MarlDetector(_mappo(quick, s, Path(tmp), "generalization"), scorer).fit(train)
+                args = _mappo(quick, s, Path(tmp), "generalization", aux_coeff=aux_coeff)
+                mappo = MarlDetector(args, scorer).fit(train)
                 dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
                         scorer, RandomForestDetector(seed=s).fit(train),
                         RandomForestDetector(seed=s, site_standardised=True).fit(train),
@@ -257,7 +260,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s}: leave-technique-out {family}")
                 train = concat([_without_family(b, family) for b in base])
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                mappo = MarlDetector(_mappo(quick, s, Path(tmp), f"loto_{family}"), scorer).fit(train)
+                args = _mappo(quick, s, Path(tmp), f"loto_{family}", aux_coeff=aux_coeff)
+                mappo = MarlDetector(args, scorer).fit(train)
                 dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
                 for n in held:
                     src = net_src[n]

@@ -58,6 +58,10 @@ class MappoArgs:
     entropy_coeff: float = setting(0.01, min=0.0, help="Entropy bonus of the PPO loss (weight of the exploration term).")
     vf_loss_coeff: float = 0.5
     """value-loss weight"""
+    aux_coeff: float = setting(0.0, min=0.0,
+                               help="Weight of the supervised auxiliary loss on the defender actor (cross-entropy "
+                                    "of P(alert) against each window's label and of its class logits against "
+                                    "the attack class; training.mappo.learner); 0: PPO's loss alone.")
     centralized_critic: bool = setting(True, help="MAPPO (critic on all defenders' Observations, the default) or IPPO "
                                                   "(critic on the own Observation).")
     actor_hidden: tuple[int, ...] = (128, 64)
@@ -90,7 +94,7 @@ class MappoArgs:
 def defender_model_config(args: MappoArgs) -> dict:
     """``model_config`` of :class:`training.mappo.module.MappoDefenderModule`."""
     return {"actor_hidden": tuple(args.actor_hidden), "critic_hidden": tuple(args.critic_hidden),
-            "centralized_critic": args.centralized_critic}
+            "centralized_critic": args.centralized_critic, "supervised_target": args.aux_coeff > 0}
 
 
 def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
@@ -112,6 +116,7 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from training.mappo.callbacks import DetectionMetrics
+    from training.mappo.learner import AUX_COEFF_KEY, MappoLearner
     from training.mappo.module import MappoDefenderModule
 
     dspec = RLModuleSpec(module_class=MappoDefenderModule, model_config=defender_model_config(args),
@@ -127,7 +132,8 @@ def build_config(args: MappoArgs, env_name: str, mapping_fn, spaces: dict):
         .environment(env_name)
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner,
                      rollout_fragment_length="auto", num_cpus_per_env_runner=1)
-        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
+        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner,
+                  learner_class=MappoLearner, learner_config_dict={AUX_COEFF_KEY: args.aux_coeff})
         .training(train_batch_size_per_learner=args.train_batch_size, minibatch_size=args.minibatch_size,
                   num_epochs=args.num_epochs, lr=args.lr, gamma=args.gamma, lambda_=args.lambda_,
                   clip_param=args.clip_param, entropy_coeff=args.entropy_coeff, vf_loss_coeff=args.vf_loss_coeff,

@@ -23,7 +23,9 @@ class MappoDefenderModule(TorchRLModule, ValueFunctionAPI):
     (exported as is for the fog coordinator). ``model_config``:
 
     * ``actor_hidden`` (tuple, default (128, 64)), ``critic_hidden`` (tuple, default (256, 128)),
-    * ``centralized_critic`` (bool, default True): False gives IPPO (critic on the own Observation).
+    * ``centralized_critic`` (bool, default True): False gives IPPO (critic on the own Observation),
+    * ``supervised_target`` (bool, default False): ``obs`` ends with the target slot of the supervised
+      auxiliary loss (:mod:`training.mappo.learner`), which neither the actor nor the critic reads.
     """
 
     @override(TorchRLModule)
@@ -31,11 +33,13 @@ class MappoDefenderModule(TorchRLModule, ValueFunctionAPI):
         cfg = self.model_config or {}
         self.actor = DefenderActor(ActorConfig(hidden=tuple(cfg.get("actor_hidden", (128, 64)))))
         self.centralized = bool(cfg.get("centralized_critic", True))
-        critic_in = self.observation_space.shape[0] if self.centralized else OBS_DIM
+        #: entries the critic reads: all but the target slot (centralized), or the own Observation
+        self.critic_in = (self.observation_space.shape[0] - int(bool(cfg.get("supervised_target", False)))
+                          if self.centralized else OBS_DIM)
         levels, classes = (int(n) for n in self.action_space.nvec)
         self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=[levels, classes])
         if not self.inference_only:
-            self.critic = mlp([critic_in, *cfg.get("critic_hidden", (256, 128))], 1)
+            self.critic = mlp([self.critic_in, *cfg.get("critic_hidden", (256, 128))], 1)
 
     @override(RLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -44,4 +48,4 @@ class MappoDefenderModule(TorchRLModule, ValueFunctionAPI):
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None):
         obs = batch[Columns.OBS]
-        return self.critic(obs if self.centralized else obs[..., :OBS_DIM]).squeeze(-1)
+        return self.critic(obs[..., :self.critic_in]).squeeze(-1)

@@ -204,7 +204,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
     def make_env(_cfg=None):
         return RllibIdsEnv({"env": MarlIdsEnv(train_ts, n_defenders=args.n_defenders, max_steps=args.max_steps,
                                               attack_budget=args.attack_budget,
-                                              rewards=RewardConfig(class_bonus=args.class_bonus))})
+                                              rewards=RewardConfig(class_bonus=args.class_bonus)),
+                            "supervised_target": args.aux_coeff > 0})
 
     if not ray.is_initialized():
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
@@ -260,7 +261,8 @@ def train(args: MappoArgs, on_iteration: Callable[[int, dict], None] | None = No
             for mid in ("defender", "attacker"):
                 m = lr.get(mid, {})
                 for k_src, k_dst in (("entropy", "entropy"), ("policy_loss", "policy_loss"),
-                                     ("vf_loss", "value_loss"), ("vf_explained_var", "explained_variance")):
+                                     ("vf_loss", "value_loss"), ("vf_explained_var", "explained_variance"),
+                                     ("aux_alert_bce", "aux_alert_bce"), ("aux_class_ce", "aux_class_ce")):
                     if k_src in m:
                         scalars[f"losses/{mid}_{k_dst}"] = float(m[k_src])
             scalars.update({f"charts/{k}": v for k, v in league.after_iteration(algo, it).items()})
