@@ -138,7 +138,11 @@ class _Timed:
 
 
 def child(pcap: Path, fog: str, out: Path, tmp: Path) -> None:
-    """The edge under test (in its own pinned process)."""
+    """The edge under test (in its own pinned process), set up as ``marlids edge run`` sets itself up."""
+    from edge.footprint import block_pyarrow, limit_malloc_arenas
+
+    limit_malloc_arenas()
+    block_pyarrow()
     from edge.daemon import EdgeConfig, EdgeDaemon
     from edge.live import DEFAULT_CLOSE_DELAY_S, LiveWindows
     from edge.transport.tls import resolve_security

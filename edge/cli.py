@@ -278,6 +278,12 @@ def run(
     """
     from dataclasses import replace
 
+    from edge.footprint import block_pyarrow, limit_malloc_arenas
+
+    limit_malloc_arenas()  # a long-running process with several threads: edge.footprint
+    if cfg.windows_out is None:  # only --windows-out writes Parquet
+        block_pyarrow()
+
     from rich.console import Console
 
     from edge.daemon import run_edge

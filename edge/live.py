@@ -51,6 +51,7 @@ import pandas as pd
 
 from edge import flows as F
 from edge import meter_child
+from edge.footprint import release_free_memory
 from edge.meter_child import ETHERNET_ARPHRD, PIECE_ACTIVE_S, PIECE_IDLE_S
 
 log = logging.getLogger(__name__)
@@ -356,12 +357,21 @@ class LiveWindows:
         self._tmpdir: str | None = None
 
     def _start_l2(self, sink: deque) -> float | None:
-        """Capture start (epoch s); for a file, also its ARP and other non-IP frames, in time order."""
-        from edge.capture import scan_capture
+        """Capture start (epoch s); for a file, also its ARP and other non-IP frames, in time order.
 
+        The pass over a file (:func:`edge.capture.scan_capture`) runs in a short-lived spawned process: the
+        capture reader it uses (scapy) loads some 20 MiB of tables, its MAC-vendor database among them, that
+        the long-running daemon would keep for nothing. Its errors (:class:`edge.capture.CaptureError`) are
+        raised here as they are.
+        """
         if not self.is_file:
             return time.time()
-        scan = scan_capture(self.source)
+        from concurrent.futures import ProcessPoolExecutor
+
+        from edge.capture import scan_capture
+
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            scan = pool.submit(scan_capture, self.source).result()
         sink.extend(sorted(scan.arp + scan.l2, key=lambda f: f.ts))
         return scan.first_ts
 
@@ -434,6 +444,7 @@ class LiveWindows:
                     yield (k + 1) * self.window_ms / 1000.0, self._close(k, stitcher, l2, l2_lock, mac_ip, ip_mac,
                                                                           windows_frame)
                 next_k = through + 1
+                release_free_memory()  # the closed slots' flows are garbage now (edge.footprint)
                 self.late_packets = stitcher.late_packets
                 self.forgotten_flows = stitcher.forgotten_flows
                 if ended:

@@ -8,29 +8,28 @@ This module imports only the standard library at load time.
 **No pyarrow here.** The child only moves tuples; it never builds a table. NFStream imports pandas, and pandas
 imports pyarrow whenever pyarrow is installed (pandas ≥ 3 backs its string type with it): about 35 MiB of
 resident memory in this child, and again in the NFStream meter process forked from it. A freshly spawned child
-unpickles its target — a function of this module — before anything imports pandas; the module then marks
-pyarrow unavailable in that process (``sys.modules["pyarrow"] = None``, Python's documented way to make an
-import fail, which pandas treats as "not installed"). The parent and every other process keep pyarrow.
+unpickles its target — a function of this module — before anything imports pandas; the module then makes
+pyarrow unavailable in that process (:func:`edge.footprint.block_pyarrow`). ``marlids edge run`` does the same
+in the daemon unless it writes ``--windows-out``.
 Measured with ``benchmarks/bench_edge_flood.py`` (a 60 s flood): the whole edge 358 → 341 MiB PSS
-(``docs/deploy.md``, "Under a flood").
+(``docs/deploy.md``, "Under a flood", with the figures since).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 import threading
 import time
+
+from edge.footprint import block_pyarrow
 
 #: Name prefix of the metering child process (given by :class:`edge.live.LiveWindows`; a spawned child takes
 #: its name before it unpickles its target).
 PROCESS_NAME_PREFIX = "marlids-meter-"
-#: True when this process is a metering child whose pandas will run without pyarrow.
-PYARROW_BLOCKED = (mp.current_process().name.startswith(PROCESS_NAME_PREFIX)
-                   and "pandas" not in sys.modules and "pyarrow" not in sys.modules)
-if PYARROW_BLOCKED:
-    sys.modules["pyarrow"] = None  # type: ignore[assignment]
+#: True when this process is a metering child whose pandas will run without pyarrow
+#: (:func:`edge.footprint.block_pyarrow`).
+PYARROW_BLOCKED = mp.current_process().name.startswith(PROCESS_NAME_PREFIX) and block_pyarrow()
 
 #: NFStream idle timeout of a piece (s): a silent flow is handed over this long after its last packet.
 PIECE_IDLE_S = 2

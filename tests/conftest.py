@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas  # noqa: F401 - first: `marlids edge run` invoked in this process then never blocks pyarrow here
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

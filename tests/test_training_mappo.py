@@ -175,13 +175,75 @@ def test_discount_and_entropy_flags_reach_the_rllib_config(monkeypatch, tmp_path
 
     monkeypatch.setattr(mappo_train, "train", record)
     res = CliRunner().invoke(app, ["train", "mappo", "--gamma", "0.5", "--entropy-coeff", "0.03",
-                                   "--iterations", "1", "--out-dir", str(tmp_path)])
+                                   "--aux-coeff", "0.25", "--iterations", "1", "--out-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     args = captured["args"]
-    assert (args.gamma, args.entropy_coeff) == (0.5, 0.03)
+    assert (args.gamma, args.entropy_coeff, args.aux_coeff) == (0.5, 0.03, 0.25)
     box = gym.spaces.Box(-1, 1, (OBS_DIM,))
     cfg = build_config(args, "env", lambda *a, **k: "defender",
                        {"defender": (box, gym.spaces.MultiDiscrete([5, 7])), "attacker": (box, gym.spaces.Discrete(3))})
     assert (cfg.gamma, cfg.entropy_coeff) == (0.5, 0.03)
+    from training.mappo.learner import AUX_COEFF_KEY, MappoLearner
+
+    assert cfg.learner_class is MappoLearner and cfg.learner_config_dict[AUX_COEFF_KEY] == 0.25
     bad = CliRunner().invoke(app, ["train", "mappo", "--gamma", "1.5"])
     assert bad.exit_code != 0 and "gamma" in bad.output
+
+
+def test_auxiliary_loss_terms():
+    """training/mappo/learner.py: BCE of P(alert) (levels ≥ 2) against the label, CE of the class logits on
+    malicious steps only, both over the loss mask's steps."""
+    from training.mappo.learner import auxiliary_loss
+
+    logits = torch.zeros(4, 5 + 7)  # P(alert) = 3/5, every class 1/7
+    target = torch.tensor([0.0, 2.0, 0.0, 5.0])
+    bce, ce = auxiliary_loss(logits, target)
+    assert bce.item() == pytest.approx(-(np.log(0.4) + np.log(0.6)) / 2, rel=1e-5)
+    assert ce.item() == pytest.approx(np.log(7), rel=1e-5)
+    bce, ce = auxiliary_loss(logits, target, torch.tensor([True, False, True, False]))  # benign steps only
+    assert bce.item() == pytest.approx(-np.log(0.4), rel=1e-5) and ce.item() == 0.0
+    sure = logits.clone()
+    sure[:, 4] = 20.0  # level 4 for every step: right on the malicious ones, wrong on the benign
+    sure[1, 5 + 2] = sure[3, 5 + 5] = 20.0
+    bce_sure, ce_sure = auxiliary_loss(sure, target, torch.tensor([False, True, False, True]))
+    assert bce_sure.item() < 1e-6 and ce_sure.item() < 1e-6
+    assert auxiliary_loss(sure, target)[0].item() > 5.0
+
+
+def test_supervised_target_slot_is_seen_by_the_loss_only():
+    """RllibIdsEnv(supervised_target=True) ends each defender's vector with the observed window's attack class
+    (0 = benign), aligned with the env's infos; the module's actor and critic ignore that slot."""
+    from gymnasium import spaces
+
+    from fog.attacks import ATTACK_CLASSES
+    from fog.env import MarlIdsEnv
+    from tests.test_fog_env import make_traces
+    from training.mappo.env import RllibIdsEnv
+    from training.mappo.module import MappoDefenderModule
+
+    n = 2
+    env = RllibIdsEnv({"env": MarlIdsEnv(make_traces(), n_defenders=n, max_steps=60), "supervised_target": True})
+    assert env.observation_spaces["defender_0"].shape == ((n + 1) * OBS_DIM + 1,)
+    obs, infos = env.reset(seed=0)
+    seen = set()
+    for t in range(60):
+        for a in ("defender_0", "defender_1"):
+            want = infos[a]["attack_class"] if infos[a]["label"] else 0
+            assert obs[a][-1] == want and obs[a].shape == ((n + 1) * OBS_DIM + 1,)
+            seen.add(int(want))
+        act = {a: np.array([0, 0]) for a in ("defender_0", "defender_1")} | {"attacker_0": 1 + (t % 2)}
+        obs, _, _, trunc, infos = env.step(act)
+        if trunc["__all__"]:
+            break
+    assert len(seen) >= 2  # benign and at least one attack class went by
+    plain = RllibIdsEnv({"env": MarlIdsEnv(make_traces(), n_defenders=n, max_steps=60)})
+    assert plain.observation_spaces["defender_0"].shape == ((n + 1) * OBS_DIM,)
+    module = MappoDefenderModule(observation_space=env.observation_spaces["defender_0"],
+                                 action_space=spaces.MultiDiscrete([5, len(ATTACK_CLASSES)]),
+                                 model_config={"supervised_target": True})
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, (n + 1) * OBS_DIM + 1)).astype(np.float32))
+    x2 = x.clone()
+    x2[:, -1] += 3.0
+    assert torch.equal(module.compute_values({"obs": x}), module.compute_values({"obs": x2}))
+    assert torch.equal(module.forward_inference({"obs": x})["action_dist_inputs"],
+                       module.forward_inference({"obs": x2})["action_dist_inputs"])

@@ -200,3 +200,80 @@ def test_the_metering_child_runs_pandas_without_pyarrow(tmp_path):
     assert p.exitcode == 0
     assert (tmp_path / "out.txt").read_text() == repr((True, None, (1, 1)))
     assert not meter_child.PYARROW_BLOCKED and sys.modules.get("pyarrow") is not None  # this process: untouched
+
+
+def test_footprint_settings(tmp_path):
+    """edge/footprint.py: pyarrow is blocked only in a process that has not imported pandas; the arena cap
+    is refused below one arena and applied on glibc."""
+    import platform
+    import sys
+
+    from edge.footprint import block_pyarrow, limit_malloc_arenas
+
+    assert block_pyarrow() is False and sys.modules.get("pyarrow") is not None  # this process imported pandas
+    with pytest.raises(ValueError, match="arenas"):
+        limit_malloc_arenas(0)
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+        assert limit_malloc_arenas(8) is True  # glibc's own default for a process on this many cores or more
+
+
+def _small_capture(tmp_path):
+    from tests.malformed_captures import pcap_bytes, read_records
+
+    records = read_records(CAPTURES / "site_a.pcap", 4000)
+    assert records[-1][0] - records[0][0] >= 10  # several window slots
+    cap = tmp_path / "small.pcap"
+    cap.write_bytes(pcap_bytes(records)[0])
+    return cap
+
+
+def _run_script(tmp_path, script: str) -> dict:
+    import json
+    import sys
+
+    path = tmp_path / "probe.py"
+    path.write_text(script)
+    r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       check=False, env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(CAPTURES.parents[1])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_edge_run_daemon_runs_pandas_without_pyarrow(tmp_path):
+    """``marlids edge run`` without ``--windows-out`` (a capture replayed into the disk buffer, no fog listening):
+    the daemon process runs pandas without pyarrow (edge/footprint.py), and its windows still reach the
+    buffer."""
+    cap = _small_capture(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["marlids", "edge", "run", "--pcap", str(cap), "--site", "s", "--fog", f"127.0.0.1:{port}", "--insecure",
+            "--fast", "--drain-timeout", "1", "--buffer", str(tmp_path / "b.sqlite"), "--baseline",
+            str(tmp_path / "baseline.json")]
+    out = _run_script(tmp_path, "import json, sys\nfrom marlids.cli import main\n"
+                                f"sys.argv = {argv!r}\n"
+                                "if __name__ == '__main__':\n"
+                                "    try:\n        main()\n    except SystemExit as exc:\n        assert not exc.code\n"
+                                "    print(json.dumps({'pandas': 'pandas' in sys.modules,"
+                                " 'pyarrow': sys.modules.get('pyarrow') is not None}))\n")
+    assert out == {"pandas": True, "pyarrow": False}
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables) > 0
+
+
+def test_live_windows_read_a_files_arp_frames_outside_the_process(tmp_path):
+    """LiveWindows over a capture file reads its ARP and other non-IP frames in a short-lived process
+    (``_start_l2``), so the capture reader (scapy, ~20 MiB of tables) never stays in the long-running one; the
+    windows are those of the file."""
+    cap = _small_capture(tmp_path)
+    out = _run_script(tmp_path, f"""import json, sys, threading
+from edge.live import LiveWindows
+if __name__ == "__main__":
+    src = LiveWindows({str(cap)!r}, "s", 5.0, "local", threading.Event())
+    n = sum(len(w) for _, w in src)
+    print(json.dumps({{"windows": n, "scapy": any(m.split(".")[0] == "scapy" for m in sys.modules)}}))
+""")
+    assert out["windows"] > 0 and out["scapy"] is False
