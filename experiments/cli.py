@@ -49,8 +49,9 @@ def generalization(
                                      "'sites' (each fold tests a third of them, stratified by data set, and "
                                      "trains on the rest) or 'dataset' (IoT Sentinel against O'Connor + Kitsune: "
                                      "a model tested on a device set-up never saw one)."),
-    aux_coeff: float = typer.Option(0.0, "--aux-coeff", min=0.0, help="Weight of the supervised auxiliary loss of "
-                                    "every MAPPO run (marlids train mappo --aux-coeff; 0: PPO alone)."),
+    aux_coeff: float = typer.Option(0.5, "--aux-coeff", min=0.0, help="Weight of the supervised auxiliary loss of "
+                                    "every MAPPO run (marlids train mappo --aux-coeff, the bundle's 0.5; 0: PPO "
+                                    "alone)."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.

@@ -134,7 +134,7 @@ def _mix_benign(mix: str) -> str:
 
 
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
-        families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.0,
+        families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.5,
         out_root: Path | None = None, progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
@@ -152,7 +152,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
         Default: quick ``("scan",)``, full all five.
     public_split : {"sites", "dataset"}, default "sites"
         How benign public sites are held out (module docstring).
-    aux_coeff : float, default 0
+    aux_coeff : float, default 0.5
         ``MappoArgs.aux_coeff`` of every MAPPO run (the supervised auxiliary loss, :mod:`training.mappo.learner`).
 
     Raises

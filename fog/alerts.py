@@ -20,16 +20,17 @@ The shared defender actor outputs, per Observation, a categorical distribution o
   relative to the network's own traffic. Chosen on the bundled defender's training data (range networks and
   public benign captures): it kept 99.2 % of the true alerts and 39 % of the false ones on public benign
   captures. On networks never trained on (``marlids experiment generalization``, 2 seeds, run of
-  2026-12-01): FPR 0.0030 → 0.0021, public benign captures 0.46 % → 0.36 % of windows (sites at ≤ 0.5 %:
-  13 → 15 of 27), recall 0.881 → 0.872 (slow application-layer DoS 0.93 → 0.89), F1 0.929 → 0.926.
+  2026-12-01 with the bundled training recipe): FPR 0.0049 → 0.0017, public benign captures 0.21 % → 0.16 %
+  of windows (sites at ≤ 0.5 %: 21 → 22 of 27), recall 0.937 → 0.922 (slow application-layer DoS
+  0.942 → 0.893), F1 0.955 → 0.955.
 * **confidence** is ``P(alert)`` for an alert and ``1 − P(alert)`` otherwise: the probability the actor
   gives to the decision that was taken (a scorer alert's: its calibrated score, below).
 * **Scorer alerts** (measured, not deployed: :meth:`fog.policy.DefenderActor.decide_all` ``scorer_alerts``):
   a window the actor does not flag is flagged when the temporal scorer's calibrated score reaches the
   scorer's own alert quantile ``1 − q``; the evidence gate applies to it as well, and such an alert is level
   2 with the actor's likeliest attack class and the calibrated score as its confidence. On networks never
-  trained on it lowered F1 (0.924 vs 0.926, 2 seeds) and raised the public benign alert rate (0.47 % vs
-  0.36 %); ``marlids experiment generalization`` reports it as "MAPPO ∨ scorer".
+  trained on it lowered F1 (0.952 vs 0.955, 2 seeds) and raised the public benign alert rate (0.27 % vs
+  0.16 %); ``marlids experiment generalization`` reports it as "MAPPO ∨ scorer".
 * An alert's **level** follows its confidence (:data:`LEVEL_CONFIDENCE`): 4 from ``P(alert) ≥ 0.95``, 3 from
   0.80, else 2 — so a more certain alert is never a lower level. A non-alert is level 1 when
   ``P(alert) ≥ 0.25`` (worth a look, never posted), else 0; a window the evidence gate stopped is level 1.

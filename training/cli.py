@@ -133,7 +133,7 @@ def export(
 
     The run's own policy/ is its last iteration; this picks another snapshot (e.g. the bundled one).
 
-    Example: marlids train export runs/bundle7s1__1__1796092505 --iteration 25 --out models/defender
+    Example: marlids train export runs/bundle8s1__1__1796125889 --iteration 25 --out models/defender
     """
     from training.mappo.train import export_snapshot
 

@@ -58,10 +58,11 @@ class MappoArgs:
     entropy_coeff: float = setting(0.01, min=0.0, help="Entropy bonus of the PPO loss (weight of the exploration term).")
     vf_loss_coeff: float = 0.5
     """value-loss weight"""
-    aux_coeff: float = setting(0.0, min=0.0,
+    aux_coeff: float = setting(0.5, min=0.0,
                                help="Weight of the supervised auxiliary loss on the defender actor (cross-entropy "
                                     "of P(alert) against each window's label and of its class logits against "
-                                    "the attack class; training.mappo.learner); 0: PPO's loss alone.")
+                                    "the attack class; training.mappo.learner); 0: PPO's loss alone. The bundled "
+                                    "defender's 0.5 (models/README.md).")
     centralized_critic: bool = setting(True, help="MAPPO (critic on all defenders' Observations, the default) or IPPO "
                                                   "(critic on the own Observation).")
     actor_hidden: tuple[int, ...] = (128, 64)
