@@ -15,11 +15,12 @@ Run: ``.venv/bin/python benchmarks/bench_edge_flood.py [--rate 2000] [--duration
    reading the flood file as fast as it can — the deployment path of ``marlids edge run --iface``, with the
    capture's clock instead of the wall clock. The child records when each window slot closed.
 
-Reported: the edge process tree's peak memory (largest sum of its processes' PSS, sampled every 0.5 s, and the
-series), the flows the live meter shed (forgotten early above ``edge.live.MAX_REMEMBERED_FLOWS``), late packets,
-the metering rate, and **lag behind real time**: for each window slot, the wall seconds since start when it
-closed minus the capture seconds from the first packet to the slot's end. A slot whose lag is ≤ the close delay
-(8 s) would have closed on time in a real-time feed at this rate; the maximum over slots is reported.
+Reported: the heavy libraries the edge process loaded (:data:`HEAVY_LIBRARIES`), the edge process tree's peak
+memory (largest sum of its processes' PSS, sampled every 0.5 s, and the series), the flows the live meter shed
+(forgotten early above ``edge.live.MAX_REMEMBERED_FLOWS``), late packets, the metering rate, and **lag behind real
+time**: for each window slot, the wall seconds since start when it closed minus the capture seconds from the first
+packet to the slot's end. A slot whose lag is ≤ the close delay (8 s) would have closed on time in a real-time feed
+at this rate; the maximum over slots is reported.
 Targets (issue "Edge speed"): peak ≤ 300 MiB; every slot on time; shedding reported, not silent.
 """
 
@@ -47,6 +48,8 @@ from edge.paths import BUNDLED_POLICY, SHARED_PCAPS  # noqa: E402
 
 SOURCE = SHARED_PCAPS / "stopddos" / "pkt.TCP.synflood.spoofed.pcap"
 TARGET_PEAK_MIB = 300.0
+#: Libraries the edge daemon should not hold (each tens of MiB); the child reports which it loaded by the end.
+HEAVY_LIBRARIES = ("torch", "transformers", "sentence_transformers", "sklearn", "scipy", "pyarrow", "scapy")
 
 
 def _csum_update(csum: int, old: int, new: int) -> int:
@@ -161,7 +164,8 @@ def child(pcap: Path, fog: str, out: Path, tmp: Path) -> None:
     out.write_text(json.dumps({
         "wall_s": time.monotonic() - t0, "closed": source.closed, "close_delay_s": DEFAULT_CLOSE_DELAY_S,
         "slots": st.slots, "observations": st.observations, "sent": st.sent, "buffered": st.buffered,
-        "dropped": st.dropped, "shed_flows": st.shed_flows, "late_packets": st.late_packets}))
+        "dropped": st.dropped, "shed_flows": st.shed_flows, "late_packets": st.late_packets,
+        "heavy_libraries_loaded": sorted(m for m in HEAVY_LIBRARIES if sys.modules.get(m) is not None)}))
 
 
 def main(argv: list[str] | None = None) -> dict:

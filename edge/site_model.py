@@ -27,7 +27,8 @@ site's baseline.
 References
 ----------
 Mirsky, Y., Doitshman, T., Elovici, Y. and Shabtai, A. "Kitsune: An Ensemble of Autoencoders for Online
-Network Intrusion Detection." NDSS 2018. Kingma, D. P. and Ba, J. "Adam: A Method for Stochastic
+Network Intrusion Detection." NDSS 2018. Müllner, D. "Modern hierarchical, agglomerative clustering
+algorithms." arXiv:1109.2378, 2011. Kingma, D. P. and Ba, J. "Adam: A Method for Stochastic
 Optimization." ICLR 2015.
 """
 
@@ -49,13 +50,77 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
+def average_linkage(dist: np.ndarray) -> tuple[dict[int, tuple[int, int]], int]:
+    """Agglomerative clustering with average linkage (UPGMA) of ``n`` items: the dendrogram.
+
+    The nearest-neighbour-chain algorithm (Murtagh 1983; Müllner 2011, §3): follow nearest neighbours from a
+    cluster until two clusters are each other's nearest, merge them, continue from the rest of the chain. The
+    distance of a merged cluster to any other is the size-weighted mean of its parts' distances (Lance and
+    Williams 1967), i.e. the mean pairwise distance. Ties are broken as ``scipy.cluster.hierarchy.linkage(...,
+    method="average")`` breaks them (a chain starts at the lowest-numbered cluster, a nearest neighbour is the
+    lowest-numbered of equals unless the chain's previous cluster is among them, a merged cluster takes the
+    higher-numbered slot), so the dendrogram is scipy's even on the many equal distances of constant
+    statistics (``tests/test_scorer_baselines.py`` checks it against scipy). Written with numpy because the
+    edge daemon fits a site model when each grace period ends, and scipy's clustering and spatial modules then
+    stayed in its memory for the rest of its life (28 MiB, ``docs/deploy.md``) for one clustering of ≤ 100
+    features (O(n²) here: about a millisecond for 64).
+
+    Parameters
+    ----------
+    dist : ndarray of shape (n, n)
+        Symmetric distances, zero diagonal.
+
+    Returns
+    -------
+    (children, root)
+        ``children[node] = (a, b)`` for every merged node; leaves are ``0 … n−1``, the ``m``-th merge is node
+        ``n + m``; ``root`` is the last merge (``0`` when ``n`` = 1).
+
+    Raises
+    ------
+    ValueError
+        If ``dist`` is not square.
+    """
+    d = np.array(dist, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"average_linkage needs a square distance matrix, got shape {d.shape}")
+    n = d.shape[0]
+    size = np.ones(n, dtype=np.int64)  # 0: the slot's cluster was merged into another slot
+    node = list(range(n))  # slot -> the dendrogram node it holds now
+    children: dict[int, tuple[int, int]] = {}
+    chain: list[int] = []
+    for m in range(n - 1):
+        if not chain:
+            chain.append(int(np.flatnonzero(size)[0]))
+        while True:
+            x = chain[-1]
+            y, best = (chain[-2], d[x, chain[-2]]) if len(chain) > 1 else (-1, np.inf)
+            row = np.where(size > 0, d[x], np.inf)
+            row[x] = np.inf
+            i = int(np.argmin(row))  # the first of equals
+            if row[i] < best:
+                y = i
+            if len(chain) > 1 and y == chain[-2]:
+                break
+            chain.append(y)
+        del chain[-2:]
+        x, y = min(x, y), max(x, y)
+        nx, ny = size[x], size[y]
+        merged = (nx * d[:, x] + ny * d[:, y]) / (nx + ny)
+        d[:, y], d[y, :] = merged, merged
+        size[x], size[y] = 0, nx + ny
+        children[n + m] = (node[x], node[y])
+        node[y] = n + m
+    return children, (2 * n - 2 if n > 1 else 0)
+
+
 def correlation_groups(X: np.ndarray, max_size: int) -> list[list[int]]:
     """Cluster features into groups of at most ``max_size`` by correlation distance.
 
-    Agglomerative clustering (average linkage) on the distance ``1 - |corr(i, j)|`` (constant features
-    count as uncorrelated), then the dendrogram is cut top-down: a node with more than ``max_size`` leaves
-    is split into its two children until every group fits (KitNET's feature mapper, Mirsky et al. 2018,
-    §IV-B, computed here in one batch rather than incrementally).
+    Agglomerative clustering (average linkage, :func:`average_linkage`) on the distance ``1 - |corr(i, j)|``
+    (constant features count as uncorrelated), then the dendrogram is cut top-down: a node with more than
+    ``max_size`` leaves is split into its two children until every group fits (KitNET's feature mapper,
+    Mirsky et al. 2018, §IV-B, computed here in one batch rather than incrementally).
 
     Parameters
     ----------
@@ -69,9 +134,6 @@ def correlation_groups(X: np.ndarray, max_size: int) -> list[list[int]]:
     list of list of int
         Feature indices per group, every feature in exactly one group.
     """
-    from scipy.cluster.hierarchy import linkage, to_tree
-    from scipy.spatial.distance import squareform
-
     F = X.shape[1]
     if F == 1:
         return [[0]]
@@ -81,15 +143,27 @@ def correlation_groups(X: np.ndarray, max_size: int) -> list[list[int]]:
     dist = 1.0 - np.abs(corr)
     np.fill_diagonal(dist, 0.0)
     dist = np.clip((dist + dist.T) / 2.0, 0.0, None)
-    root = to_tree(linkage(squareform(dist, checks=False), method="average"))
+    children, root = average_linkage(dist)
+
+    def leaves(node: int) -> list[int]:
+        out, stack = [], [node]
+        while stack:
+            v = stack.pop()
+            if v < F:
+                out.append(v)
+            else:
+                stack.extend(children[v])
+        return sorted(out)
+
     groups: list[list[int]] = []
     stack = [root]
     while stack:
         node = stack.pop()
-        if node.get_count() <= max_size:
-            groups.append(sorted(node.pre_order()))
+        members = leaves(node)
+        if len(members) <= max_size:
+            groups.append(members)
         else:
-            stack.extend([node.get_right(), node.get_left()])
+            stack.extend(children[node])
     return sorted(groups)
 
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from edge.scorer import NotFittedError
-from edge.site_model import correlation_groups
+from edge.site_model import average_linkage, correlation_groups
 from training.scorer.baselines import IsolationForestScorer, KitsuneEnsemble, LSTMAutoencoder
 
 T = 6
@@ -41,6 +41,72 @@ def test_correlation_groups_recover_latent_structure():
     assert all(len(g) <= 4 for g in groups)
     for block in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]):
         assert block in groups
+
+
+def _scipy_groups(dist: np.ndarray, max_size: int) -> list[list[int]]:
+    """The same top-down cut on scipy's average-linkage dendrogram (the reference)."""
+    from scipy.cluster.hierarchy import linkage, to_tree
+    from scipy.spatial.distance import squareform
+
+    stack, groups = [to_tree(linkage(squareform(dist, checks=False), method="average"))], []
+    while stack:
+        node = stack.pop()
+        if node.get_count() <= max_size:
+            groups.append(sorted(node.pre_order()))
+        else:
+            stack.extend([node.get_right(), node.get_left()])
+    return sorted(groups)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_average_linkage_matches_scipy(seed):
+    pytest.importorskip("scipy")
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 40)) @ rng.normal(size=(40, 40)) * rng.uniform(0.1, 3.0, size=40)
+    corr = np.corrcoef(X, rowvar=False)
+    dist = np.clip(1.0 - np.abs(corr), 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    dist = (dist + dist.T) / 2.0
+    children, root = average_linkage(dist)
+    assert root == 2 * 40 - 2 and len(children) == 39
+    # the same merge heights: every merge of ours at the height scipy gives it
+    heights = np.sort(linkage(squareform(dist, checks=False), method="average")[:, 2])
+    ours = [dist[np.ix_(_leaves(children, a, 40), _leaves(children, b, 40))].mean() for a, b in children.values()]
+    np.testing.assert_allclose(np.sort(ours), heights, rtol=1e-9)
+    for m in (2, 4, 7, 16):
+        assert correlation_groups(X, m) == _scipy_groups(dist, m)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_correlation_groups_break_ties_as_scipy(seed):
+    """Grace windows hold many constant statistics (all at distance 1 from everything) and exact copies
+    (distance 0): the groups must still be scipy's, so a site model fitted here matches one fitted in training."""
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(12, 64)), 0)
+    X[:, rng.choice(64, 25, replace=False)] = 0.0
+    X[:, 5] = 2 * X[:, 6]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(X, rowvar=False), nan=0.0)
+    dist = 1.0 - np.abs(corr)
+    np.fill_diagonal(dist, 0.0)
+    dist = np.clip((dist + dist.T) / 2.0, 0.0, None)
+    for m in (3, 5, 10):
+        assert correlation_groups(X, m) == _scipy_groups(dist, m)
+
+
+def _leaves(children: dict, node: int, n: int) -> list[int]:
+    return [node] if node < n else _leaves(children, children[node][0], n) + _leaves(children, children[node][1], n)
+
+
+def test_average_linkage_edge_cases():
+    assert average_linkage(np.zeros((1, 1))) == ({}, 0)
+    assert average_linkage(np.array([[0.0, 0.3], [0.3, 0.0]])) == ({2: (0, 1)}, 2)
+    with pytest.raises(ValueError, match="square"):
+        average_linkage(np.zeros((2, 3)))
 
 
 @pytest.mark.parametrize("make", [
