@@ -254,8 +254,11 @@ def quick_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     return runs
 
 
+# The module fixture (a cold window cache filled, then four experiments run twice side by side) counts in the
+# first test's time: pytest's default 900 s is too little for it on a slow 2-core machine.
 @pytest.mark.slow
 @pytest.mark.needs_shared
+@pytest.mark.timeout(2400)
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_mode_is_deterministic_and_writes_everything(quick_runs, name: str):
     a, b = quick_runs[name]
@@ -275,6 +278,7 @@ def test_quick_mode_is_deterministic_and_writes_everything(quick_runs, name: str
 
 @pytest.mark.slow
 @pytest.mark.needs_shared
+@pytest.mark.timeout(2400)
 def test_report_is_generated_from_the_results(quick_runs, tmp_path: Path):
     from experiments.report import build
 
