@@ -49,7 +49,8 @@ from edge.paths import BUNDLED_POLICY, SHARED_PCAPS  # noqa: E402
 SOURCE = SHARED_PCAPS / "stopddos" / "pkt.TCP.synflood.spoofed.pcap"
 TARGET_PEAK_MIB = 300.0
 #: Libraries the edge daemon should not hold (each tens of MiB); the child reports which it loaded by the end.
-HEAVY_LIBRARIES = ("torch", "transformers", "sentence_transformers", "sklearn", "scipy", "pyarrow", "scapy")
+HEAVY_LIBRARIES = ("torch", "transformers", "sentence_transformers", "sklearn", "scipy", "pyarrow", "scapy", "pandas",
+                   "nfstream")
 
 
 def _csum_update(csum: int, old: int, new: int) -> int:

@@ -40,12 +40,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
-
-import pandas as pd
+from typing import TYPE_CHECKING, Self
 
 from edge.config import EdgeConfig
 from edge.transport.buffer import DiskBuffer
+
+if TYPE_CHECKING:  # pandas only where a DataFrame is asked for: the live daemon's process never loads it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class PcapReplay:
         self.first_ts = self.last_ts = None
 
     def __iter__(self) -> Iterator[tuple[float, pd.DataFrame]]:
+        import pandas as pd
+
         from edge.windows import extract_windows
 
         scans = []

@@ -20,14 +20,34 @@ from nfstream import NFPlugin, NFStreamer
 
 from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S
 
+# the layout of one slice vector (list of floats, one per window a flow touches), re-exported from here
+from edge.slices import (  # noqa: F401
+    D2S_BYTES,
+    D2S_PKTS,
+    D2S_SYN_ONLY,
+    ECE_CWR,
+    FIN,
+    FIRST_MS,
+    IAT_MAX,
+    IAT_MIN,
+    IAT_N,
+    IAT_SUM,
+    IAT_SUMSQ,
+    LAST_MS,
+    PSH,
+    RST,
+    S2D_BYTES,
+    S2D_PKTS,
+    S2D_SYN_ONLY,
+    SIZE_MAX,
+    SIZE_MIN,
+    SIZE_SUMSQ,
+    SLICE_LEN,
+    SYNACK,
+)
+
 log = logging.getLogger(__name__)
 
-# Layout of one slice vector (list of floats, one per window a flow touches).
-S2D_PKTS, D2S_PKTS, S2D_BYTES, D2S_BYTES = 0, 1, 2, 3
-S2D_SYN_ONLY, D2S_SYN_ONLY, SYNACK, RST, FIN, PSH, ECE_CWR = 4, 5, 6, 7, 8, 9, 10
-IAT_N, IAT_SUM, IAT_SUMSQ, IAT_MIN, IAT_MAX = 11, 12, 13, 14, 15
-SIZE_SUMSQ, SIZE_MIN, SIZE_MAX, FIRST_MS, LAST_MS = 16, 17, 18, 19, 20
-SLICE_LEN = 21
 _INF = float("inf")
 
 

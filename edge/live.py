@@ -46,13 +46,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from edge import flows as F
 from edge import meter_child
+from edge import slices as F
 from edge.footprint import release_free_memory
 from edge.meter_child import ETHERNET_ARPHRD, PIECE_ACTIVE_S, PIECE_IDLE_S
+
+if TYPE_CHECKING:
+    from edge.windows import WindowColumns
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +320,8 @@ class LiveWindows:
     """Closed window slots of a live interface (or of a capture file metered the same way, for tests).
 
     Iterating yields ``(t_end, windows)`` for every slot in time order, empty slots included, like
-    :class:`edge.daemon.PcapReplay`.
+    :class:`edge.daemon.PcapReplay`; ``windows`` is a :class:`edge.windows.WindowColumns` (the Window table
+    without pandas, which this process never loads; ``windows.to_frame()`` is the DataFrame).
 
     Parameters
     ----------
@@ -378,8 +381,8 @@ class LiveWindows:
         sink.extend(sorted(scan.arp + scan.l2, key=lambda f: f.ts))
         return scan.first_ts
 
-    def __iter__(self) -> Iterator[tuple[float, pd.DataFrame]]:
-        from edge.windows import windows_frame
+    def __iter__(self) -> Iterator[tuple[float, WindowColumns]]:
+        from edge.windows import window_columns
 
         # spawn, not fork: the caller (a daemon with gRPC threads, a test process with Ray threads) may hold
         # locks at fork time, and a forked child can then deadlock; NFStream forks its meter from this clean
@@ -396,7 +399,7 @@ class LiveWindows:
         l2: deque = deque()
         l2_lock = threading.Lock()
         stitcher = Stitcher(self.window_ms, self.max_remembered_flows)
-        self._empty = windows_frame([])
+        self._empty = window_columns([])
         mac_ip: dict = {}
         ip_mac: dict = {}
         self._mac_ip4: dict = {}
@@ -445,7 +448,7 @@ class LiveWindows:
                     if self.stop.is_set():
                         return
                     yield (k + 1) * self.window_ms / 1000.0, self._close(k, stitcher, l2, l2_lock, mac_ip, ip_mac,
-                                                                          windows_frame)
+                                                                          window_columns)
                 next_k = through + 1
                 release_free_memory()  # the closed slots' flows are garbage now (edge.footprint)
                 self.late_packets = stitcher.late_packets
@@ -455,7 +458,8 @@ class LiveWindows:
         finally:
             self.close()
 
-    def _close(self, k: int, stitcher: Stitcher, l2: list, l2_lock, mac_ip, ip_mac, windows_frame) -> pd.DataFrame:
+    def _close(self, k: int, stitcher: Stitcher, l2: list, l2_lock, mac_ip, ip_mac,
+               window_columns) -> WindowColumns:
         views = stitcher.take(k)
         end_s = (k + 1) * self.window_ms / 1000.0
         due = []
@@ -475,8 +479,8 @@ class LiveWindows:
         arp = [f for f in due if hasattr(f, "op")]
         other = [f for f in due if not hasattr(f, "op")]
         builder.add_scan(SimpleNamespace(arp=arp, l2=other))
-        df = windows_frame([builder.columns()])
-        return df[df["t_start"] >= start_s - 1e-9].reset_index(drop=True)
+        w = window_columns([builder.columns()])
+        return w.take(w["t_start"] >= start_s - 1e-9)
 
     def close(self) -> None:
         """Terminate the capture process (and NFStream's meter). Idempotent."""

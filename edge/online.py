@@ -35,13 +35,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from edge.embed import EMBED_DIM
 from edge.features import FEATURE_NAMES, N_FEATURES
 from edge.observation import OBS_DIM, FusionPipeline, build_observations
+
+if TYPE_CHECKING:  # pandas only where a DataFrame is asked for: the live daemon's process never loads it
+    import pandas as pd
 
 #: Peers remembered per device for ``new_peers`` (oldest forgotten first) and in the persisted state.
 MAX_PEERS_PER_DEVICE = 4096
@@ -130,7 +133,9 @@ class ObservationBatch:
 
     @property
     def keys(self) -> pd.DataFrame:
-        """``site_id, device_id, t_start, t_end, proto_text`` per window, as a DataFrame."""
+        """``site_id, device_id, t_start, t_end, proto_text`` per window, as a DataFrame (imports pandas)."""
+        import pandas as pd
+
         return pd.DataFrame({"site_id": [self.site_id] * len(self), "device_id": self.device_id,
                              "t_start": self.t_start, "t_end": self.t_end, "proto_text": self.proto_text})
 
@@ -196,15 +201,16 @@ class SiteFusion:
                 "grace_s": b.grace_s, "grace_windows": b.grace_windows, "min_grace_windows": b.min_grace_windows,
                 "devices_own": len(b.devices_), "fitted_at": b.fitted_at_}
 
-    def transform(self, windows: pd.DataFrame, embeddings: np.ndarray | None = None) -> ObservationBatch:
+    def transform(self, windows, embeddings: np.ndarray | None = None) -> ObservationBatch:
         """Observations of newly closed windows of this site.
 
         Parameters
         ----------
-        windows : DataFrame
+        windows : DataFrame or edge.windows.WindowColumns
             The Window contract (``site_id, device_id, t_start, t_end``, the features, ``proto_text``),
             normally one closed slot; each device's windows must arrive in time order overall. With a
-            ``peers`` column, ``new_peers`` is recomputed from the peers this object has seen.
+            ``peers`` column, ``new_peers`` is recomputed from the peers this object has seen. Read column by
+            column, so the live daemon's pandas-free :class:`~edge.windows.WindowColumns` serves as well.
         embeddings : ndarray, shape (n, 384), optional
             MiniLM embeddings of the windows' texts (default: the embedder's).
 
@@ -212,16 +218,23 @@ class SiteFusion:
         -------
         ObservationBatch
             In the row order of ``windows``.
+
+        Raises
+        ------
+        ValueError
+            If the windows belong to more than one site.
         """
-        w = windows
-        sites = w["site_id"].astype(str).unique() if len(w) else []
+        w, n = windows, len(windows)
+        site_ids = np.asarray(w["site_id"], dtype=object).astype(str)
+        sites = np.unique(site_ids)
         if len(sites) > 1:
             raise ValueError(f"SiteFusion serves one site; got windows of {list(sites)[:3]}")
-        peers = w["peers"].tolist() if "peers" in w.columns else None
-        b = self.transform_arrays(str(sites[0]) if len(sites) else "", w["device_id"].astype(str).to_numpy(object),
-                                  w["t_start"].to_numpy(np.float64), w["t_end"].to_numpy(np.float64),
-                                  w[list(FEATURE_NAMES)].to_numpy(np.float64),
-                                  w["proto_text"].astype(str).tolist(), embeddings, peers=peers)
+        peers = list(w["peers"]) if "peers" in w.columns else None
+        x = (np.column_stack([np.asarray(w[f], dtype=np.float64) for f in FEATURE_NAMES]) if n
+             else np.zeros((0, N_FEATURES)))
+        b = self.transform_arrays(str(sites[0]) if n else "", np.asarray(w["device_id"], dtype=object).astype(str),
+                                  np.asarray(w["t_start"], dtype=np.float64), np.asarray(w["t_end"], dtype=np.float64),
+                                  x, [str(t) for t in w["proto_text"]], embeddings, peers=peers)
         if "top_peers" in w.columns:
             b.top_peers = [list(p) if p is not None else [] for p in w["top_peers"]]
         return b
@@ -543,6 +556,8 @@ class FusedFrame:
 def site_keys(frame: pd.DataFrame) -> pd.Series:
     """The baseline each window belongs to: its site and, in a table of several captures, its capture
     (each recording of a site starts with its own grace period)."""
+    import pandas as pd
+
     site = (frame["site_id"] if "site_id" in frame.columns else pd.Series("site", index=frame.index)).astype(str)
     if "capture" in frame.columns:
         return site + "\x1f" + frame["capture"].astype(str)

@@ -30,15 +30,18 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from edge import flows as F
+from edge import slices as F
 from edge.capture import CaptureScan, scan_capture
 from edge.config import DEFAULT_ACTIVE_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_WINDOW_S
 from edge.features import APP_GROUP_NAMES, FEATURE_NAMES, app_group
 from edge.proto_text import ProtoGroup, window_text
+
+if TYPE_CHECKING:  # pandas only where a DataFrame is asked for: the live daemon's process never loads it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +565,7 @@ def _in_src_max_fanout(keys: Sequence[tuple[str, int]], accs: Sequence[_Acc]) ->
 def count_new_peers(seen: dict, peers, max_peers: int | None = None) -> int:
     """How many of ``peers`` are not yet keys of ``seen`` (one device's insertion-ordered peer memory),
     adding them; beyond ``max_peers`` the oldest are forgotten first (``None``: unbounded). The one
-    ``new_peers`` rule of the offline extraction (:func:`fill_new_peers`) and the online fusion
+    ``new_peers`` rule of the window table (:func:`window_columns`) and the online fusion
     (:class:`edge.online.SiteFusion`)."""
     n = 0
     for p in peers:
@@ -574,38 +577,97 @@ def count_new_peers(seen: dict, peers, max_peers: int | None = None) -> int:
     return n
 
 
-def fill_new_peers(df: pd.DataFrame) -> pd.DataFrame:
-    """Set ``new_peers``: per (site, device), peers never seen in any earlier window (time order).
+#: Columns of the Window table, in order (:func:`window_columns`, :func:`windows_frame`).
+WINDOW_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers", "top_peers")
+_TEXT_COLUMNS = ("site_id", "device_id", "capture", "proto_text")
 
-    Parameters
-    ----------
-    df : DataFrame
-        Windows with ``site_id, device_id, t_start, peers``; modified in place and returned, sorted by
-        ``(site_id, device_id, t_start)``.
+
+def _objects(values) -> np.ndarray:
+    """A 1-D object array of ``values`` (lists stay list elements, never a second dimension)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+class WindowColumns:
+    """Windows as columns without pandas: what the live edge daemon passes from its capture to its fusion, so
+    that its long-running process never loads pandas (about 40 MiB; issue "Edge speed and memory").
+
+    Reads like the Window DataFrame where the daemon reads it: ``len()`` is the number of windows,
+    ``w[name]`` a column ``(n,)`` (float32 features, float64 ``t_start``/``t_end``, object arrays of str
+    and of peer lists), ``name in w`` and :attr:`columns`; :meth:`to_frame` is the DataFrame. Built by
+    :func:`window_columns`.
+
+    Raises
+    ------
+    ValueError
+        If the columns differ in length.
     """
-    df.sort_values(["site_id", "device_id", "t_start"], inplace=True, kind="stable")
-    df.reset_index(drop=True, inplace=True)
-    seen: dict[tuple[str, str], dict] = {}
-    new = np.zeros(len(df), dtype=np.float32)
-    for i, (site, dev, peers) in enumerate(zip(df["site_id"], df["device_id"], df["peers"])):
-        new[i] = count_new_peers(seen.setdefault((site, dev), {}), peers)
-    df["new_peers"] = new
-    return df
 
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"window columns of different lengths: {sorted(lengths)}")
+        self._cols = dict(columns)
+        self._n = lengths.pop() if lengths else 0
 
-def windows_frame(parts: Sequence[dict[str, object]]) -> pd.DataFrame:
-    """Concatenate :meth:`WindowBuilder.columns` of several captures into the Window DataFrame."""
-    cols = [*KEY_COLUMNS, *FEATURE_NAMES, "proto_text", "peers", "top_peers"]
-    frames = [pd.DataFrame(p, columns=cols) for p in parts if len(p["device_id"])]
-    if not frames:
-        df = pd.DataFrame({c: pd.Series(dtype=np.float32 if c in FEATURE_NAMES else object) for c in cols})
-        df["t_start"] = df["t_start"].astype(np.float64)
-        df["t_end"] = df["t_end"].astype(np.float64)
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._cols
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names, in the order of :data:`WINDOW_COLUMNS`."""
+        return list(self._cols)
+
+    def take(self, rows: np.ndarray) -> WindowColumns:
+        """The windows at ``rows`` (a boolean mask ``(n,)`` or indices), in that order."""
+        return WindowColumns({k: v[rows] for k, v in self._cols.items()})
+
+    def to_frame(self):
+        """The Window DataFrame (imports pandas)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self._cols, columns=list(self._cols))
+        for c in _TEXT_COLUMNS:
+            if c in df.columns:
+                df[c] = df[c].astype(object)
         return df
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    for c in ("site_id", "device_id", "capture", "proto_text"):
-        df[c] = df[c].astype(object)
-    return fill_new_peers(df)
+
+
+def window_columns(parts: Sequence[dict[str, object]]) -> WindowColumns:
+    """Concatenate :meth:`WindowBuilder.columns` of several captures into the Window table, without pandas.
+
+    Rows are sorted by ``(site_id, device_id, t_start)`` (stable) and ``new_peers`` is set per (site, device):
+    peers never seen in an earlier window of this table (time order, :func:`count_new_peers`).
+    """
+    parts = [p for p in parts if len(p["device_id"])]
+    cols: dict[str, np.ndarray] = {}
+    for c in WINDOW_COLUMNS:
+        if c in FEATURE_NAMES or c in ("t_start", "t_end"):
+            dtype = np.float32 if c in FEATURE_NAMES else np.float64
+            cols[c] = np.concatenate([np.asarray(p[c], dtype) for p in parts]) if parts else np.zeros(0, dtype)
+        else:
+            cols[c] = _objects([v for p in parts for v in p[c]])
+    order = np.lexsort((cols["t_start"], cols["device_id"].astype(str), cols["site_id"].astype(str)))
+    cols = {k: v[order] for k, v in cols.items()}
+    seen: dict[tuple[str, str], dict] = {}
+    new = np.zeros(len(order), dtype=np.float32)
+    for i, (site, dev, peers) in enumerate(zip(cols["site_id"], cols["device_id"], cols["peers"])):
+        new[i] = count_new_peers(seen.setdefault((site, dev), {}), peers)
+    cols["new_peers"] = new
+    return WindowColumns(cols)
+
+
+def windows_frame(parts: Sequence[dict[str, object]]):
+    """:func:`window_columns` as the Window DataFrame (imports pandas)."""
+    return window_columns(parts).to_frame()
 
 
 def extract_windows(
@@ -654,7 +716,9 @@ def extract_windows(
     ValueError
         For invalid window or timeout settings.
     """
-    cfg = F.MeterConfig(window_s=window_s, idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s)
+    from edge import flows  # NFStream: only where a capture file is metered here
+
+    cfg = flows.MeterConfig(window_s=window_s, idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s)
     parts: list[dict[str, object]] = []
     for path in paths:
         scan = scan_capture(path)
@@ -663,7 +727,7 @@ def extract_windows(
         builder = WindowBuilder(cfg.window_s, site_id, Path(path).name, devices)
         if scan.packets:
             metered = reported = 0
-            for flow in F.meter_flows(scan.path, cfg):
+            for flow in flows.meter_flows(scan.path, cfg):
                 builder.add_flow(flow)
                 metered += flow.bidirectional_packets
                 if on_packets is not None and builder.flows_seen % _PROGRESS_FLOWS == 0:

@@ -29,7 +29,7 @@ def test_stitched_pieces_give_the_offline_windows(site):
     live = LiveWindows(CAPTURES / f"{site}.pcap", site, 5.0, "local", stop)
     slots = list(live)
     assert live.late_packets == 0
-    got = pd.concat([w for _, w in slots if len(w)], ignore_index=True)
+    got = pd.concat([w.to_frame() for _, w in slots if len(w)], ignore_index=True)
     want = bundled_windows(site)
     key = ["device_id", "t_start"]
     m = want.merge(got, on=key, how="outer", suffixes=("_o", "_l"), indicator=True)
@@ -124,7 +124,7 @@ def test_live_interface_windows_close_while_traffic_flows(veth, tmp_path):
         edge.stop()
         fog.stop()
     assert not collector.is_alive()
-    got = pd.concat([w for _, _, w in seen if len(w)], ignore_index=True)
+    got = pd.concat([w.to_frame() for _, _, w in seen if len(w)], ignore_index=True)
 
     a = got[got["device_id"] == "10.99.0.2"]
     b = got[got["device_id"] == "10.99.0.3"]
@@ -237,6 +237,58 @@ def _run_script(tmp_path, script: str) -> dict:
                        check=False, env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(CAPTURES.parents[1])})
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_live_daemon_process_never_loads_pandas_or_nfstream(tmp_path):
+    """The live path of the edge daemon's process — slots closed by LiveWindows (NFStream runs in its metering
+    child), the site's fusion through the grace period into detection with the ONNX scorer — loads neither
+    pandas nor NFStream (about 40 MiB), nor scapy, torch, scikit-learn or scipy."""
+    cap = _small_capture(tmp_path)
+    models = CAPTURES.parents[1] / "models" / "defender"
+    out = _run_script(tmp_path, f"""import json, sys, threading
+import numpy as np
+from edge.footprint import block_pyarrow
+block_pyarrow()
+from edge.live import LiveWindows
+from edge.observation import FusionPipeline
+from edge.online import SiteFusion
+if __name__ == "__main__":
+    fusion = SiteFusion(FusionPipeline.load({str(models)!r}, backend="onnx"), grace_s=10.0)
+    windows = detected = 0
+    for _, w in LiveWindows({str(cap)!r}, "s", 5.0, "local", threading.Event()):
+        if len(w):
+            b = fusion.transform(w, np.zeros((len(w), 384), np.float32))
+            windows += len(w)
+            detected += int((~np.asarray(b.learning)).sum())
+    heavy = {{"pandas", "nfstream", "scapy", "torch", "sklearn", "scipy", "pyarrow"}}
+    print(json.dumps({{"windows": windows, "detected": detected,
+                      "loaded": sorted(m for m in heavy if sys.modules.get(m) is not None)}}))
+""")
+    assert out["windows"] > 0 and out["detected"] > 0, out  # past the grace period: the detection path ran
+    assert out["loaded"] == [], out
+
+
+def test_window_columns_are_the_window_table():
+    """window_columns (the live daemon's table, no pandas) and windows_frame (its DataFrame) agree, with rows
+    in (site, device, t_start) order and new_peers counted per device."""
+    from edge.features import FEATURE_NAMES
+    from edge.windows import WINDOW_COLUMNS, window_columns, windows_frame
+
+    def part(dev, t, peers):
+        cols = {"site_id": ["s"] * len(dev), "device_id": dev, "t_start": np.asarray(t, float),
+                "t_end": np.asarray(t, float) + 5, "capture": ["c"] * len(dev), "proto_text": ["x"] * len(dev),
+                "peers": peers, "top_peers": [[]] * len(dev)}
+        return cols | {f: np.arange(len(dev), dtype=np.float32) for f in FEATURE_NAMES}
+
+    parts = [part(["b", "a"], [5, 5], [["p", "q"], ["p"]]), part(["a", "b"], [0, 10], [["p", "r"], ["q", "z"]])]
+    w = window_columns(parts)
+    assert len(w) == 4 and w.columns == list(WINDOW_COLUMNS)
+    assert list(zip(w["device_id"], w["t_start"])) == [("a", 0), ("a", 5), ("b", 5), ("b", 10)]
+    assert w["new_peers"].tolist() == [2, 0, 2, 1] and w["peers"][0] == ["p", "r"]
+    pd.testing.assert_frame_equal(w.to_frame(), windows_frame(parts))
+    assert len(w.take(w["t_start"] >= 5)) == 3 and len(window_columns([])) == 0
+    with pytest.raises(ValueError, match="different lengths"):
+        type(w)({"a": np.zeros(2), "b": np.zeros(3)})
 
 
 def test_edge_run_daemon_runs_pandas_without_pyarrow(tmp_path):

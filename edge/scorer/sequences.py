@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a window table is read: the live edge daemon never does
+    import pandas as pd
 
 KEY_COLUMNS: tuple[str, ...] = ("site_id", "device_id")
 PAD_MODES: tuple[str, ...] = ("edge", "skip")
@@ -98,6 +101,8 @@ def build_sequences(frame: pd.DataFrame, seq_len: int = 20, *, feature_names: Se
     missing = [c for c in names if c not in frame.columns]
     if missing:
         raise ValueError(f"window table lacks feature columns {missing[:5]}")
+    import pandas as pd
+
     T = int(seq_len)
     df = frame.reset_index(drop=True)
     site = df["site_id"] if "site_id" in df.columns else pd.Series(["site"] * len(df))
