@@ -175,6 +175,14 @@ def build_observation(stats_z: np.ndarray, embedding: np.ndarray, score: float |
                               stats=np.asarray(stats)[None])[0]
 
 
+def _resolve_scorer_dir(directory, scorer_dir: str | None) -> str | None:
+    """``scorer_dir`` of a saved ``fusion.json``: a relative path that exists under ``directory`` is taken from
+    there (the layout of ``marlids edge export-onnx`` and of exported policies), anything else as written."""
+    if scorer_dir and not Path(scorer_dir).is_absolute() and (Path(directory) / scorer_dir).is_dir():
+        return str(Path(directory) / scorer_dir)
+    return scorer_dir
+
+
 class FusionPipeline:
     """The fitted assets that turn a site's windows into Observations: site-baseline settings and the scorer.
 
@@ -356,6 +364,30 @@ class FusionPipeline:
         """Calibrated score above which the scorer alone alerts (``1 − q`` of its threshold)."""
         return 1.0 - float(self.threshold_.q) if self.threshold_ is not None else 0.5
 
+    @staticmethod
+    def saved_alert_quantile(directory) -> float | None:
+        """:meth:`alert_quantile` of the pipeline saved in ``directory``, read from ``fusion.json`` and its
+        scorer's ``config.json`` without loading the scorer (the fog needs only this number).
+
+        Returns
+        -------
+        float or None
+            ``1 − q``; 0.5 for a scorer without a threshold (as :meth:`alert_quantile`); None when the folder
+            holds no readable fusion pipeline or scorer configuration (no scorer is known).
+        """
+        import json
+
+        try:
+            scorer_dir = _resolve_scorer_dir(directory, json.loads((Path(directory) / "fusion.json").read_text())
+                                             .get("scorer_dir"))
+            if not scorer_dir:
+                return None
+            cfg = json.loads((Path(scorer_dir) / "config.json").read_text())
+            threshold = cfg.get("threshold")
+            return 1.0 - float(threshold["params"]["q"]) if threshold else 0.5
+        except (OSError, AttributeError, KeyError, TypeError, ValueError):
+            return None
+
     def save(self, directory) -> None:
         """Write ``fusion.json`` (format 2: baseline settings, scale floor, scorer path) into ``directory``."""
         import json
@@ -390,9 +422,7 @@ class FusionPipeline:
                                  f"{d.get('format', 1)}); retrain the policy (marlids train mappo)")
             if d["obs_dim"] != OBS_DIM:
                 raise ValueError(f"{p}: written for OBS_DIM={d['obs_dim']}, this version uses {OBS_DIM}")
-            scorer_dir = d.get("scorer_dir")
-            if scorer_dir and not Path(scorer_dir).is_absolute() and (Path(directory) / scorer_dir).is_dir():
-                scorer_dir = str(Path(directory) / scorer_dir)
+            scorer_dir = _resolve_scorer_dir(directory, d.get("scorer_dir"))
             pipe = cls(scorer_dir, backend, d.get("baseline") or {}, float(d.get("scale_floor_factor", 0.5)),
                        d.get("site_model") or {})
             pipe.scale_floor_ = np.asarray(d["scale_floor"], dtype=np.float64)

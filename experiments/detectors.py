@@ -326,7 +326,7 @@ class MarlDetector:
         final = train(args, prepared=(self.pipe_, traces), initial_state=self.state_ if fine_tune else None)
         self.state_ = final["defender_state"]
         self.actor_ = DefenderActor.load(final["policy_dir"])
-        self.actor_.anomaly_threshold = self.pipe_.alert_quantile()  # for scorer alerts (with_scorer_alerts)
+        self.actor_.anomaly_threshold = self.pipe_.alert_quantile()  # corroboration (and with_scorer_alerts)
         self.policy_dir_ = final["policy_dir"]
         self.train_seconds_ += final["train_seconds"]
         return self

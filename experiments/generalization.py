@@ -228,7 +228,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                         dec = det.decisions(src)
                         per_window.append(pd.DataFrame({"seed": s, "fold": fi, "network": n, "detector": det.name,
                                                         "window": np.flatnonzero(scored), "label": y[scored],
-                                                        "alert": dec["alert"][scored], "family": fam[scored]}))
+                                                        "alert": dec["alert"][scored], "family": fam[scored],
+                                                        "level": np.where(dec["alert"], dec["level"], 0)[scored]}))
                         per_site.append({"seed": s, "fold": fi, "network": n, "detector": det.name,
                                          **window_metrics(y[scored], dec["alert"][scored])})
                 for p in test_pub:
@@ -296,6 +297,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
               f"{n_seeds} seed(s)")
     out.table("per_family_recall", fam_rows, "Recall per technique family on networks never trained on (mean and "
                                              "95 % interval over seeds)")
+    out.table("alert_levels", _level_summary(pw), "Levels of the alerts on networks never trained on: share of "
+              "the true and of the false alerts at each level (pooled over seeds and folds; a level above 2 needs "
+              "the temporal scorer's corroboration, fog/alerts.py)")
     out.table("per_network", sites_df, "Per held-out network (and public mix), each seed and fold")
     out.table("public_benign", pub_sum, "Benign-only public captures never trained on: share of windows alerted "
                                         "after the grace period (mean over the fold models that test the capture, "
@@ -337,6 +341,19 @@ def _summaries(pw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             fams.append({"detector": det, "family": fam, "windows": int(len(gf) / gf["seed"].nunique()),
                          "recall": m, "recall ±95%": h})
     return pd.DataFrame(rows), pd.DataFrame(fams)
+
+
+def _level_summary(pw: pd.DataFrame) -> pd.DataFrame:
+    """Per detector and kind of alert (true: on a malicious window, false: on a benign one): alerts and the
+    share at each level 2–4."""
+    rows = []
+    for det in pw["detector"].unique():
+        for true in (True, False):
+            lv = pw.loc[(pw["detector"] == det) & pw["alert"] & (pw["label"] == true), "level"].to_numpy()
+            if len(lv):
+                rows.append({"detector": det, "alerts": "true" if true else "false", "count": len(lv),
+                             **{f"level {k}": float((lv == k).mean()) for k in (2, 3, 4)}})
+    return pd.DataFrame(rows, columns=["detector", "alerts", "count", "level 2", "level 3", "level 4"])
 
 
 def _loto_summary(loto: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge.observation import OBS_DIM, OBS_SLICES
+from edge.observation import OBS_DIM, OBS_SLICES, FusionPipeline
 from fog.attacks import ATTACK_CLASSES
 
 N_LEVELS = 5
@@ -67,8 +67,9 @@ class DefenderActor(nn.Module):
         c = self.config
         self.net = mlp([c.obs_dim, *c.hidden], c.n_levels + c.n_classes)
         #: The temporal scorer's alert quantile (calibrated score, ``1 − q``,
-        #: :meth:`edge.observation.FusionPipeline.alert_quantile`) for scorer alerts (:func:`fog.alerts.decide`;
-        #: set by the experiments that measure them); None: the actor alone flags.
+        #: :meth:`edge.observation.FusionPipeline.alert_quantile`): an alert above level 2 needs the scorer to
+        #: reach it (:func:`fog.alerts.decide`, "Corroboration"). :meth:`load` reads it from the policy
+        #: folder's fusion pipeline; None (no scorer known): levels follow the confidence alone.
         self.anomaly_threshold: float | None = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -99,12 +100,12 @@ class DefenderActor(nn.Module):
 
         With ``evidence_gate`` (the deployment rule) a flagged window alerts only when its largest |z|
         (the Observation's ``stats_z`` part, :data:`edge.observation.OBS_SLICES`) reaches
-        :data:`fog.alerts.ALERT_EVIDENCE_Z`; with ``scorer_alerts`` and an :attr:`anomaly_threshold`, the
-        Observation's calibrated ``score`` (where ``score_available``) also flags (no deployment path
-        does: on networks never trained on it lowered F1, ``marlids experiment generalization``, "MAPPO ∨
-        scorer"). Without the gate the actor's flag
-        alone decides (an ablation). Actors of another Observation layout (``obs_dim`` ≠ :data:`OBS_DIM`)
-        use neither.
+        :data:`fog.alerts.ALERT_EVIDENCE_Z`. With an :attr:`anomaly_threshold`, the Observation's calibrated
+        ``score`` (NaN where not ``score_available``) decides whether an alert may be above level 2
+        (corroboration) and, with ``scorer_alerts``, also flags (no deployment path does: on networks never
+        trained on it lowered F1, ``marlids experiment generalization``, "MAPPO ∨ scorer"). Without the
+        gate the actor's flag alone decides (an ablation). Actors of another Observation layout
+        (``obs_dim`` ≠ :data:`OBS_DIM`) use neither gate nor score.
         """
         from fog.alerts import decide
 
@@ -120,11 +121,12 @@ class DefenderActor(nn.Module):
         lv = torch.softmax(logits[:, : self.config.n_levels], dim=-1).numpy()
         layout = self.config.obs_dim == OBS_DIM
         max_abs_z = np.abs(x[:, OBS_SLICES["stats_z"]]).max(axis=1) if evidence_gate and layout else None
-        score = None
-        if scorer_alerts and layout and self.anomaly_threshold is not None:
+        score, threshold = None, 1.0
+        if layout and self.anomaly_threshold is not None:
             score = np.where(x[:, OBS_SLICES["score_available"].start] > 0, x[:, OBS_SLICES["score"].start], np.nan)
-        return decide(lv, logits[:, self.config.n_levels:].numpy(), max_abs_z, score,
-                      1.0 if self.anomaly_threshold is None else self.anomaly_threshold)
+            threshold = self.anomaly_threshold
+        return decide(lv, logits[:, self.config.n_levels:].numpy(), max_abs_z, score, threshold,
+                      scorer_alerts=scorer_alerts)
 
     def save(self, directory: str | Path, *, meta: dict | None = None) -> Path:
         """Write ``actor.pt`` (state dict) and ``actor.json`` (config + ``meta``) into ``directory``."""
@@ -144,6 +146,9 @@ class DefenderActor(nn.Module):
         ------
         PolicyFileError
             If the files are missing or corrupt, or the observation layout differs from this version.
+
+        The actor's :attr:`anomaly_threshold` is the alert quantile of the scorer saved beside it
+        (:meth:`edge.observation.FusionPipeline.saved_alert_quantile`; None without one).
         """
         d = Path(directory)
         try:
@@ -161,6 +166,7 @@ class DefenderActor(nn.Module):
             actor.load_state_dict(state)
         except RuntimeError as exc:
             raise PolicyFileError(f"{d}: weights do not match actor.json ({exc})") from exc
+        actor.anomaly_threshold = FusionPipeline.saved_alert_quantile(d)
         actor.eval()
         return actor
 

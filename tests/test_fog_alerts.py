@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -62,14 +64,45 @@ def test_the_scorer_flags_what_the_actor_does_not_with_the_same_evidence_gate():
     logits[:, ATTACK_CLASSES.index("scan")] = 1.0
     score = np.array([0.9995, 0.99, np.nan, 0.2, 0.9999])
     z = np.array([6.0, 6.0, 6.0, 6.0, 1.0])
-    level, cls, conf, alert = decide(p, logits, z, score, 0.999)
-    # scorer alert | below the scorer's quantile | no score yet | the actor's own alert | no evidence
+    level, cls, conf, alert = decide(p, logits, z, score, 0.999, scorer_alerts=True)
+    # scorer alert | below the scorer's quantile | no score yet | the actor's own alert (uncorroborated: 2) |
+    # no evidence
     assert alert.tolist() == [True, False, False, True, False]
-    assert level.tolist() == [2, 0, 0, 4, 1]
+    assert level.tolist() == [2, 0, 0, 2, 1]
     assert ATTACK_CLASSES[cls[0]] == "scan" and cls[1] == 0
     assert conf[0] == pytest.approx(0.9995) and conf[3] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="anomaly_score"):
         decide(p, logits, z, np.zeros(2), 0.999)
+
+
+def test_an_alert_is_above_level_2_only_when_the_scorer_corroborates_it():
+    p = _probs(*[[0, 0, 0.02, 0.08, 0.9]] * 4, [0, 0, 0.1, 0.3, 0.6])   # P(alert) 1.0 (x4) and 1.0
+    logits = np.zeros((5, len(ATTACK_CLASSES)))
+    logits[:, ATTACK_CLASSES.index("flood")] = 1.0
+    score = np.array([0.9995, 0.999, 0.5, np.nan, 0.9999])
+    level, cls, conf, alert = decide(p, logits, np.full(5, 9.0), score, 0.999)
+    # corroborated | exactly at the quantile | the scorer disagrees | no score yet | corroborated
+    assert alert.all() and level.tolist() == [4, 4, 2, 2, 4]
+    assert conf.tolist() == pytest.approx([1.0] * 5)  # the confidence is the actor's either way
+    assert (cls == ATTACK_CLASSES.index("flood")).all()
+    level, _, _, alert = decide(p, logits, np.full(5, 9.0), np.zeros(5), 0.999)
+    assert alert.all() and (level == ALERT_THRESHOLD).all()  # the scorer never flags without scorer_alerts
+    assert decide(p, logits, np.full(5, 9.0))[0].tolist() == [4] * 5  # no scorer known: not capped
+
+
+def test_a_loaded_actor_knows_its_scorers_alert_quantile(tmp_path):
+    import shutil
+
+    from fog.policy import DefenderActor
+
+    models = Path(__file__).resolve().parents[1] / "models" / "defender"
+    bundled = DefenderActor.load(models)
+    assert bundled.anomaly_threshold == pytest.approx(0.999)
+    for name in ("actor.json", "actor.pt"):
+        shutil.copy(models / name, tmp_path / name)
+    assert DefenderActor.load(tmp_path).anomaly_threshold is None  # no fusion pipeline beside it
+    (tmp_path / "fusion.json").write_text('{"scorer_dir": "nowhere"}')
+    assert DefenderActor.load(tmp_path).anomaly_threshold is None
 
 
 def test_the_actor_gates_on_its_observation_stats_z():
