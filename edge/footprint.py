@@ -8,6 +8,9 @@ slot:
   edge daemon and its metering child never build an Arrow table (only ``--windows-out`` writes Parquet), so
   they run pandas without it: Python's documented way to make an import fail, ``sys.modules[name] = None``,
   which pandas treats as "pyarrow is not installed" (strings then use pandas' Python-backed string type).
+* :func:`defer_pandas` — NFStream imports pandas when it is imported, for its ``to_pandas`` alone; the
+  metering child (and NFStream's meter forked from it) only moves flow pieces, so there pandas is imported on
+  first use instead (a stand-in module with a PEP 562 ``__getattr__``): never.
 * :func:`limit_malloc_arenas` — glibc's allocator gives each thread that allocates concurrently its own
   arena (up to 8 per core), and a freed block is reused only by its arena; the daemon's threads (metering
   feed, gRPC, disk buffer, decisions) each kept a partly empty arena. Two arenas (``mallopt(M_ARENA_MAX)``,
@@ -17,7 +20,8 @@ slot:
 
 With these and :meth:`edge.live.LiveWindows._start_l2` reading a file's ARP frames in a short-lived process,
 ``benchmarks/bench_edge_flood.py`` (10-minute spoofed flood, peak PSS of the edge's processes) went from 392.8
-to 335.1 MiB, the daemon from 278 to 220 MiB (``docs/deploy.md``, "Under a flood").
+to 335.1 MiB, the daemon from 278 to 220 MiB; with the daemon free of pandas and NFStream and pandas deferred
+in the metering child, 257.2 MiB (``docs/deploy.md``, "Under a flood").
 """
 
 from __future__ import annotations
@@ -47,6 +51,42 @@ def block_pyarrow() -> bool:
     if "pandas" in sys.modules or ("pyarrow" in sys.modules and sys.modules["pyarrow"] is not None):
         return False
     sys.modules["pyarrow"] = None  # type: ignore[assignment]
+    return True
+
+
+def defer_pandas() -> bool:
+    """Put a stand-in for pandas in ``sys.modules`` that imports the real pandas on its first attribute access
+    (a module ``__getattr__``, PEP 562), so a library that imports pandas without using it (NFStream, for its
+    ``to_pandas``) costs nothing. The first use replaces the stand-in by the real module; the stand-in keeps
+    answering for whoever bound it (``pd.DataFrame`` works through it).
+
+    Only before pandas is imported (a no-op after). Importing a submodule (``import pandas.api``) through the
+    stand-in is not supported: use this only in a process that never does (the metering child).
+
+    Returns
+    -------
+    bool
+        True when pandas is now deferred in this process; False when it was already imported or is not
+        installed.
+    """
+    import importlib.util
+    import types
+
+    if "pandas" in sys.modules or importlib.util.find_spec("pandas") is None:
+        return False
+    stand_in = types.ModuleType("pandas", "pandas, imported on first use (edge.footprint.defer_pandas)")
+
+    def __getattr__(name: str):  # PEP 562
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # the import system's probes (__path__, __file__…) do not load pandas
+        if sys.modules.get("pandas") is stand_in:
+            del sys.modules["pandas"]
+        import pandas
+
+        return getattr(pandas, name)
+
+    stand_in.__getattr__ = __getattr__
+    sys.modules["pandas"] = stand_in
     return True
 
 

@@ -10,7 +10,8 @@ imports pyarrow whenever pyarrow is installed (pandas ≥ 3 backs its string typ
 resident memory in this child, and again in the NFStream meter process forked from it. A freshly spawned child
 unpickles its target — a function of this module — before anything imports pandas; the module then makes
 pyarrow unavailable in that process (:func:`edge.footprint.block_pyarrow`). ``marlids edge run`` does the same
-in the daemon unless it writes ``--windows-out``.
+in the daemon unless it writes ``--windows-out``. **Nor pandas**, in fact: NFStream imports it only for
+``to_pandas``, so the child defers it (:func:`edge.footprint.defer_pandas`) and it is never loaded.
 Measured with ``benchmarks/bench_edge_flood.py`` (a 60 s flood): the whole edge 358 → 341 MiB PSS
 (``docs/deploy.md``, "Under a flood", with the figures since).
 """
@@ -22,7 +23,7 @@ import os
 import threading
 import time
 
-from edge.footprint import block_pyarrow
+from edge.footprint import block_pyarrow, defer_pandas
 
 #: Name prefix of the metering child process (given by :class:`edge.live.LiveWindows`; a spawned child takes
 #: its name before it unpickles its target).
@@ -30,6 +31,9 @@ PROCESS_NAME_PREFIX = "marlids-meter-"
 #: True when this process is a metering child whose pandas will run without pyarrow
 #: (:func:`edge.footprint.block_pyarrow`).
 PYARROW_BLOCKED = mp.current_process().name.startswith(PROCESS_NAME_PREFIX) and block_pyarrow()
+#: True when this process is a metering child whose pandas loads only if used (:func:`edge.footprint.defer_pandas`):
+#: NFStream imports it for ``to_pandas``, which the child never calls.
+PANDAS_DEFERRED = mp.current_process().name.startswith(PROCESS_NAME_PREFIX) and defer_pandas()
 
 #: NFStream idle timeout of a piece (s): a silent flow is handed over this long after its last packet.
 PIECE_IDLE_S = 2

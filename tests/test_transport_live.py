@@ -180,8 +180,9 @@ def test_stitcher_memory_is_bounded_under_a_spoofed_flood():
 
 
 def test_the_metering_child_runs_pandas_without_pyarrow(tmp_path):
-    """edge/meter_child.py: a spawned metering child (named as LiveWindows names it) imports pandas without
-    pyarrow (35 MiB less there and in NFStream's meter); any other process keeps it."""
+    """edge/meter_child.py: a spawned metering child (named as LiveWindows names it) defers pandas (NFStream's
+    import does not load it) and, should it be used, runs it without pyarrow (35 MiB less there and in
+    NFStream's meter); any other process keeps both."""
     import multiprocessing as mp
     import runpy
     import sys
@@ -191,15 +192,18 @@ def test_the_metering_child_runs_pandas_without_pyarrow(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import sys\nimport edge.meter_child as m\nimport pandas\nimport nfstream\n"
-        f"open({str(tmp_path / 'out.txt')!r}, 'w').write(repr((m.PYARROW_BLOCKED, sys.modules.get('pyarrow'), "
-        "pandas.DataFrame({'a': ['x']}).shape)))\n")
+        "loaded = 'pandas.core.frame' in sys.modules\n"  # deferred: nfstream's import alone does not load it
+        f"open({str(tmp_path / 'out.txt')!r}, 'w').write(repr((m.PYARROW_BLOCKED, m.PANDAS_DEFERRED, loaded, "
+        "sys.modules.get('pyarrow'), pandas.DataFrame({'a': ['x']}).shape)))\n")
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=runpy.run_path, args=(str(probe),), name=f"{meter_child.PROCESS_NAME_PREFIX}probe")
     p.start()
     p.join(60)
     assert p.exitcode == 0
-    assert (tmp_path / "out.txt").read_text() == repr((True, None, (1, 1)))
+    # pyarrow blocked, pandas deferred and not loaded by NFStream's import; used, it loads (without pyarrow)
+    assert (tmp_path / "out.txt").read_text() == repr((True, True, False, None, (1, 1)))
     assert not meter_child.PYARROW_BLOCKED and sys.modules.get("pyarrow") is not None  # this process: untouched
+    assert not meter_child.PANDAS_DEFERRED
 
 
 def test_footprint_settings(tmp_path):
