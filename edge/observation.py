@@ -183,6 +183,12 @@ def _resolve_scorer_dir(directory, scorer_dir: str | None) -> str | None:
     return scorer_dir
 
 
+def _alert_quantile(q: float | None) -> float:
+    """The calibrated score above which the scorer alone alerts: ``1 − q`` of its threshold's quantile ``q``,
+    0.5 for a scorer saved without a threshold."""
+    return 1.0 - float(q) if q is not None else 0.5
+
+
 class FusionPipeline:
     """The fitted assets that turn a site's windows into Observations: site-baseline settings and the scorer.
 
@@ -362,7 +368,7 @@ class FusionPipeline:
 
     def alert_quantile(self) -> float:
         """Calibrated score above which the scorer alone alerts (``1 − q`` of its threshold)."""
-        return 1.0 - float(self.threshold_.q) if self.threshold_ is not None else 0.5
+        return _alert_quantile(self.threshold_.q if self.threshold_ is not None else None)
 
     @staticmethod
     def saved_alert_quantile(directory) -> float | None:
@@ -384,7 +390,7 @@ class FusionPipeline:
                 return None
             cfg = json.loads((Path(scorer_dir) / "config.json").read_text())
             threshold = cfg.get("threshold")
-            return 1.0 - float(threshold["params"]["q"]) if threshold else 0.5
+            return _alert_quantile(threshold["params"]["q"] if threshold else None)
         except (OSError, AttributeError, KeyError, TypeError, ValueError):
             return None
 
