@@ -52,6 +52,9 @@ def generalization(
     aux_coeff: float = typer.Option(0.5, "--aux-coeff", min=0.0, help="Weight of the supervised auxiliary loss of "
                                     "every MAPPO run (marlids train mappo --aux-coeff, the bundle's 0.5; 0: PPO "
                                     "alone)."),
+    mappo: list[str] = typer.Option(None, "--mappo", help="KEY=VALUE: another MAPPO setting of every run, over the "
+                                    "bundle's (a field of `marlids train mappo`, with _ for -), e.g. --mappo "
+                                    "minibatch_size=1000 --mappo num_epochs=2; repeatable."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -61,12 +64,16 @@ def generalization(
 
     Example: marlids experiment generalization --quick
     """
-    from experiments.generalization import run
+    from experiments.generalization import mappo_overrides, run
 
+    try:
+        overrides = mappo_overrides(mappo or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mappo") from None
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
     try:
         _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams,
-             public_split=public_split, aux_coeff=aux_coeff, out_root=out)
+             public_split=public_split, aux_coeff=aux_coeff, mappo=overrides, out_root=out)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--families/--folds/--public-split") from None
 

@@ -94,7 +94,7 @@ def _without_family(src, family: str):
 
 
 def _mappo(quick: bool, seed: int, out: Path, name: str, **overrides):
-    return mappo_args(quick, seed, out, exp_name=name, **({} if quick else BUNDLE_SETTINGS), **overrides)
+    return mappo_args(quick, seed, out, exp_name=name, **{**({} if quick else BUNDLE_SETTINGS), **overrides})
 
 
 #: Ways to hold public benign sites out (module docstring).
@@ -104,6 +104,61 @@ PUBLIC_SPLITS = ("sites", "dataset")
 def _public_groups() -> tuple[list[str], list[str]]:
     pub = public_benign_sites()
     return [s for s in pub if s.startswith("sentinel/")], [s for s in pub if not s.startswith("sentinel/")]
+
+
+#: MappoArgs fields an experiment sets itself (``--mappo`` may not).
+_FIXED_MAPPO_FIELDS = frozenset({"seed", "out_dir", "exp_name", "data", "benign", "checkpoint_every", "resume",
+                                 "scorer", "scorer_epochs", "scorer_seq_len", "train_fraction", "attacker_only"})
+
+
+def mappo_overrides(items: Sequence[str]) -> dict:
+    """Parse ``KEY=VALUE`` items into :class:`training.mappo.config.MappoArgs` fields, each value converted to the
+    field's type (int, float, bool as true/false/1/0, or str).
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=``, an unknown field, a field the experiment sets itself (seed, data, the
+        scorer, …), a value that is not of the field's type or outside the range ``marlids train mappo``
+        accepts for it.
+    """
+    import dataclasses
+    import typing
+
+    from edge.settings import CLI_KEY
+    from training.mappo.config import MappoArgs
+
+    hints = typing.get_type_hints(MappoArgs)
+    fields = {f.name: f for f in dataclasses.fields(MappoArgs) if f.name not in _FIXED_MAPPO_FIELDS}
+    names = set(fields)
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip().replace("-", "_"), text.strip()
+        if not sep or not key:
+            raise ValueError(f"--mappo {item!r}: expected KEY=VALUE, e.g. minibatch_size=1000")
+        if key not in names:
+            raise ValueError(f"--mappo {key!r}: not a MAPPO setting an experiment may change; choose from "
+                             f"{', '.join(sorted(names))}")
+        kind = hints[key]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1")
+            elif kind in (int, float, str):
+                out[key] = kind(text)
+            else:
+                raise ValueError(f"a {kind} setting")
+        except ValueError:
+            raise ValueError(f"--mappo {key}={text!r}: expected a value of type {getattr(kind, '__name__', kind)}") \
+                from None
+        bounds = fields[key].metadata.get(CLI_KEY, {}).get("kw", {})
+        lo, hi = bounds.get("min"), bounds.get("max")
+        if kind is not bool and kind is not str and ((lo is not None and out[key] < lo) or (hi is not None and out[key] > hi)):
+            raise ValueError(f"--mappo {key}={text}: outside [{lo if lo is not None else '-inf'}, "
+                             f"{hi if hi is not None else 'inf'}]")
+    return out
 
 
 def public_folds(sites: Sequence[str], k: int, seed: int) -> list[list[str]]:
@@ -135,7 +190,7 @@ def _mix_benign(mix: str) -> str:
 
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
         families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.5,
-        out_root: Path | None = None, progress=None) -> Path:
+        mappo: dict | None = None, out_root: Path | None = None, progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
     Parameters
@@ -154,6 +209,9 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
         How benign public sites are held out (module docstring).
     aux_coeff : float, default 0.5
         ``MappoArgs.aux_coeff`` of every MAPPO run (the supervised auxiliary loss, :mod:`training.mappo.learner`).
+    mappo : dict, optional
+        Further :class:`training.mappo.config.MappoArgs` fields of every MAPPO run, over :data:`BUNDLE_SETTINGS`
+        (e.g. ``{"minibatch_size": 1000, "num_epochs": 2}``; :func:`mappo_overrides` parses them from text).
 
     Raises
     ------
@@ -164,6 +222,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     """
     if public_split not in PUBLIC_SPLITS:
         raise ValueError(f"public_split={public_split!r} is invalid: expected one of {PUBLIC_SPLITS}")
+    extra = {"aux_coeff": aux_coeff, **(mappo or {})}
     step = progress or (lambda msg: log.info("%s", msg))
     out = Output("generalization", **({"root": out_root} if out_root else {}))
     defaults = DEFAULTS["quick" if quick else "full"]
@@ -197,7 +256,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 "scorer_epochs": epochs, "seq_len": 10}
     per_window, per_site, public_rows, loto_rows = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
-        settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization", aux_coeff=aux_coeff)
+        settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization", **extra)
         cites = {f"range/{n}": s.citation for n, s in net_src.items()} | {s: v.citation for s, v in pub_src.items()}
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
         for s in range(seed, seed + n_seeds):
@@ -213,7 +272,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
                 step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
-                args = _mappo(quick, s, Path(tmp), "generalization", aux_coeff=aux_coeff)
+                args = _mappo(quick, s, Path(tmp), "generalization", **extra)
                 mappo = MarlDetector(args, scorer).fit(train)
                 dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
                         scorer, RandomForestDetector(seed=s).fit(train),
@@ -261,7 +320,7 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
                 step(f"seed {s}: leave-technique-out {family}")
                 train = concat([_without_family(b, family) for b in base])
                 scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                args = _mappo(quick, s, Path(tmp), f"loto_{family}", aux_coeff=aux_coeff)
+                args = _mappo(quick, s, Path(tmp), f"loto_{family}", **extra)
                 mappo = MarlDetector(args, scorer).fit(train)
                 dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
                 for n in held:

@@ -199,6 +199,22 @@ def test_unknown_public_split_is_refused():
         run(quick=True, public_split="random")
 
 
+def test_mappo_overrides_are_typed_and_checked_like_the_train_command():
+    from experiments.generalization import BUNDLE_SETTINGS, _mappo, mappo_overrides
+
+    got = mappo_overrides(["minibatch_size=1000", "num-epochs=2", "lr=2e-3", "self_play=false"])
+    assert got == {"minibatch_size": 1000, "num_epochs": 2, "lr": 0.002, "self_play": False}
+    args = _mappo(False, 3, Path("/tmp"), "x", **got)
+    assert (args.minibatch_size, args.num_epochs, args.lr, args.self_play, args.seed) == (1000, 2, 0.002, False, 3)
+    assert args.train_batch_size == BUNDLE_SETTINGS["train_batch_size"]  # the rest stays the bundle's
+    for bad, why in [("minibatch_size", "KEY=VALUE"), ("bogus=1", "not a MAPPO setting"),
+                     ("seed=4", "not a MAPPO setting"), ("scorer=/tmp/s", "not a MAPPO setting"),
+                     ("lr=fast", "type float"), ("num_epochs=1.5", "type int"), ("self_play=maybe", "type bool"),
+                     ("minibatch_size=0", "outside")]:
+        with pytest.raises(ValueError, match=why):
+            mappo_overrides([bad])
+
+
 def test_leaving_a_family_out_drops_only_its_attack_windows():
     from experiments.data import Source
     from experiments.generalization import _without_family
