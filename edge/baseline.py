@@ -167,6 +167,32 @@ class RobustStats:
         return cls(np.asarray(d["center"], np.float64), np.asarray(d["scale"], np.float64), int(d["n"]))
 
 
+def grace_notice(decided: int, learning: int, grace_s: float | None = None) -> str | None:
+    """What to tell a user whose capture was all grace period, or None when some window was decided.
+
+    Parameters
+    ----------
+    decided : int
+        Windows decided (after their site's grace period).
+    learning : int
+        Windows that fell in a grace period (learned the site baseline, not decided).
+    grace_s : float, optional
+        The grace period asked for, seconds (None: :data:`DEFAULT_GRACE_S`).
+
+    Returns
+    -------
+    str or None
+        One sentence naming the rule (``grace_s`` of site time and at least :data:`DEFAULT_MIN_GRACE_WINDOWS`
+        windows) and what to do, when ``decided`` is 0 and ``learning`` is not.
+    """
+    if decided or not learning:
+        return None
+    g = DEFAULT_GRACE_S if grace_s is None else float(grace_s)
+    return (f"all {learning} windows fell in their site's grace period ({g:g} s of the site's traffic and at least "
+            f"{DEFAULT_MIN_GRACE_WINDOWS} windows), so nothing was decided: a site first learns its baseline from its "
+            f"own traffic. Give a capture that runs past the grace period, or a shorter --grace.")
+
+
 def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
         and math.isfinite(float(value)) and value > 0

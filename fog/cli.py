@@ -84,6 +84,11 @@ def detect(
         t.add_row(dt.datetime.fromtimestamp(a["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"), a["device_id"], str(a["level"]),
                   a["attack_class"], f"{a['confidence']:.2f}", a["evidence"]["protocol_summary"][:70])
     console.print(t)
+    from edge.baseline import grace_notice
+
+    notice = grace_notice(len(res) - n_grace, n_grace, grace)
+    if notice:
+        console.print(f"[yellow]note:[/] {notice}", highlight=False)
     console.print("metrics against a capture's ground truth: marlids train eval POLICY --data CAPTURE", highlight=False)
     if out:
         with out.open("w") as fh:

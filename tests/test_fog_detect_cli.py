@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,3 +29,32 @@ def test_fog_detect_writes_alerts_of_the_decision_rule(tmp_path):
         assert a["site_id"] == "site_b" and a["technique_ids"] and a["evidence"]["protocol_summary"]
     assert not any(a["learning"] for a in alerts)
     assert t0 >= 1e9  # epoch seconds
+
+
+def test_a_capture_shorter_than_the_grace_period_says_nothing_was_decided(tmp_path):
+    """Every window of a 1,500-packet cut of site_b falls in the 60 s grace period: no alert, no metric that
+    reads like a result (F1 0.0), and a note saying why and what to do."""
+    from scapy.utils import rdpcap, wrpcap
+
+    from edge.baseline import grace_notice
+    from marlids.cli import app
+    from training.evaluate import score
+
+    cut = tmp_path / "short.pcap"
+    wrpcap(str(cut), rdpcap(str(REPO / "data/captures/site_b.pcap"), count=1500))
+    out = tmp_path / "alerts.jsonl"
+    r = CliRunner().invoke(app, ["fog", "detect", str(cut), "--out", str(out)], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # rich wraps to the terminal's width
+    assert "nothing was decided" in text and "fell in their site's grace period" in text
+    assert out.read_text() == ""
+
+    assert grace_notice(3, 12) is None and grace_notice(0, 0) is None
+    assert "30 s" in grace_notice(0, 7, 30.0) and "at least 12 windows" in grace_notice(0, 7, 30.0)
+    frame = pd.DataFrame({"label": [0, 1, 0], "technique_id": ["", "T1046", ""]})
+    res = score("MAPPO", frame, np.array([False, True, False]), scored=np.zeros(3, dtype=bool))
+    d = res.to_dict()
+    assert (d["windows"], d["grace_windows"]) == (0, 3)
+    assert all(d[k] is None for k in ("precision", "recall", "f1", "fpr", "mcc"))
+    d = score("MAPPO", frame, np.array([False, True, False])).to_dict()
+    assert d["f1"] == 1.0 and d["fpr"] == 0.0

@@ -95,8 +95,14 @@ def eval_(
     for c in ("detector", "precision", "recall", "F1", "FPR", "MCC"):
         t.add_column(c)
     for r in results:
-        t.add_row(r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.fpr:.4f}", f"{r.mcc:.3f}")
+        t.add_row(r.name, *((f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", f"{r.fpr:.4f}", f"{r.mcc:.3f}")
+                            if r.windows else ("—",) * 5))
     console.print(t)
+    from edge.baseline import grace_notice
+
+    notice = grace_notice(r0.windows, r0.grace_windows, grace)
+    if notice:
+        console.print(f"[yellow]note:[/] {notice}", highlight=False)
     techs = sorted({k for r in results for k in r.per_technique_recall})
     pt = Table(title="recall per technique")
     pt.add_column("technique")

@@ -53,9 +53,10 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         """JSON-ready: ``name, precision, recall, f1, fpr, mcc, windows, malicious, grace_windows,
-        per_technique, confusion, classes, max_level``."""
-        return {"name": self.name, "precision": self.precision, "recall": self.recall, "f1": self.f1, "fpr": self.fpr,
-                "mcc": self.mcc, "windows": self.windows, "malicious": self.malicious,
+        per_technique, confusion, classes, max_level``; the five metrics are null when no window was scored
+        (every window fell in a grace period), where they are undefined rather than 0."""
+        m = {k: (getattr(self, k) if self.windows else None) for k in ("precision", "recall", "f1", "fpr", "mcc")}
+        return {"name": self.name, **m, "windows": self.windows, "malicious": self.malicious,
                 "grace_windows": self.grace_windows, "per_technique": dict(self.per_technique_recall),
                 "confusion": None if self.confusion is None else self.confusion.tolist(),
                 "classes": list(ATTACK_CLASSES), "max_level": self.max_level}
