@@ -135,7 +135,8 @@ def check_capture(path: str | Path) -> Path:
     with p.open("rb") as fh:
         magic = fh.read(4)
     if len(magic) < 4:
-        raise CaptureError(f"{p}: empty file, not a pcap/pcapng capture")
+        what = "empty file" if not magic else f"only {len(magic)} byte{'s' if len(magic) > 1 else ''}"
+        raise CaptureError(f"{p}: {what}, not a pcap/pcapng capture")
     if magic not in _PCAP_MAGICS:
         raise CaptureError(f"{p}: not a pcap/pcapng capture (starts with 0x{magic.hex()})")
     return p

@@ -180,15 +180,15 @@ def inspect(
 
     try:
         check_capture(file)
-        is_capture = True
-    except CaptureError:
-        is_capture = False
+        is_capture, why_not_capture = True, ""
+    except CaptureError as exc:
+        is_capture, why_not_capture = False, str(exc)
     if is_capture:
         from edge.windows import extract_windows
 
         df = extract_windows([file], window_s=window)
     else:
-        df, _ = read_windows(file)
+        df, _ = read_windows(file, not_capture=why_not_capture)
     if df.empty:
         raise typer.BadParameter(f"{file} holds no windows", param_hint="FILE")
     console = Console()

@@ -64,8 +64,16 @@ def write_windows(df: pd.DataFrame, path: str | Path, *, window_s: float,
     return out
 
 
-def read_windows(path: str | Path) -> tuple[pd.DataFrame, dict]:
+def read_windows(path: str | Path, *, not_capture: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Read a window Parquet file.
+
+    Parameters
+    ----------
+    path : str or Path
+    not_capture : str, optional
+        For commands that take a capture or a window file: why ``path`` is not a capture
+        (:class:`edge.capture.CaptureError`'s message); a file that is not Parquet either is then reported with
+        both reasons ("neither a capture nor a window file: …").
 
     Returns
     -------
@@ -84,7 +92,10 @@ def read_windows(path: str | Path) -> tuple[pd.DataFrame, dict]:
     try:
         table = pq.read_table(p)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise WindowFileError(f"{p}: not a Parquet file ({exc})") from exc
+        why = f"not a Parquet file ({exc})"
+        if not_capture:
+            why = f"neither a capture nor a window file: {not_capture.removeprefix(f'{p}: ')}; {why}"
+        raise WindowFileError(f"{p}: {why}") from exc
     raw = (table.schema.metadata or {}).get(b"marlids")
     if raw is None:
         raise WindowFileError(f"{p}: not a marlids window file (no 'marlids' metadata)")

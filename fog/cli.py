@@ -27,16 +27,16 @@ def load_windows(source: Path, site: str | None):
 
     try:
         check_capture(source)
-        is_capture = True
-    except CaptureError:
-        is_capture = False
+        is_capture, why_not_capture = True, ""
+    except CaptureError as exc:
+        is_capture, why_not_capture = False, str(exc)
     if is_capture:
         from edge.windows import extract_windows
 
         frame = extract_windows([source], site_id=site or source.name.split(".")[0])
         emb = None
     else:
-        frame, _ = read_windows(source)
+        frame, _ = read_windows(source, not_capture=why_not_capture)
         try:
             emb = np.asarray(read_embeddings(source))
         except WindowFileError:

@@ -58,3 +58,18 @@ def test_a_capture_shorter_than_the_grace_period_says_nothing_was_decided(tmp_pa
     assert all(d[k] is None for k in ("precision", "recall", "f1", "fpr", "mcc"))
     d = score("MAPPO", frame, np.array([False, True, False])).to_dict()
     assert d["f1"] == 1.0 and d["fpr"] == 0.0
+
+
+def test_a_file_that_is_neither_a_capture_nor_a_window_file_gets_both_reasons(tmp_path):
+    from marlids.cli import app
+
+    short = tmp_path / "cut.pcap"
+    short.write_bytes(b"\xd4\xc3")  # the start of a pcap magic number, nothing else
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)))
+    for f, reason in ((short, "only 2 bytes"), (junk, "starts with 0x00010203")):
+        r = CliRunner().invoke(app, ["fog", "detect", str(f)])
+        assert r.exit_code != 0
+        assert isinstance(r.exception, ValueError)  # `marlids` prints it as "marlids: error: …" and exits 2
+        text = " ".join(str(r.exception).split())
+        assert "neither a capture nor a window file" in text and reason in text and "not a Parquet file" in text
