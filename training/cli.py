@@ -62,7 +62,8 @@ def eval_(
                                             "those windows are not scored (default: the policy's, 60)."),
     json_out: Path | None = typer.Option(None, "--json",
                                          help="Write the metrics as JSON (keys precision, recall, f1, fpr, mcc, "
-                                              "per_technique, … per detector)."),
+                                              "per_technique, … per detector; the metrics are null when every "
+                                              "window fell in a grace period)."),
 ) -> None:
     """Per-window precision, recall, F1, FPR, MCC, per-technique recall and a confusion matrix, side by side,
     on the windows after each site's grace period.
