@@ -247,9 +247,12 @@ def test_nothing_left_after_interrupt(tmp_path, sig):
     import time
 
     before = (_netns_inodes(), _host_links())
+    # as from a terminal: Python's own SIGINT handler even when this suite runs as a background job (a
+    # non-interactive shell starts those with SIGINT ignored, which a child inherits and Python then keeps)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from marlids.cli import main; main()", "range", "record", "ci_short",
-         "--out", str(tmp_path), "--no-progress"],
+        [sys.executable, "-c", ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                "from marlids.cli import main; main()"),
+         "range", "record", "ci_short", "--out", str(tmp_path), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     prefix = namespace_prefix(proc.pid)
     deadline = time.monotonic() + 30
