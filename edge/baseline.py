@@ -177,20 +177,23 @@ def grace_notice(decided: int, learning: int, grace_s: float | None = None) -> s
     learning : int
         Windows that fell in a grace period (learned the site baseline, not decided).
     grace_s : float, optional
-        The grace period asked for, seconds (None: :data:`DEFAULT_GRACE_S`).
+        The grace period asked for (``--grace``), seconds; None: the policy's own (saved with its fusion
+        pipeline; the bundled defender's is :data:`DEFAULT_GRACE_S`), which the sentence then names without a
+        number rather than guess it.
 
     Returns
     -------
     str or None
-        One sentence naming the rule (``grace_s`` of site time and at least :data:`DEFAULT_MIN_GRACE_WINDOWS`
-        windows) and what to do, when ``decided`` is 0 and ``learning`` is not.
+        One sentence naming the rule (the grace seconds of site time and at least
+        :data:`DEFAULT_MIN_GRACE_WINDOWS` windows by default) and what to do, when ``decided`` is 0 and
+        ``learning`` is not.
     """
     if decided or not learning:
         return None
-    g = DEFAULT_GRACE_S if grace_s is None else float(grace_s)
-    return (f"all {learning} windows fell in their site's grace period ({g:g} s of the site's traffic and at least "
-            f"{DEFAULT_MIN_GRACE_WINDOWS} windows), so nothing was decided: a site first learns its baseline from its "
-            f"own traffic. Give a capture that runs past the grace period, or a shorter --grace.")
+    length = "the policy's grace period" if grace_s is None else f"{float(grace_s):g} s"
+    return (f"all {learning} windows fell in their site's grace period ({length} of the site's traffic and, by "
+            f"default, at least {DEFAULT_MIN_GRACE_WINDOWS} windows), so nothing was decided: a site first learns its "
+            f"baseline from its own traffic. Give a capture that runs past the grace period, or a shorter --grace.")
 
 
 def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:

@@ -51,6 +51,7 @@ def test_a_capture_shorter_than_the_grace_period_says_nothing_was_decided(tmp_pa
 
     assert grace_notice(3, 12) is None and grace_notice(0, 0) is None
     assert "30 s" in grace_notice(0, 7, 30.0) and "at least 12 windows" in grace_notice(0, 7, 30.0)
+    assert "the policy's grace period" in grace_notice(0, 7)  # its own length, not a guess
     frame = pd.DataFrame({"label": [0, 1, 0], "technique_id": ["", "T1046", ""]})
     res = score("MAPPO", frame, np.array([False, True, False]), scored=np.zeros(3, dtype=bool))
     d = res.to_dict()
