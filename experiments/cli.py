@@ -55,6 +55,9 @@ def generalization(
     mappo: list[str] = typer.Option(None, "--mappo", help="KEY=VALUE: another MAPPO setting of every run, over the "
                                     "bundle's (a field of `marlids train mappo`, with _ for -), e.g. --mappo "
                                     "minibatch_size=1000 --mappo num_epochs=2; repeatable."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds run at the same time, each in its own process on "
+                             "about one core (every model trains single-threaded, so the results do not depend on "
+                             "it); about 2 GiB of memory each. --jobs 2 halves a full run on 2 cores."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -62,7 +65,8 @@ def generalization(
     MAPPO vs the temporal scorer, RandomForests (raw and site-standardised statistics) and a Kitsune-style
     ensemble learned from each test site's grace period; 95 % intervals over seeds.
 
-    Example: marlids experiment generalization --quick
+    Example: marlids experiment generalization --quick; the full run in about 40 min on 2 cores:
+    marlids experiment generalization --jobs 2
     """
     from experiments.generalization import mappo_overrides, run
 
@@ -73,7 +77,7 @@ def generalization(
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
     try:
         _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams,
-             public_split=public_split, aux_coeff=aux_coeff, mappo=overrides, out_root=out)
+             public_split=public_split, aux_coeff=aux_coeff, mappo=overrides, jobs=jobs, out_root=out)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--families/--folds/--public-split") from None
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -188,9 +189,177 @@ def _mix_benign(mix: str) -> str:
     return "oconnor/" + Path(MIXES[mix][1]).stem
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every seed of one run shares. Plain names and settings only: a worker process (``--jobs``) reloads
+    the windows from them (:func:`_load`)."""
+
+    quick: bool
+    first_seed: int
+    k: int
+    nets: tuple[str, ...]
+    group_a: tuple[str, ...]
+    group_b: tuple[str, ...]
+    pub_folds: dict | None  # seed → public folds (``--public-split sites``); None: the data-set groups alternate
+    families: tuple[str, ...]
+    epochs: int
+    extra: dict
+
+
+def _load(plan: _Plan) -> tuple[dict, dict, dict]:
+    """The plan's labeled windows: range networks, public benign sites and public mixes (from the window cache)."""
+    net_src = {n: load_source(f"range/{n}") for n in plan.nets}
+    pub_src = {s: load_source(s) for s in plan.group_a + plan.group_b}
+    mix_src = {m: load_source(m) for m in MIXES} if (plan.group_b and not plan.quick) else {}
+    return net_src, pub_src, mix_src
+
+
+def _run_seed(plan: _Plan, data: tuple[dict, dict, dict], s: int, tmp: Path, step) -> dict[str, list]:
+    """Every fold of seed ``s`` (and, for the plan's first seed, the leave-technique-out runs): the rows of
+    ``per_window`` (DataFrames), ``per_site``, ``public`` and ``loto`` (dicts). Depends on ``s`` and the plan
+    only, so seeds give the same rows whether run one after another or in parallel processes."""
+    net_src, pub_src, mix_src = data
+    nets, k, epochs, extra = list(plan.nets), plan.k, plan.epochs, plan.extra
+    group_a, group_b = list(plan.group_a), list(plan.group_b)
+    rows: dict[str, list] = {"per_window": [], "per_site": [], "public": [], "loto": []}
+    fold_nets = make_folds(nets, k, s)
+    fold_pub = plan.pub_folds[s] if plan.pub_folds else None
+    for fi, held in enumerate(fold_nets):
+        if fold_pub is None:
+            train_pub, test_pub = (group_a, group_b) if fi % 2 == 0 else (group_b, group_a)
+        else:
+            test_pub = fold_pub[fi]
+            train_pub = [p for p in group_a + group_b if p not in test_pub]
+        train = concat([net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in train_pub])
+        step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
+        scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
+        step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
+        args = _mappo(plan.quick, s, tmp, "generalization", **extra)
+        mappo = MarlDetector(args, scorer).fit(train)
+        dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
+                scorer, RandomForestDetector(seed=s).fit(train),
+                RandomForestDetector(seed=s, site_standardised=True).fit(train),
+                KitsuneGraceDetector(seed=s)]
+        for n in held:
+            src = net_src[n]
+            y = src.frame["label"].to_numpy().astype(bool)
+            scored = ~grace_mask(src)
+            fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())
+            for det in dets:
+                dec = det.decisions(src)
+                rows["per_window"].append(pd.DataFrame({
+                    "seed": s, "fold": fi, "network": n, "detector": det.name, "window": np.flatnonzero(scored),
+                    "label": y[scored], "alert": dec["alert"][scored], "family": fam[scored],
+                    "level": np.where(dec["alert"], dec["level"], 0)[scored]}))
+                rows["per_site"].append({"seed": s, "fold": fi, "network": n, "detector": det.name,
+                                         **window_metrics(y[scored], dec["alert"][scored])})
+        for p in test_pub:
+            src = pub_src[p]
+            scored = ~grace_mask(src)
+            for det in dets:
+                dec = det.decisions(src)
+                lv = dec["level"][scored][dec["alert"][scored]]
+                rows["public"].append({"seed": s, "fold": fi, "site": p, "detector": det.name,
+                                       "windows": int(scored.sum()),
+                                       "alert rate": float(dec["alert"][scored].mean()) if scored.any() else float("nan"),
+                                       "highest level": int(lv.max()) if len(lv) else 0,
+                                       "alerts at level >= 3": int((lv >= 3).sum())})
+        for m, src in mix_src.items():
+            if _mix_benign(m) in test_pub:  # its benign side never trained on in this fold
+                y = src.frame["label"].to_numpy().astype(bool)
+                scored = ~grace_mask(src)
+                for det in dets:
+                    a = det.decisions(src)["alert"]
+                    rows["per_site"].append({"seed": s, "fold": fi, "network": m, "detector": det.name,
+                                             **window_metrics(y[scored], a[scored])})
+    if s != plan.first_seed:
+        return rows
+    # leave one technique family out (fold 0's split of the first seed)
+    held = fold_nets[0]
+    pub0 = group_a if fold_pub is None else [p for p in group_a + group_b if p not in fold_pub[0]]
+    base = [net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in pub0]
+    for family in plan.families:
+        step(f"seed {s}: leave-technique-out {family}")
+        train = concat([_without_family(b, family) for b in base])
+        scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
+        args = _mappo(plan.quick, s, tmp, f"loto_{family}", **extra)
+        mappo = MarlDetector(args, scorer).fit(train)
+        dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
+        for n in held:
+            src = net_src[n]
+            fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())
+            y = src.frame["label"].to_numpy().astype(bool)
+            m = ~grace_mask(src) & y & (fam == family)
+            if not m.any():
+                continue
+            for det in dets:
+                a = det.decisions(src)["alert"]
+                rows["loto"].append({"seed": s, "family": family, "network": n, "detector": det.name,
+                                     "windows": int(m.sum()), "alerted": int(a[m].sum())})
+    return rows
+
+
+_WORKER: dict = {}  # a worker process's message queue, and its windows, loaded once for all the seeds it runs
+
+
+def _init_worker(messages) -> None:
+    """Start a worker process (``--jobs``): models single-threaded, progress lines to the parent's queue."""
+    from training.mappo.train import single_thread
+
+    single_thread()
+    _WORKER["messages"] = messages
+
+
+def _seed_worker(plan: _Plan, s: int) -> dict[str, list]:
+    """Run one seed in a worker process (:func:`_run_seeds`)."""
+    if _WORKER.get("plan") != plan:
+        _WORKER.update(plan=plan, data=_load(plan))
+    with tempfile.TemporaryDirectory(prefix=f"marlids-exp-seed{s}-") as tmp:
+        return _run_seed(plan, _WORKER["data"], s, Path(tmp), _WORKER["messages"].put)
+
+
+def _run_seeds(plan: _Plan, data, seeds: list[int], jobs: int, tmp: Path, step) -> list[dict[str, list]]:
+    """The rows of every seed, in seed order: one after another, or ``jobs`` seeds at a time in spawned worker
+    processes (each loads the windows itself and trains single-threaded, as the serial run does). The first
+    seed that fails stops the others and raises its error here, with the worker's traceback as its cause."""
+    if jobs <= 1 or len(seeds) == 1:
+        return [_run_seed(plan, data, s, tmp, step) for s in seeds]
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")  # Ray and torch's thread pools do not survive a fork
+    messages = ctx.Queue()
+    n = min(jobs, len(seeds))
+    step(f"{len(seeds)} seeds, {n} at a time in worker processes")
+    pool = ctx.Pool(n, initializer=_init_worker, initargs=(messages,))
+    try:
+        results = [pool.apply_async(_seed_worker, (plan, s)) for s in seeds]
+        while True:
+            try:
+                step(messages.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            for r in results:
+                if r.ready() and not r.successful():
+                    r.get()  # raises the worker's error
+            if all(r.ready() for r in results):
+                break
+        while True:
+            try:
+                step(messages.get_nowait())
+            except queue.Empty:
+                break
+        rows = [r.get() for r in results]
+        pool.close()
+        pool.join()
+        return rows
+    finally:
+        pool.terminate()
+
+
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
         families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.5,
-        mappo: dict | None = None, out_root: Path | None = None, progress=None) -> Path:
+        mappo: dict | None = None, jobs: int = 1, out_root: Path | None = None, progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
     Parameters
@@ -212,16 +381,25 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     mappo : dict, optional
         Further :class:`training.mappo.config.MappoArgs` fields of every MAPPO run, over :data:`BUNDLE_SETTINGS`
         (e.g. ``{"minibatch_size": 1000, "num_epochs": 2}``; :func:`mappo_overrides` parses them from text).
+    jobs : int, default 1
+        Seeds run at the same time, each in its own process on about one core (every model trains
+        single-threaded, so a seed's results do not depend on ``jobs``). A process holds the windows and a local
+        Ray instance: about 2 GiB each.
 
     Raises
     ------
     FileNotFoundError
         When the range recordings are missing.
     ValueError
-        With fewer range networks than folds, an unknown family or an unknown ``public_split``.
+        With fewer range networks than folds, an unknown family, an unknown ``public_split`` or ``jobs`` < 1.
     """
+    from training.mappo.train import single_thread
+
     if public_split not in PUBLIC_SPLITS:
         raise ValueError(f"public_split={public_split!r} is invalid: expected one of {PUBLIC_SPLITS}")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} is invalid: at least one seed runs at a time")
+    single_thread()  # every model single-threaded, in this process as in --jobs workers: results independent of jobs
     extra = {"aux_coeff": aux_coeff, **(mappo or {})}
     step = progress or (lambda msg: log.info("%s", msg))
     out = Output("generalization", **({"root": out_root} if out_root else {}))
@@ -242,98 +420,26 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     if unknown:
         raise ValueError(f"unknown technique families {unknown}; choose from {', '.join(FAMILIES)}")
     epochs = scorer_epochs(quick)
-    step("loading labeled windows")
-    net_src = {n: load_source(f"range/{n}") for n in nets}
-    pub_src = {s: load_source(s) for s in group_a + group_b}
-    mix_src = {m: load_source(m) for m in MIXES} if (group_b and not quick) else {}
     # public sites held out per seed and fold (``sites``); None: the two data-set groups alternate
     pub_folds = ({s: public_folds(group_a + group_b, k, s) for s in range(seed, seed + n_seeds)}
                  if public_split == "sites" else None)
+    plan = _Plan(quick=quick, first_seed=seed, k=k, nets=tuple(nets), group_a=tuple(group_a),
+                 group_b=tuple(group_b), pub_folds=pub_folds, families=tuple(families), epochs=epochs, extra=extra)
+    step("loading labeled windows")
+    data = _load(plan)
+    net_src, pub_src, mix_src = data
     settings = {"folds": k, "seeds": list(range(seed, seed + n_seeds)), "grace_s": GRACE_S, "networks": sorted(nets),
                 "public_split": public_split, "public_group_a": group_a, "public_group_b": group_b,
                 "public_folds": pub_folds and {str(s): f for s, f in pub_folds.items()},
                 "families_left_out": list(families),
-                "scorer_epochs": epochs, "seq_len": 10}
-    per_window, per_site, public_rows, loto_rows = [], [], [], []
+                "scorer_epochs": epochs, "seq_len": 10, "jobs": jobs}
     with tempfile.TemporaryDirectory(prefix="marlids-exp-") as tmp:
         settings["mappo"] = _mappo(quick, seed, Path(tmp), "generalization", **extra)
         cites = {f"range/{n}": s.citation for n, s in net_src.items()} | {s: v.citation for s, v in pub_src.items()}
         out.config(seed, quick, settings, cites | {m: s.citation for m, s in mix_src.items()})
-        for s in range(seed, seed + n_seeds):
-            fold_nets = make_folds(list(nets), k, s)
-            fold_pub = pub_folds[s] if pub_folds else None
-            for fi, held in enumerate(fold_nets):
-                if fold_pub is None:
-                    train_pub, test_pub = (group_a, group_b) if fi % 2 == 0 else (group_b, group_a)
-                else:
-                    test_pub = fold_pub[fi]
-                    train_pub = [p for p in group_a + group_b if p not in test_pub]
-                train = concat([net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in train_pub])
-                step(f"seed {s} fold {fi + 1}/{k}: held out {', '.join(held)}; training the temporal scorer")
-                scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
-                args = _mappo(quick, s, Path(tmp), "generalization", **extra)
-                mappo = MarlDetector(args, scorer).fit(train)
-                dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
-                        scorer, RandomForestDetector(seed=s).fit(train),
-                        RandomForestDetector(seed=s, site_standardised=True).fit(train),
-                        KitsuneGraceDetector(seed=s)]
-                tests = {n: net_src[n] for n in held}
-                for n, src in tests.items():
-                    y = src.frame["label"].to_numpy().astype(bool)
-                    scored = ~grace_mask(src)
-                    fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())
-                    for det in dets:
-                        dec = det.decisions(src)
-                        per_window.append(pd.DataFrame({"seed": s, "fold": fi, "network": n, "detector": det.name,
-                                                        "window": np.flatnonzero(scored), "label": y[scored],
-                                                        "alert": dec["alert"][scored], "family": fam[scored],
-                                                        "level": np.where(dec["alert"], dec["level"], 0)[scored]}))
-                        per_site.append({"seed": s, "fold": fi, "network": n, "detector": det.name,
-                                         **window_metrics(y[scored], dec["alert"][scored])})
-                for p in test_pub:
-                    src = pub_src[p]
-                    scored = ~grace_mask(src)
-                    for det in dets:
-                        dec = det.decisions(src)
-                        lv = dec["level"][scored][dec["alert"][scored]]
-                        public_rows.append({"seed": s, "fold": fi, "site": p, "detector": det.name,
-                                            "windows": int(scored.sum()),
-                                            "alert rate": float(dec["alert"][scored].mean()) if scored.any() else float("nan"),
-                                            "highest level": int(lv.max()) if len(lv) else 0,
-                                            "alerts at level >= 3": int((lv >= 3).sum())})
-                for m, src in mix_src.items():
-                    if _mix_benign(m) in test_pub:  # its benign side never trained on in this fold
-                        y = src.frame["label"].to_numpy().astype(bool)
-                        scored = ~grace_mask(src)
-                        for det in dets:
-                            a = det.decisions(src)["alert"]
-                            per_site.append({"seed": s, "fold": fi, "network": m, "detector": det.name,
-                                             **window_metrics(y[scored], a[scored])})
-            # leave one technique family out (fold 0's split of the first seed)
-            if s != seed:
-                continue
-            held = fold_nets[0]
-            pub0 = group_a if fold_pub is None else [p for p in group_a + group_b if p not in fold_pub[0]]
-            base = [net_src[n] for n in sorted(nets) if n not in held] + [pub_src[p] for p in pub0]
-            for family in families:
-                step(f"seed {s}: leave-technique-out {family}")
-                train = concat([_without_family(b, family) for b in base])
-                scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
-                args = _mappo(quick, s, Path(tmp), f"loto_{family}", **extra)
-                mappo = MarlDetector(args, scorer).fit(train)
-                dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
-                for n in held:
-                    src = net_src[n]
-                    fam = _family(src.frame["technique_id"].fillna("").astype(str).to_numpy())
-                    y = src.frame["label"].to_numpy().astype(bool)
-                    m = ~grace_mask(src) & y & (fam == family)
-                    if not m.any():
-                        continue
-                    for det in dets:
-                        a = det.decisions(src)["alert"]
-                        loto_rows.append({"seed": s, "family": family, "network": n, "detector": det.name,
-                                          "windows": int(m.sum()), "alerted": int(a[m].sum())})
+        per_seed = _run_seeds(plan, data, list(range(seed, seed + n_seeds)), jobs, Path(tmp), step)
+    per_window, per_site, public_rows, loto_rows = ([r for rows in per_seed for r in rows[key]]
+                                                    for key in ("per_window", "per_site", "public", "loto"))
     pw = pd.concat(per_window, ignore_index=True)
     # every held-out window's decision by every detector (row ``window`` of the network's window table):
     # other combinations of detectors can be scored from it without retraining

@@ -35,9 +35,9 @@ DATASETS = """\
 
 def _flags(name: str, cfg: dict) -> str:
     """The options besides ``--quick``/``--seed`` that the run's recorded settings imply (generalization:
-    ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults, and ``--public-split
+    ``--seeds``, ``--folds``, ``--families`` where they differ from the mode's defaults, ``--public-split
     dataset`` for runs that split the public captures by data set — every run recorded before the option
-    existed did)."""
+    existed did — and ``--jobs``, which changes the runtime shown, not the results)."""
     if name != "generalization":
         return ""
     from experiments.generalization import DEFAULTS
@@ -54,6 +54,8 @@ def _flags(name: str, cfg: dict) -> str:
     split = s.get("public_split", "dataset")
     if split != "sites":
         out += f" --public-split {split}"
+    if s.get("jobs", 1) > 1:  # the same results, a shorter runtime
+        out += f" --jobs {s['jobs']}"
     return out
 
 

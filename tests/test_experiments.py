@@ -190,6 +190,8 @@ def test_report_names_the_public_split_of_a_run():
     assert _flags("generalization", full) == ""
     full["settings"] |= {"seeds": [0, 1], "families_left_out": ["scan"]}
     assert _flags("generalization", full) == " --seeds 2 --families scan"
+    full["settings"]["jobs"] = 2
+    assert _flags("generalization", full) == " --seeds 2 --families scan --jobs 2"
 
 
 def test_unknown_public_split_is_refused():
@@ -197,6 +199,8 @@ def test_unknown_public_split_is_refused():
 
     with pytest.raises(ValueError, match="public_split"):
         run(quick=True, public_split="random")
+    with pytest.raises(ValueError, match="jobs"):
+        run(quick=True, jobs=0)
 
 
 def test_mappo_overrides_are_typed_and_checked_like_the_train_command():
@@ -243,11 +247,16 @@ def test_report_needs_results(tmp_path: Path):
 # Quick mode, twice per experiment (two processes side by side): identical metrics, every output file.
 
 
-def _launch(name: str, out: Path) -> subprocess.Popen:
+def _launch(name: str, out: Path, *options: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}  # the CLI must fix it itself
     return subprocess.Popen([sys.executable, "-m", "marlids", "experiment", name, "--quick", "--seed", "0",
-                             "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--out", str(out), *options], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+#: A third generalization run beside the pair: two seeds in two worker processes (``--jobs``), no
+#: leave-technique-out; its seed 0 must decide every window as the serial runs do.
+PARALLEL = ("--seeds", "2", "--jobs", "2", "--families", "none")
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +270,15 @@ def quick_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("experiments")
     runs = {}
     for name in EXPERIMENTS:
-        a, b = root / "a", root / "b"
-        procs = [_launch(name, a), _launch(name, b)]
+        a, b, c = root / "a", root / "b", root / "c"
+        procs = [_launch(name, a), _launch(name, b)] + ([_launch(name, c, *PARALLEL)]
+                                                        if name == "generalization" else [])
         outs = [p.communicate(timeout=900)[0] for p in procs]
         for p, o in zip(procs, outs):
             assert p.returncode == 0, f"marlids experiment {name} --quick failed:\n{o[-4000:]}"
         runs[name] = (a / name, b / name)
+        if name == "generalization":
+            runs["generalization --jobs 2"] = (c / name,)
     return runs
 
 
@@ -292,6 +304,19 @@ def test_quick_mode_is_deterministic_and_writes_everything(quick_runs, name: str
             assert f"`{csv.name}`" in md
     values = [v for v in ma.values() if isinstance(v, float)]
     assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 1  # real, varied metrics
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+@pytest.mark.timeout(2400)
+def test_seeds_in_worker_processes_decide_as_one_process_does(quick_runs):
+    serial, (parallel,) = quick_runs["generalization"][0], quick_runs["generalization --jobs 2"]
+    a = pd.read_csv(serial / "per_window.csv.gz")
+    c = pd.read_csv(parallel / "per_window.csv.gz")
+    assert sorted(c["seed"].unique()) == [0, 1] and json.loads((parallel / "config.json").read_text())[
+        "settings"]["jobs"] == 2
+    pd.testing.assert_frame_equal(c[c["seed"] == 0].reset_index(drop=True), a)
+    assert not c[c["seed"] == 1].empty and not (parallel / "leave_technique_out.csv").exists()
 
 
 @pytest.mark.slow
