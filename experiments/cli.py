@@ -56,8 +56,11 @@ def generalization(
                                     "bundle's (a field of `marlids train mappo`, with _ for -), e.g. --mappo "
                                     "minibatch_size=1000 --mappo num_epochs=2; repeatable."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds run at the same time, each in its own process on "
-                             "about one core (every model trains single-threaded, so the results do not depend on "
-                             "it); about 2 GiB of memory each. --jobs 2 halves a full run on 2 cores."),
+                             "about one core and about 2.5 GiB of memory with its local Ray (every model trains "
+                             "single-threaded, so the results do not depend on it)."),
+    keep_models: Path = typer.Option(None, "--keep-models", help="Keep every fold's trained defender in this "
+                                     "folder (seed<s>_fold<i>/, with held_out.json naming what it never trained on) "
+                                     "to run `marlids fog detect --policy` with it; default: deleted."),
 ) -> None:
     """Leave sites out: train on some recorded networks, test on networks never trained on (after each site's
     grace period), on benign public captures and public attack mixes; leave-technique-out recall.
@@ -65,7 +68,7 @@ def generalization(
     MAPPO vs the temporal scorer, RandomForests (raw and site-standardised statistics) and a Kitsune-style
     ensemble learned from each test site's grace period; 95 % intervals over seeds.
 
-    Example: marlids experiment generalization --quick; the full run in about 40 min on 2 cores:
+    Example: marlids experiment generalization --quick; the full run, two seeds at a time:
     marlids experiment generalization --jobs 2
     """
     from experiments.generalization import mappo_overrides, run
@@ -77,7 +80,8 @@ def generalization(
     fams = None if families is None else [f.strip() for f in families.split(",") if f.strip() not in ("", "none")]
     try:
         _run("generalization", run, quick=quick, seed=seed, seeds=seeds, folds=folds, families=fams,
-             public_split=public_split, aux_coeff=aux_coeff, mappo=overrides, jobs=jobs, out_root=out)
+             public_split=public_split, aux_coeff=aux_coeff, mappo=overrides, jobs=jobs, keep_models=keep_models,
+             out_root=out)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--families/--folds/--public-split") from None
 

@@ -204,6 +204,23 @@ class _Plan:
     families: tuple[str, ...]
     epochs: int
     extra: dict
+    keep_models: str | None = None  # folder the fold models are copied into (:func:`_keep`)
+
+
+def _keep(plan: _Plan, mappo: MarlDetector, name: str, **held) -> None:
+    """Copy a trained fold model (the defender's policy folder: actor, fusion pipeline, temporal scorer; the
+    layout ``marlids fog detect --policy`` reads) to ``<keep_models>/<name>``, with ``held_out.json`` naming
+    what it never trained on."""
+    if not plan.keep_models:
+        return
+    import json
+    import shutil
+
+    dest = Path(plan.keep_models) / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(mappo.policy_dir_, dest)
+    (dest / "held_out.json").write_text(json.dumps(held, indent=1))
 
 
 def _load(plan: _Plan) -> tuple[dict, dict, dict]:
@@ -236,6 +253,7 @@ def _run_seed(plan: _Plan, data: tuple[dict, dict, dict], s: int, tmp: Path, ste
         step(f"seed {s} fold {fi + 1}/{k}: RandomForests; MAPPO")
         args = _mappo(plan.quick, s, tmp, "generalization", **extra)
         mappo = MarlDetector(args, scorer).fit(train)
+        _keep(plan, mappo, f"seed{s}_fold{fi}", seed=s, fold=fi, networks=list(held), public_sites=list(test_pub))
         dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(),
                 scorer, RandomForestDetector(seed=s).fit(train),
                 RandomForestDetector(seed=s, site_standardised=True).fit(train),
@@ -284,6 +302,7 @@ def _run_seed(plan: _Plan, data: tuple[dict, dict, dict], s: int, tmp: Path, ste
         scorer = ScorerDetector(seed=s, epochs=epochs).fit(train)
         args = _mappo(plan.quick, s, tmp, f"loto_{family}", **extra)
         mappo = MarlDetector(args, scorer).fit(train)
+        _keep(plan, mappo, f"seed{s}_loto_{family}", seed=s, fold=0, networks=list(held), family_left_out=family)
         dets = [mappo, mappo.without_evidence_gate(), mappo.with_scorer_alerts(), scorer]
         for n in held:
             src = net_src[n]
@@ -359,7 +378,8 @@ def _run_seeds(plan: _Plan, data, seeds: list[int], jobs: int, tmp: Path, step) 
 
 def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: int | None = None,
         families: Sequence[str] | None = None, public_split: str = "sites", aux_coeff: float = 0.5,
-        mappo: dict | None = None, jobs: int = 1, out_root: Path | None = None, progress=None) -> Path:
+        mappo: dict | None = None, jobs: int = 1, keep_models: Path | None = None, out_root: Path | None = None,
+        progress=None) -> Path:
     """Run the experiment; return the Markdown file written under ``results/generalization``.
 
     Parameters
@@ -384,7 +404,12 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     jobs : int, default 1
         Seeds run at the same time, each in its own process on about one core (every model trains
         single-threaded, so a seed's results do not depend on ``jobs``). A process holds the windows and a local
-        Ray instance: about 2 GiB each.
+        Ray instance: about 2.5 GiB each.
+    keep_models : Path, optional
+        Keep every fold's trained defender here, ``seed<s>_fold<i>/`` (and ``seed<s>_loto_<family>/``): a policy
+        folder with its fusion pipeline and temporal scorer, which ``marlids fog detect --policy`` and ``marlids
+        train eval --policy`` read, and ``held_out.json`` naming the networks and public sites it never trained
+        on — to look at the alerts of a model on what it never saw. Default: the models are deleted.
 
     Raises
     ------
@@ -424,7 +449,8 @@ def run(*, quick: bool = False, seed: int = 0, seeds: int | None = None, folds: 
     pub_folds = ({s: public_folds(group_a + group_b, k, s) for s in range(seed, seed + n_seeds)}
                  if public_split == "sites" else None)
     plan = _Plan(quick=quick, first_seed=seed, k=k, nets=tuple(nets), group_a=tuple(group_a),
-                 group_b=tuple(group_b), pub_folds=pub_folds, families=tuple(families), epochs=epochs, extra=extra)
+                 group_b=tuple(group_b), pub_folds=pub_folds, families=tuple(families), epochs=epochs, extra=extra,
+                 keep_models=str(Path(keep_models).resolve()) if keep_models else None)
     step("loading labeled windows")
     data = _load(plan)
     net_src, pub_src, mix_src = data

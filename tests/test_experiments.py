@@ -255,8 +255,9 @@ def _launch(name: str, out: Path, *options: str) -> subprocess.Popen:
 
 
 #: A third generalization run beside the pair: two seeds in two worker processes (``--jobs``), no
-#: leave-technique-out; its seed 0 must decide every window as the serial runs do.
-PARALLEL = ("--seeds", "2", "--jobs", "2", "--families", "none")
+#: leave-technique-out, its fold models kept (``--keep-models`` + the run's folder); its seed 0 must decide every
+#: window as the serial runs do.
+PARALLEL = ("--seeds", "2", "--jobs", "2", "--families", "none", "--keep-models")
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +272,7 @@ def quick_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     runs = {}
     for name in EXPERIMENTS:
         a, b, c = root / "a", root / "b", root / "c"
-        procs = [_launch(name, a), _launch(name, b)] + ([_launch(name, c, *PARALLEL)]
+        procs = [_launch(name, a), _launch(name, b)] + ([_launch(name, c, *PARALLEL, str(c / "models"))]
                                                         if name == "generalization" else [])
         outs = [p.communicate(timeout=900)[0] for p in procs]
         for p, o in zip(procs, outs):
@@ -317,6 +318,25 @@ def test_seeds_in_worker_processes_decide_as_one_process_does(quick_runs):
         "settings"]["jobs"] == 2
     pd.testing.assert_frame_equal(c[c["seed"] == 0].reset_index(drop=True), a)
     assert not c[c["seed"] == 1].empty and not (parallel / "leave_technique_out.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+@pytest.mark.timeout(2400)
+def test_kept_fold_models_load_and_name_what_they_never_saw(quick_runs):
+    from edge.observation import FusionPipeline
+    from fog.policy import DefenderActor
+
+    (parallel,) = quick_runs["generalization --jobs 2"]
+    kept = parallel.parent / "models"
+    assert sorted(p.name for p in kept.iterdir()) == ["seed0_fold0", "seed0_fold1", "seed1_fold0", "seed1_fold1"]
+    per_network = pd.read_csv(parallel / "per_network.csv")
+    for d in kept.iterdir():
+        held = json.loads((d / "held_out.json").read_text())
+        tested = per_network[(per_network["seed"] == held["seed"]) & (per_network["fold"] == held["fold"])]
+        assert set(tested["network"]) >= set(held["networks"]) and held["public_sites"]
+        DefenderActor.load(d)
+        assert FusionPipeline.saved_alert_quantile(d) is not None  # the fold's own temporal scorer came along
 
 
 @pytest.mark.slow
